@@ -1,0 +1,259 @@
+"""Mel spectrogram, power-to-dB and MFCC, numerically equal to librosa's.
+
+librosa is the reference the research prototype used, but it pulls numba, soundfile and
+friends onto a Raspberry Pi and rebuilds its mel filter bank on every call. This module
+implements the same mathematics with numpy (and scipy.fft, imported lazily):
+
+* centred frames, zero padding of ``n_fft // 2`` on each side (librosa >= 0.10 default),
+* periodic Hann window, power 2 magnitude spectrum,
+* Slaney mel scale and Slaney area normalisation, filter bank built in float32,
+* ``power_to_db(ref=1.0, amin=1e-10, top_db=80)`` over the whole matrix,
+* orthonormal DCT-II over the mel axis.
+
+Filter banks, windows and DCT matrices are cached per parameter set: that, and float32
+FFTs, is where the speed over librosa comes from.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Optional
+
+import numpy as np
+
+from .errors import ParameterError
+
+
+def hz_to_mel(frequencies: np.ndarray | float) -> np.ndarray:
+    """Slaney (Auditory Toolbox) mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asanyarray(frequencies, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep,
+                    mels)
+
+
+def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asanyarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@lru_cache(maxsize=64)
+def mel_filterbank(*, sr: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0,
+                   fmax: Optional[float] = None) -> np.ndarray:
+    """Slaney-normalised triangular mel filters, shape ``(n_mels, 1 + n_fft // 2)``, float32.
+
+    The returned array is cached and read-only.
+    """
+    if fmax is None:
+        fmax = sr / 2.0
+    if not 0 <= fmin < fmax <= sr / 2.0 + 1e-9:
+        raise ParameterError(f"mel band {fmin}-{fmax} Hz impossible at sr={sr}")
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=16)
+def _hann(n_fft: int) -> np.ndarray:
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+@lru_cache(maxsize=16)
+def _dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Rows of the orthonormal DCT-II, so that ``D @ x == scipy.fft.dct(x, norm='ortho')[:n]``."""
+    k = np.arange(n_mfcc)[:, None]
+    n = np.arange(n_mels)[None, :]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2.0 * n_mels)) * np.sqrt(2.0 / n_mels)
+    basis[0] /= np.sqrt(2.0)
+    basis = basis.astype(np.float32)
+    basis.setflags(write=False)
+    return basis
+
+
+def _validate(y: np.ndarray, sr: int, n_fft: int, hop_length: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ParameterError(f"audio must be mono (1-D), got shape {y.shape}")
+    if y.size == 0:
+        raise ParameterError("audio is empty")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ParameterError(f"audio must be floating point, got {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        raise ParameterError("audio contains NaN or infinity")
+    if sr <= 0 or n_fft <= 0 or hop_length <= 0:
+        raise ParameterError("sr, n_fft and hop_length must be positive")
+    return y.astype(np.float32, copy=False)
+
+
+_scratch = threading.local()
+
+
+def _scratch_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A per-thread work array reused across calls of the same shape.
+
+    Allocating and freeing a few megabytes on every call costs page faults that, for a
+    short recording, take longer than the FFT itself.
+    """
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buf = buffers.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = buffers[name] = np.empty(shape, dtype)
+    return buf
+
+
+def _power_frames(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|^2 as ``(frames, 1 + n_fft // 2)`` float32: the layout the FFT produces.
+
+    Kept frame-major so the mel projection is one contiguous matrix product with no
+    transpose of the (large) spectrogram. The result lives in a scratch buffer: callers
+    must copy it (the mel projection does) before the next call on this thread.
+    """
+    from scipy.fft import rfft
+
+    padded = np.pad(y, n_fft // 2, mode="constant")
+    if padded.size < n_fft:
+        raise ParameterError(f"audio too short ({y.size} samples) for n_fft={n_fft}")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    n_frames, n_bins = frames.shape[0], n_fft // 2 + 1
+    windowed = _scratch_buffer("windowed", (n_frames, n_fft), np.float32)
+    np.multiply(frames, _hann(n_fft), out=windowed)
+    spectrum = rfft(windowed, axis=-1, overwrite_x=True)
+    power = _scratch_buffer("power", (n_frames, n_bins), np.float32)
+    imag = _scratch_buffer("imag", (n_frames, n_bins), np.float32)
+    np.square(spectrum.real, out=power)
+    np.square(spectrum.imag, out=imag)
+    power += imag
+    return power
+
+
+def power_spectrogram(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
+    """|STFT|^2 with centred, zero-padded frames and a periodic Hann window.
+
+    Shape ``(1 + n_fft // 2, frames)``, float32, as ``abs(librosa.stft(y)) ** 2``.
+    """
+    y = _validate(y, 1, n_fft, hop_length)
+    return np.array(_power_frames(y, n_fft, hop_length).T, order="C")
+
+
+def melspectrogram(y: np.ndarray, *, sr: int, n_fft: int = 2048, hop_length: int = 512,
+                   n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
+    """Mel power spectrogram, shape ``(n_mels, frames)``, as ``librosa.feature.melspectrogram``."""
+    y = _validate(y, sr, n_fft, hop_length)
+    basis = mel_filterbank(sr=int(sr), n_fft=int(n_fft), n_mels=int(n_mels), fmin=float(fmin),
+                           fmax=None if fmax is None else float(fmax))
+    return (_power_frames(y, n_fft, hop_length) @ basis.T).T
+
+
+def power_to_db(S: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
+                top_db: Optional[float] = 80.0) -> np.ndarray:
+    """``10 * log10(S / ref)`` floored at ``amin`` and at ``max - top_db``, as librosa's."""
+    if amin <= 0:
+        raise ParameterError("amin must be strictly positive")
+    if top_db is not None and top_db < 0:
+        raise ParameterError("top_db must be non-negative")
+    S = np.asarray(S)
+    log_spec = 10.0 * np.log10(np.maximum(amin, S))
+    log_spec -= 10.0 * np.log10(max(amin, abs(ref)))
+    if top_db is not None:
+        log_spec = np.maximum(log_spec, log_spec.max() - top_db)
+    return log_spec
+
+
+def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 20, n_fft: int = 2048, hop_length: int = 512,
+         n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
+    """MFCCs, shape ``(n_mfcc, frames)``, equal to ``librosa.feature.mfcc`` with these arguments."""
+    if not 0 < n_mfcc <= n_mels:
+        raise ParameterError(f"n_mfcc must be in 1..n_mels ({n_mels}), got {n_mfcc}")
+    log_mel = power_to_db(melspectrogram(y, sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                         n_mels=n_mels, fmin=fmin, fmax=fmax))
+    return _dct_matrix(int(n_mfcc), int(n_mels)) @ log_mel
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Everything that turns a recording into the model's input; stored in model metadata.
+
+    Training and the device both call :func:`window_features` with the params read from the
+    model's metadata, so the two can never disagree.
+    """
+
+    sr: int = 2000
+    n_mfcc: int = 13
+    n_fft: int = 128
+    hop_length: int = 32
+    n_mels: int = 32
+    fmin: float = 20.0
+    fmax: float = 400.0
+    window_s: float = 3.0
+    window_hop_s: float = 1.5
+    normalise: str = "cmvn"  # per-recording cepstral mean and variance normalisation
+
+    @property
+    def frames_per_window(self) -> int:
+        return int(round(self.window_s * self.sr / self.hop_length))
+
+    @property
+    def frames_per_hop(self) -> int:
+        return max(1, int(round(self.window_hop_s * self.sr / self.hop_length)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureParams":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def recording_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """MFCC matrix of a whole recording already at ``params.sr``, normalised per recording.
+
+    Cepstral mean (and variance) normalisation removes a stethoscope's fixed frequency
+    response, the largest single cause of failure on an unseen device.
+    """
+    coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
+                  hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
+                  fmax=params.fmax)
+    if params.normalise in ("cmn", "cmvn"):
+        coeffs = coeffs - coeffs.mean(axis=1, keepdims=True)
+    if params.normalise == "cmvn":
+        coeffs = coeffs / (coeffs.std(axis=1, keepdims=True) + 1e-3)
+    return coeffs.astype(np.float32)
+
+
+def window_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Cut a recording's features into fixed windows: ``(n_windows, n_mfcc, frames)``.
+
+    A recording shorter than one window is padded by repeating it (heart sounds are
+    periodic), so even a short upload gives one window.
+    """
+    coeffs = recording_features(analysis_samples, params)
+    width, step = params.frames_per_window, params.frames_per_hop
+    if coeffs.shape[1] < width:
+        reps = int(np.ceil(width / coeffs.shape[1]))
+        coeffs = np.tile(coeffs, (1, reps))
+    starts = range(0, coeffs.shape[1] - width + 1, step)
+    return np.stack([coeffs[:, s:s + width] for s in starts]).astype(np.float32)

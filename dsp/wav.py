@@ -1,0 +1,205 @@
+"""Reading and validating WAV files with nothing but :mod:`struct` and numpy.
+
+Why our own parser: the files come from anything (phones, USB stethoscopes, other
+software), arrive over a web form, and must never crash the device or make it allocate
+more memory than a Raspberry Pi has. :mod:`wave` only reads integer PCM, and
+``scipy.io.wavfile`` neither enforces limits nor says what is wrong in words a health
+worker can act on. Every problem ends in :class:`~dsp.errors.BadAudioError`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .errors import BadAudioError
+
+#: Largest file we accept (bytes). A 2-minute 48 kHz stereo 32-bit file is ~46 MB.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Sample-rate range accepted. Heart sounds need content up to ~800 Hz, so 2 kHz is the floor.
+MIN_RATE_HZ = 2000
+MAX_RATE_HZ = 192_000
+#: Duration range accepted for a screening recording.
+MIN_DURATION_S = 5.0
+MAX_DURATION_S = 180.0
+#: More channels than this is not a stethoscope recording.
+MAX_CHANNELS = 8
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_ENCODING_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM",
+                   0x0055: "MP3", 0x0050: "MPEG"}
+_RE_EXPORT = "Export or save the recording as an uncompressed WAV (PCM) file and try again."
+
+PathOrFile = Union[str, os.PathLike, BinaryIO, bytes]
+
+
+def _read_bytes(source: PathOrFile) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.stat(source).st_size
+        except FileNotFoundError:
+            raise BadAudioError(f"recording not found: {os.fspath(source)}") from None
+        except OSError as exc:
+            raise BadAudioError(f"recording cannot be opened: {exc.strerror}") from None
+        if size > MAX_FILE_BYTES:
+            raise BadAudioError(_too_big(size))
+        with open(source, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    else:
+        data = source.read(MAX_FILE_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise BadAudioError("recording could not be read (not a binary file)")
+    if len(data) > MAX_FILE_BYTES:
+        raise BadAudioError(_too_big(len(data)))
+    return bytes(data)
+
+
+def _too_big(size: int) -> str:
+    return (f"file too large: {size / 1e6:.1f} MB, the limit is {MAX_FILE_BYTES / 1e6:.0f} MB. "
+            "Record at most 2 minutes.")
+
+
+def _parse_fmt(body: bytes) -> tuple[int, int, int, int, int]:
+    """Return (format code, channels, rate, block_align, bits) from a fmt chunk body."""
+    if len(body) < 16:
+        raise BadAudioError("the WAV header is damaged (format chunk too short). " + _RE_EXPORT)
+    fmt, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+    if fmt == WAVE_FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise BadAudioError("the WAV header is damaged (extensible format chunk too short). "
+                                + _RE_EXPORT)
+        fmt = struct.unpack("<H", body[24:26])[0]  # first two bytes of the sub-format GUID
+    return fmt, channels, rate, block_align, bits
+
+
+def _decode(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
+    """Decode interleaved frames to float (frames, channels) in [-1, 1]."""
+    if fmt == WAVE_FORMAT_PCM:
+        if bits == 8:
+            data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+        elif bits == 16:
+            data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        elif bits == 24:
+            b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+            ints = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16))
+            ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
+            data = ints.astype(np.float32) / float(1 << 23)
+        elif bits == 32:
+            data = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+        else:
+            raise BadAudioError(f"unsupported PCM bit depth: {bits}-bit. " + _RE_EXPORT)
+    elif fmt == WAVE_FORMAT_IEEE_FLOAT:
+        if bits not in (32, 64):
+            raise BadAudioError(f"unsupported floating-point bit depth: {bits}-bit. " + _RE_EXPORT)
+        data = np.frombuffer(raw, dtype="<f4" if bits == 32 else "<f8")
+        if not np.all(np.isfinite(data)):
+            raise BadAudioError("the recording contains invalid samples (NaN or infinity). "
+                                "It is damaged; record again.")
+        peak = float(np.max(np.abs(data))) if data.size else 0.0
+        if peak > 1.0:  # unnormalised float file: scale into range rather than clip
+            data = data / peak
+        data = data.astype(np.float32)
+    else:
+        name = _ENCODING_NAMES.get(fmt, f"format code 0x{fmt:04x}")
+        raise BadAudioError(f"unsupported WAV encoding ({name}). " + _RE_EXPORT)
+    return data.reshape(-1, channels)
+
+
+def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
+             max_seconds: float = MAX_DURATION_S) -> tuple[np.ndarray, int]:
+    """Read a WAV file and return ``(samples, rate)``: float32 mono in [-1, 1].
+
+    Accepts PCM 8/16/24/32-bit, IEEE float 32/64 and WAVE_FORMAT_EXTENSIBLE, any number of
+    channels up to :data:`MAX_CHANNELS` (mixed down by averaging). ``source`` is a path, an
+    open binary file or the file's bytes. Every way the file can be unusable raises
+    :class:`BadAudioError` with a message a health worker can act on.
+    """
+    data = _read_bytes(source)
+    if len(data) == 0:
+        raise BadAudioError("the file is empty. Record again.")
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        if data[:4] == b"RF64":
+            raise BadAudioError("RF64 (very large) WAV files are not supported. " + _RE_EXPORT)
+        raise BadAudioError("this file is not a WAV recording. " + _RE_EXPORT)
+    riff_size = struct.unpack("<I", data[4:8])[0]
+    if riff_size + 8 > len(data) + 1:  # +1: some writers omit the final pad byte
+        raise BadAudioError("the recording is truncated (the file ends before its declared "
+                            "length). Copy it again completely, or record again.")
+    end = min(len(data), riff_size + 8)
+    pos = 12
+    fmt_info = None
+    raw = None
+    while pos + 8 <= end:
+        chunk_id = data[pos:pos + 4]
+        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body_start = pos + 8
+        if body_start + size > end:
+            raise BadAudioError("the recording is truncated (a part of the file is missing). "
+                                "Copy it again completely, or record again.")
+        body = data[body_start:body_start + size]
+        if chunk_id == b"fmt ":
+            fmt_info = _parse_fmt(body)
+        elif chunk_id == b"data":
+            if fmt_info is None:
+                raise BadAudioError("the WAV header is damaged (audio data before the format "
+                                    "description). " + _RE_EXPORT)
+            raw = body
+            break
+        pos = body_start + size + (size & 1)
+    if fmt_info is None:
+        raise BadAudioError("the WAV header is damaged (no format description). " + _RE_EXPORT)
+    if raw is None:
+        raise BadAudioError("the WAV file contains no audio data. Record again.")
+    fmt, channels, rate, block_align, bits = fmt_info
+    if channels == 0:
+        raise BadAudioError("the WAV header is damaged (it declares zero channels). " + _RE_EXPORT)
+    if channels > MAX_CHANNELS:
+        raise BadAudioError(f"the recording has {channels} channels; a stethoscope recording "
+                            f"has 1 or 2 (at most {MAX_CHANNELS} accepted).")
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise BadAudioError(f"unsupported sample rate: {rate} Hz; use between {MIN_RATE_HZ} and "
+                            f"{MAX_RATE_HZ} Hz (for example 4000, 8000 or 44100 Hz).")
+    if bits == 0 or bits % 8 or block_align != channels * bits // 8:
+        raise BadAudioError("the WAV header is damaged (inconsistent sample size). " + _RE_EXPORT)
+    usable = len(raw) - len(raw) % block_align  # a partial last frame is dropped
+    frames = usable // block_align
+    if frames == 0:
+        raise BadAudioError("the recording contains no audio. Record again.")
+    duration = frames / rate
+    if duration < min_seconds:
+        raise BadAudioError(f"recording too short: {duration:.1f} s, need at least "
+                            f"{min_seconds:.0f} s. Hold the stethoscope still and record again.")
+    if duration > max_seconds:
+        raise BadAudioError(f"recording too long: {duration:.0f} s, the limit is "
+                            f"{max_seconds:.0f} s. Trim it or record again.")
+    samples = _decode(raw[:usable], fmt, bits, channels)
+    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1, dtype=np.float64)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def write_wav(target: Union[str, os.PathLike, BinaryIO], samples: np.ndarray, rate: int) -> None:
+    """Write mono 16-bit PCM. Used for recordings the device makes and for test fixtures."""
+    pcm = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0 - 1.0 / 32768)
+    payload = (pcm * 32768.0).round().astype("<i2").tobytes()
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(payload), b"WAVE", b"fmt ", 16,
+                         WAVE_FORMAT_PCM, 1, int(rate), int(rate) * 2, 2, 16, b"data", len(payload))
+    if isinstance(target, (str, os.PathLike)):
+        with open(target, "wb") as handle:
+            handle.write(header + payload)
+    else:
+        target.write(header + payload)
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """Return a 16-bit PCM mono WAV as bytes."""
+    buffer = io.BytesIO()
+    write_wav(buffer, samples, rate)
+    return buffer.getvalue()

@@ -1,0 +1,101 @@
+"""Heart rate and signal quality on synthetic and real recordings."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import dsp
+from dsp import signal_quality as q
+from tests.signals import SHARED_DATA, heart_sounds, pink_noise
+
+
+@pytest.mark.parametrize("bpm", [40, 48, 55, 62, 70, 80, 90, 100, 115, 130, 150, 165, 180])
+@pytest.mark.parametrize("rate", [2000, 44100])
+def test_heart_rate_of_synthetic_trains_within_5_bpm(bpm, rate):
+    samples = heart_sounds(bpm, 20.0, 2000, seed=bpm)
+    if rate != 2000:
+        samples = dsp.resample(samples, 2000, rate)
+    measured = dsp.heart_rate(samples, rate)
+    assert measured is not None and abs(measured - bpm) <= 5, measured
+
+
+
+
+def test_heart_rate_of_real_recordings_counted_by_hand():
+    import soundfile
+
+    counted = _counted_rates()
+    if not counted:
+        pytest.skip("../shared/data not present")
+    for name, bpm in counted.items():
+        samples, rate = soundfile.read(SHARED_DATA / "physionet2016" / name, dtype="float32")
+        measured = dsp.heart_rate(samples[: 10 * rate], rate)
+        assert measured is not None and abs(measured - bpm) <= 5, (name, measured, bpm)
+
+
+def _counted_rates() -> dict:
+    from tests.counted_rates import COUNTED_BPM
+
+    return {k: v for k, v in COUNTED_BPM.items() if (SHARED_DATA / "physionet2016" / k).exists()}
+
+
+def test_clean_heart_sounds_pass_quality():
+    report = dsp.quality(heart_sounds(72, 20.0, 4000), 4000)
+    assert report.ok, report
+    assert report.heart_rate_bpm and abs(report.heart_rate_bpm - 72) < 5
+
+
+def test_murmur_does_not_make_quality_fail():
+    report = dsp.quality(heart_sounds(80, 20.0, 2000, murmur=0.3), 2000)
+    assert report.ok, report
+
+
+def test_silence_is_reported():
+    report = dsp.quality(np.zeros(20 * 8000, np.float32), 8000)
+    assert report.reasons == (q.SILENCE,)
+    quiet = (1e-5 * np.random.default_rng(0).standard_normal(20 * 8000)).astype(np.float32)
+    assert q.SILENCE in dsp.quality(quiet, 8000).reasons
+
+
+def test_clipping_is_reported():
+    clipped = np.clip(heart_sounds(70, 20.0, 4000) * 20, -1.0, 1.0)
+    assert q.CLIPPING in dsp.quality(clipped, 4000).reasons
+
+
+@pytest.mark.parametrize("rate", [2000, 8000, 44100])
+def test_white_noise_is_poor(rate):
+    noise = (0.1 * np.random.default_rng(rate).standard_normal(20 * rate)).astype(np.float32)
+    report = dsp.quality(noise, rate)
+    assert not report.ok and (q.NO_HEARTBEAT in report.reasons or q.NOISY in report.reasons)
+
+
+def test_pink_noise_and_hum_are_poor():
+    rate = 8000
+    assert not dsp.quality(pink_noise(20 * rate, seed=3), rate).ok
+    t = np.arange(20 * rate) / rate
+    hum = (0.2 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    assert q.NO_HEARTBEAT in dsp.quality(hum, rate).reasons
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_speech_is_poor(tmp_path):
+    path = tmp_path / "speech.wav"
+    text = ("Please breathe normally and keep still while we listen to your heart. " * 4)
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
+    samples, rate = dsp.read_wav(path)
+    report = dsp.quality(samples, rate)
+    assert not report.ok, report
+
+
+def test_too_short_is_reported():
+    report = dsp.quality(heart_sounds(70, 3.0, 2000), 2000)
+    assert q.TOO_SHORT in report.reasons
+
+
+def test_every_reason_has_advice():
+    for reason in (q.TOO_SHORT, q.SILENCE, q.CLIPPING, q.NOISY, q.NO_HEARTBEAT):
+        assert reason in dsp.REASON_ADVICE
