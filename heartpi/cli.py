@@ -7,19 +7,38 @@ and the daemon never loads the web UI (nor the web UI the daemon).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import logging
+import os
 import sys
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("heartpi")
 
 
 def _error(message: str) -> None:
     print(f"heartpi: {message}", file=sys.stderr)
 
 
+def setup_logging(verbose: bool = False) -> None:
+    """Readable in ``journalctl``: under systemd the journal adds time and unit itself."""
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") \
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, force=True)
+
+
+def _config(args: argparse.Namespace):
+    from device.config import load_config
+
+    return load_config(args.config)
+
+
+# -- signal analysis -----------------------------------------------------------------------
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Print duration, rate, quality figures and heart rate of each file."""
     import dsp
@@ -41,6 +60,113 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify WAV files: one line (or JSON object) each; bad files on stderr, others go on."""
+    import dsp
+    from model import DISCLAIMER, Classifier, ModelError
+
+    try:
+        classifier = Classifier.load(args.model)
+    except ModelError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    failed = False
+    for path in args.files:
+        try:
+            verdict = classifier.classify_file(path)
+        except dsp.BadAudioError as exc:
+            _error(f"{path}: {exc}")
+            failed = True
+            continue
+        if args.json:
+            print(json.dumps({"file": path, **verdict.to_dict()}, sort_keys=True))
+            continue
+        p = f"p(abnormal) {verdict.p_abnormal:.2f} vs threshold {verdict.threshold:.2f}" \
+            if verdict.p_abnormal is not None else "not scored"
+        bpm = f"{verdict.heart_rate_bpm:.0f} bpm" if verdict.heart_rate_bpm else "heart rate unknown"
+        why = f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else ""
+        print(f"{path}: {verdict.text.upper()}{why} ({p}, {bpm}, {verdict.duration_s:.0f} s)")
+    if not args.json:
+        print(DISCLAIMER, file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- device and web --------------------------------------------------------------------------
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from device import DeviceError
+    from device.runner import run_daemon
+    from model import ModelError
+
+    setup_logging(args.verbose)
+    try:
+        config = _config(args)
+        return run_daemon(config, simulate=args.simulate, input_path=args.input, presses=args.presses,
+                          realtime=args.speed)
+    except (DeviceError, ModelError) as exc:
+        log.error("%s", exc)
+        _error(str(exc))
+        return EXIT_FAILED
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from device import DeviceError
+    from webui import WebError, create_app
+    from webui.serve import serve
+
+    setup_logging(args.verbose)
+    try:
+        config = _config(args)
+        app = create_app({"HEARTPI_CONFIG": config})
+        serve(app, args.host or config.web.host, args.port or config.web.port,
+              tls_cert=config.web.tls_cert, tls_key=config.web.tls_key)
+    except (DeviceError, WebError) as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _read_password(prompt: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from device import DeviceError
+    from device.records import RecordStore
+    from webui.passwords import hash_password
+
+    try:
+        config = _config(args)
+        password = _read_password(f"Password for {args.email}: ")
+        store = RecordStore(config.database_path)
+        store.add_user(email=args.email, password_hash=hash_password(password), role=args.role,
+                       actor="cli:user-add")
+    except (ValueError, DeviceError) as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    print(f"account {args.email} ({args.role}) created")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from heartpi.demo import run_demo
+
+    setup_logging(args.verbose)
+    return run_demo(host=args.host, port=args.port, presses=args.presses, once=args.once,
+                    data_dir=args.data_dir)
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    """Technician tools live in heartpi.tools; imported only when used."""
+    from heartpi import tools
+
+    return getattr(tools, args.tool)(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heartpi",
@@ -48,19 +174,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"heartpi {__version__}")
     parser.add_argument("--config", help="configuration file (default: $HEARTPI_CONFIG or "
                         "/etc/heartpi/heartpi.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("analyze", help="signal figures of WAV files (duration, quality, heart rate)")
     p.add_argument("files", nargs="+", metavar="FILE.wav")
     p.set_defaults(func=cmd_analyze)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("classify", help="screen WAV files: normal / abnormal: refer / poor signal")
+    p.add_argument("files", nargs="+", metavar="FILE.wav")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--model", help="model .tflite (default: the bundled model)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("daemon", help="run the device (button, LEDs, capture, records)")
+    p.add_argument("--simulate", action="store_true", help="no hardware: mock pins, WAV files as input")
+    p.add_argument("--input", type=Path, help="WAV file or folder to play when simulating "
+                   "(default: the bundled reference recordings)")
+    p.add_argument("--presses", type=int, help="simulate: press the button N times, then exit")
+    p.add_argument("--speed", type=float, default=None, help="simulate: playback speed "
+                   "(1 = real time; default 1, or instant with --presses)")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("web", help="serve the clinic web page (production WSGI server)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("demo", help="simulated device + web page with a one-time demo login")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--presses", type=int, default=4, help="recordings to make at start")
+    p.add_argument("--once", action="store_true", help="exit after the first recordings")
+    p.add_argument("--data-dir", type=Path, help="default: $HEARTPI_DATA_DIR or ./var/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("user", help="manage web accounts")
+    user_sub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    q = user_sub.add_parser("add", help="create an account (password from the terminal or stdin)")
+    q.add_argument("email")
+    q.add_argument("--role", choices=("admin", "clinician", "health_worker"), default="clinician")
+    q.set_defaults(func=cmd_user_add)
+
+    from heartpi import tools
+
+    tools.register(sub, cmd_tool)
     return parser
-
-
-#: Subcommand registrars added by later modules (kept in one list so the parser is built once).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -45,7 +45,8 @@ install_venv() {
     [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
     local stamp="$dir/.heartpi-$key"
     local want
-    want=$(cat setup.cfg pyproject.toml tools/bootstrap.sh | sha256sum | cut -c1-16)
+    # the package list matters too: an editable install maps the top-level packages it saw
+    want=$( (cat setup.cfg pyproject.toml tools/bootstrap.sh; ls -1 ./*/__init__.py) | sha256sum | cut -c1-16)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "bootstrap: installing Python packages into $dir (first run takes a few minutes)"
         "$dir/bin/pip" install -q --disable-pip-version-check "$@"
@@ -63,7 +64,7 @@ case "$mode" in
         # The second supported TFLite runtime (tflite-runtime 2.14 needs numpy<2): its own venv,
         # used by tests/test_runtimes.py to classify with both interpreters.
         install_venv .venv-tflite tflite "numpy<2" "scipy<1.14" "tflite-runtime==2.14.*"
-        [ -e .venv-tflite/.heartpi-project ] || { .venv-tflite/bin/pip install -q --no-deps -e . && touch .venv-tflite/.heartpi-project; }
+        install_venv .venv-tflite project --no-deps -e .
         export PYTHONDONTWRITEBYTECODE=1
         exec .venv/bin/python -m pytest "$@"
         ;;

@@ -1,0 +1,250 @@
+"""The device's state machine: idle -> recording -> analysing -> result -> idle.
+
+Button callbacks, SIGTERM and timers only put events on a queue; one thread runs the cycle,
+so every transition happens in one place and is logged. Any failure inside a cycle ends in
+the fault state (red LED blinking, message in the journal) and the next press tries again.
+
+Order inside a cycle protects the recording: the WAV is written (atomically) before it is
+analysed, and the record is committed after; a recording left without a record by a crash
+is found and analysed at the next start (:meth:`Daemon.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import dsp
+
+from . import gpio
+from .capture import AudioSource, Capture
+from .config import Config
+from .errors import DeviceError, StorageError
+from .records import RecordStore
+from .sdnotify import Notifier
+from .storage import TMP_PREFIX, store_recording
+
+log = logging.getLogger("heartpi.daemon")
+
+PRESS, HOLD, SHUTDOWN = "press", "hold", "shutdown"
+IDLE, RECORDING, ANALYSING, RESULT, FAULT = "idle", "recording", "analysing", "result", "fault"
+
+
+@dataclass
+class CycleResult:
+    recording_id: Optional[int]
+    label: Optional[str]
+    error: Optional[str] = None
+    capture_ended_at: Optional[float] = None
+    verdict_at: Optional[float] = None
+
+
+class Daemon:
+    def __init__(self, *, config: Config, source: AudioSource, indicator: gpio.Indicator,
+                 store: RecordStore, classifier, notifier: Optional[Notifier] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.source = source
+        self.indicator = indicator
+        self.store = store
+        self.classifier = classifier
+        self.notifier = notifier or Notifier(env={})
+        self.clock = clock
+        self.events: "queue.Queue[str]" = queue.Queue()
+        self.state = IDLE
+        self.results: list[CycleResult] = []
+        self.cycle_done = threading.Condition()
+        self._result_until: Optional[float] = None
+        self._last_ping = 0.0
+        indicator.on_press = lambda: self.events.put(PRESS)
+        indicator.on_long_press = lambda: self.events.put(HOLD)
+
+    # -- external controls ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Safe from a signal handler: the current step finishes, then the loop ends."""
+        self.events.put(SHUTDOWN)
+
+    # -- state ------------------------------------------------------------------------------
+    def _enter(self, state: str, led: str, detail: str = "") -> None:
+        log.info("state %s -> %s%s", self.state, state, f" ({detail})" if detail else "")
+        self.state = state
+        self.indicator.show(led)
+        self.notifier.status(f"{state}{': ' + detail if detail else ''}")
+        try:
+            self.store.set_status("state", state if not detail else f"{state}: {detail}")
+        except DeviceError as exc:  # the database is not what the LEDs depend on
+            log.warning("could not record daemon state: %s", exc)
+
+    def _ping(self, force: bool = False) -> None:
+        interval = self.notifier.watchdog_interval
+        now = self.clock()
+        if interval and (force or now - self._last_ping >= interval * 0.9):
+            self.notifier.watchdog()
+            self._last_ping = now
+
+    def _wait_event(self, timeout: Optional[float]) -> Optional[str]:
+        interval = self.notifier.watchdog_interval
+        if interval:
+            timeout = interval if timeout is None else min(timeout, interval)
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        finally:
+            self._ping()
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        self.recover()
+        self._enter(IDLE, gpio.READY)
+        self.notifier.ready(status="ready")
+        self._ping(force=True)
+        try:
+            while True:
+                timeout = None
+                if self._result_until is not None:
+                    timeout = max(0.0, self._result_until - self.clock())
+                event = self._wait_event(timeout)
+                if event == SHUTDOWN:
+                    break
+                if event == PRESS:
+                    self._result_until = None
+                    self.cycle()
+                elif event == HOLD and self.state in (RESULT, FAULT):
+                    self._result_until = None
+                    self._enter(IDLE, gpio.READY, "dismissed")
+                if self._result_until is not None and self.clock() >= self._result_until:
+                    self._result_until = None
+                    self._enter(IDLE, gpio.READY)
+        finally:
+            self.notifier.stopping()
+            self.indicator.show(gpio.OFF)
+            try:
+                self.store.set_status("state", "stopped")
+            except DeviceError:
+                pass
+            log.info("daemon stopped")
+        return 0
+
+    def cycle(self) -> CycleResult:
+        """One press: record, save, analyse, store, show. Never raises."""
+        try:
+            result = self._cycle()
+        except Exception as exc:  # noqa: BLE001 - any failure becomes the fault state
+            message = str(exc) or exc.__class__.__name__
+            if not isinstance(exc, (DeviceError, dsp.DSPError)):
+                log.exception("unexpected failure in recording cycle")
+            self._enter(FAULT, gpio.FAULT, message)
+            log.error("fault: %s", message)
+            self._result_until = self.clock() + self.config.device.result_hold_seconds
+            result = CycleResult(None, None, error=message)
+        with self.cycle_done:
+            self.results.append(result)
+            self.cycle_done.notify_all()
+        return result
+
+    def _record(self) -> tuple[Optional[Capture], bool, bool]:
+        """Capture in a worker thread while this thread answers the button and the watchdog.
+
+        Returns (capture, cancelled, shutting_down).
+        """
+        stop = threading.Event()
+        box: dict = {}
+
+        def worker() -> None:
+            try:
+                box["capture"] = self.source.record(self.config.audio.record_seconds, stop)
+            except BaseException as exc:  # re-raised in the main thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=worker, name="capture", daemon=True)
+        thread.start()
+        cancelled = shutting_down = False
+        while thread.is_alive():
+            event = self._wait_event(0.1)
+            if event == PRESS:
+                log.info("second press: stopping the recording early")
+                stop.set()
+            elif event == HOLD:
+                cancelled = True
+                stop.set()
+            elif event == SHUTDOWN:
+                shutting_down = True
+                stop.set()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box.get("capture"), cancelled, shutting_down
+
+    def _cycle(self) -> CycleResult:
+        self._enter(RECORDING, gpio.RECORDING)
+        capture, cancelled, shutting_down = self._record()
+        ended = self.clock()
+        if shutting_down:
+            log.warning("stopping during a recording: the unfinished recording is discarded")
+            self.events.put(SHUTDOWN)
+            return CycleResult(None, None, error="shutdown")
+        if cancelled:
+            self._enter(IDLE, gpio.READY, "recording cancelled")
+            return CycleResult(None, None, error="cancelled")
+        self._enter(ANALYSING, gpio.ANALYSING)
+        wav = dsp.wav_bytes(capture.samples, capture.rate)
+        relative, sha = store_recording(self.config.recordings_dir, wav,
+                                        min_free_mb=self.config.storage.min_free_mb)
+        verdict = self.classifier.classify(capture.samples, capture.rate)
+        rec_id = self.store.add_recording(
+            file=relative, sha256=sha, duration_s=capture.duration_s, rate=capture.rate,
+            source="device", device_id=self.config.device_id, verdict=verdict.label,
+            p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
+            quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
+            overflows=capture.overflows, model_sha256=verdict.model_sha256,
+            software_version=verdict.software_version,
+            note="stopped early by the button" if capture.stopped_early else "")
+        done = self.clock()
+        led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(verdict.label, gpio.POOR_SIGNAL)
+        detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
+        self._enter(RESULT, led, detail)
+        log.info("recording %d saved as %s: %s, p(abnormal)=%s, %s overflow(s)", rec_id, relative,
+                 verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",
+                 capture.overflows)
+        self._result_until = self.clock() + self.config.device.result_hold_seconds
+        return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Remove unfinished temporary files; analyse recordings that have no record yet."""
+        base = Path(self.config.recordings_dir)
+        if not base.exists():
+            return 0
+        for partial in base.rglob(f"{TMP_PREFIX}*"):
+            log.warning("removing unfinished recording %s left by an interrupted write", partial.name)
+            partial.unlink(missing_ok=True)
+        recovered = 0
+        for path in sorted(base.rglob("*.wav")):
+            relative = path.relative_to(base).as_posix()
+            if self.store.recording_by_file(relative) is not None:
+                continue
+            try:
+                data = path.read_bytes()
+                samples, rate = dsp.read_wav(data, min_seconds=0.0)
+                verdict = self.classifier.classify(samples, rate)
+                import hashlib
+
+                self.store.add_recording(
+                    file=relative, sha256=hashlib.sha256(data).hexdigest(),
+                    duration_s=samples.size / rate, rate=rate, source="device",
+                    device_id=self.config.device_id, verdict=verdict.label,
+                    p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
+                    quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
+                    model_sha256=verdict.model_sha256, software_version=verdict.software_version,
+                    note="recovered after an interrupted cycle")
+                recovered += 1
+                log.warning("recovered recording %s that had no record (interrupted cycle)", relative)
+            except (dsp.DSPError, StorageError) as exc:
+                log.error("could not recover %s: %s", relative, exc)
+        return recovered

@@ -1,0 +1,436 @@
+"""The records store: one SQLite file shared by the daemon (writer) and the web page.
+
+Durability first: WAL journal (readers never block the writer), ``synchronous=FULL`` (a
+committed record survives a power cut), foreign keys on, a busy timeout so the two
+processes wait for each other instead of failing. The schema is versioned with
+``PRAGMA user_version`` and migrated forward on open. The audit log is append-only,
+enforced by triggers, not by convention.
+
+Imports neither :mod:`model` nor :mod:`webui`: it stores plain values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from .errors import StorageError
+
+BUSY_TIMEOUT_MS = 10_000
+VERDICTS = ("normal", "abnormal", "poor_signal")
+ROLES = ("admin", "clinician", "health_worker")
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'clinician', 'health_worker')),
+        active INTEGER NOT NULL DEFAULT 1,
+        approved INTEGER NOT NULL DEFAULT 1,
+        session_epoch INTEGER NOT NULL DEFAULT 0,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE patients (
+        id INTEGER PRIMARY KEY,
+        external_id TEXT UNIQUE,
+        name TEXT NOT NULL,
+        birth_date TEXT,
+        sex TEXT CHECK (sex IS NULL OR sex IN ('female', 'male', 'other', 'unknown')),
+        notes TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE recordings (
+        id INTEGER PRIMARY KEY,
+        file TEXT NOT NULL UNIQUE,
+        sha256 TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        rate INTEGER NOT NULL,
+        captured_at TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('device', 'upload')),
+        device_id TEXT NOT NULL,
+        uploaded_by INTEGER REFERENCES users(id),
+        patient_id INTEGER REFERENCES patients(id) ON DELETE SET NULL,
+        verdict TEXT CHECK (verdict IN ('normal', 'abnormal', 'poor_signal')),
+        p_abnormal REAL,
+        threshold REAL,
+        quality_reasons TEXT NOT NULL DEFAULT '[]',
+        heart_rate_bpm REAL,
+        overflows INTEGER NOT NULL DEFAULT 0,
+        model_sha256 TEXT,
+        software_version TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX recordings_captured ON recordings(captured_at);
+    CREATE INDEX recordings_patient ON recordings(patient_id);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE device_status (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL
+    );
+    """,
+    # 2: server-side web sessions (revocable on logout and password change)
+    """
+    CREATE TABLE web_sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX web_sessions_user ON web_sessions(user_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: int
+    file: str
+    sha256: str
+    duration_s: float
+    rate: int
+    captured_at: str
+    source: str
+    device_id: str
+    uploaded_by: Optional[int]
+    patient_id: Optional[int]
+    verdict: Optional[str]
+    p_abnormal: Optional[float]
+    threshold: Optional[float]
+    quality_reasons: list
+    heart_rate_bpm: Optional[float]
+    overflows: int
+    model_sha256: Optional[str]
+    software_version: Optional[str]
+    note: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Recording":
+        data = dict(row)
+        data["quality_reasons"] = json.loads(data["quality_reasons"] or "[]")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def connect(path: Union[str, os.PathLike]) -> sqlite3.Connection:
+    """Open the database with the durability settings above (creating its folder)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"database {path} cannot be opened: {exc}") from None
+    return conn
+
+
+class RecordStore:
+    """All reads and writes of the database. One instance per process (thread-safe)."""
+
+    def __init__(self, path: Union[str, os.PathLike], *, migrate: bool = True) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+        self._lock = threading.RLock()
+        if migrate:
+            self.migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): take the write lock up front."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"database is busy or read-only: {exc}") from None
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self._conn.execute("ROLLBACK")
+                    raise StorageError(f"record could not be saved: {exc}") from None
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def migrate(self) -> int:
+        """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
+        with self.transaction() as conn:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise StorageError(f"database schema {found} is newer than this software "
+                                   f"({SCHEMA_VERSION}); update HeartPi")
+            for version in range(found, SCHEMA_VERSION):
+                for statement in _split_sql(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+        return found
+
+    def schema_version(self) -> int:
+        return self._query("PRAGMA user_version")[0][0]
+
+    def integrity_check(self) -> str:
+        return self._query("PRAGMA integrity_check")[0][0]
+
+    def backup(self, target: Union[str, os.PathLike]) -> Path:
+        """Consistent copy through SQLite's online backup API (safe while others write)."""
+        target = Path(target)
+        dest = sqlite3.connect(target)
+        try:
+            with self._lock:
+                self._conn.backup(dest)
+        finally:
+            dest.close()
+        return target
+
+    # -- recordings ---------------------------------------------------------------------
+    def add_recording(self, *, file: str, sha256: str, duration_s: float, rate: int, source: str,
+                      device_id: str, verdict: Optional[str] = None,
+                      p_abnormal: Optional[float] = None, threshold: Optional[float] = None,
+                      quality_reasons: Sequence[str] = (), heart_rate_bpm: Optional[float] = None,
+                      overflows: int = 0, model_sha256: Optional[str] = None,
+                      software_version: Optional[str] = None, patient_id: Optional[int] = None,
+                      uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
+                      note: str = "", actor: str = "device") -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
+                "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
+                "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
+                 device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
+                 json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
+                 software_version, note))
+            rec_id = cur.lastrowid
+            self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
+        return rec_id
+
+    def get_recording(self, rec_id: int) -> Optional[Recording]:
+        rows = self._query("SELECT * FROM recordings WHERE id = ?", (rec_id,))
+        return Recording.from_row(rows[0]) if rows else None
+
+    def recording_by_file(self, file: str) -> Optional[Recording]:
+        rows = self._query("SELECT * FROM recordings WHERE file = ?", (file,))
+        return Recording.from_row(rows[0]) if rows else None
+
+    def list_recordings(self, *, verdict: Optional[str] = None, since: Optional[str] = None,
+                        until: Optional[str] = None, device_id: Optional[str] = None,
+                        patient_id: Optional[int] = None, unassigned: bool = False,
+                        limit: int = 200, offset: int = 0) -> list[Recording]:
+        clauses, args = [], []
+        for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
+                                  ("captured_at", "<", until), ("device_id", "=", device_id),
+                                  ("patient_id", "=", patient_id)):
+            if value not in (None, ""):
+                clauses.append(f"{column} {op} ?")
+                args.append(value)
+        if unassigned:
+            clauses.append("patient_id IS NULL")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
+                           "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
+        return [Recording.from_row(r) for r in rows]
+
+    def count_recordings(self) -> int:
+        return self._query("SELECT COUNT(*) FROM recordings")[0][0]
+
+    def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE recordings SET patient_id = ? WHERE id = ?", (patient_id, rec_id))
+            if cur.rowcount != 1:
+                raise KeyError(f"recording {rec_id} does not exist")
+            self._audit(conn, actor, "recording.assign", f"recording:{rec_id}", f"patient:{patient_id}")
+
+    # -- patients -----------------------------------------------------------------------
+    def add_patient(self, *, name: str, external_id: Optional[str] = None,
+                    birth_date: Optional[str] = None, sex: Optional[str] = None, notes: str = "",
+                    actor: str) -> int:
+        now = utcnow()
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT INTO patients (external_id, name, birth_date, sex, notes, "
+                               "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (external_id or None, name, birth_date or None, sex or None, notes, now, now))
+            self._audit(conn, actor, "patient.create", f"patient:{cur.lastrowid}")
+        return cur.lastrowid
+
+    def update_patient(self, patient_id: int, *, actor: str, **fields: Any) -> None:
+        allowed = {"name", "external_id", "birth_date", "sex", "notes"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"patient fields must be among {sorted(allowed)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [v if v != "" or k in ("notes", "name") else None for k, v in fields.items()]
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE patients SET {sets}, updated_at = ? WHERE id = ?",
+                               (*values, utcnow(), patient_id))
+            if cur.rowcount != 1:
+                raise KeyError(f"patient {patient_id} does not exist")
+            self._audit(conn, actor, "patient.update", f"patient:{patient_id}", ",".join(sorted(fields)))
+
+    def get_patient(self, patient_id: int) -> Optional[dict]:
+        rows = self._query("SELECT * FROM patients WHERE id = ?", (patient_id,))
+        return dict(rows[0]) if rows else None
+
+    def list_patients(self, search: str = "", limit: int = 200) -> list[dict]:
+        like = f"%{search.strip()}%"
+        rows = self._query("SELECT p.*, (SELECT COUNT(*) FROM recordings r WHERE r.patient_id = p.id) "
+                           "AS n_recordings FROM patients p WHERE p.name LIKE ? OR "
+                           "IFNULL(p.external_id, '') LIKE ? ORDER BY p.name COLLATE NOCASE LIMIT ?",
+                           (like, like, int(limit)))
+        return [dict(r) for r in rows]
+
+    # -- users --------------------------------------------------------------------------
+    def add_user(self, *, email: str, password_hash: str, role: str, approved: bool = True,
+                 actor: str) -> int:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        with self.transaction() as conn:
+            try:
+                cur = conn.execute("INSERT INTO users (email, password_hash, role, approved, created_at) "
+                                   "VALUES (?, ?, ?, ?, ?)",
+                                   (email.strip(), password_hash, role, int(approved), utcnow()))
+            except sqlite3.IntegrityError:
+                raise ValueError(f"an account for {email} already exists") from None
+            self._audit(conn, actor, "user.create", f"user:{cur.lastrowid}", role)
+        return cur.lastrowid
+
+    def get_user(self, user_id: int) -> Optional[dict]:
+        rows = self._query("SELECT * FROM users WHERE id = ?", (user_id,))
+        return dict(rows[0]) if rows else None
+
+    def user_by_email(self, email: str) -> Optional[dict]:
+        rows = self._query("SELECT * FROM users WHERE email = ? COLLATE NOCASE", (email.strip(),))
+        return dict(rows[0]) if rows else None
+
+    def list_users(self) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM users ORDER BY email")]
+
+    def count_admins(self) -> int:
+        return self._query("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1")[0][0]
+
+    def update_user(self, user_id: int, *, actor: str, audit_action: str = "user.update", **fields: Any) -> None:
+        allowed = {"password_hash", "role", "active", "approved", "session_epoch", "failed_logins",
+                   "locked_until"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"user fields must be among {sorted(allowed)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE users SET {sets} WHERE id = ?", (*fields.values(), user_id))
+            if audit_action:
+                detail = ",".join(sorted(k for k in fields if k != "password_hash")) or "password"
+                self._audit(conn, actor, audit_action, f"user:{user_id}", detail)
+
+    # -- web sessions -------------------------------------------------------------------
+    def create_session(self, session_id: str, user_id: int, expires_at: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE expires_at < ?", (utcnow(),))
+            conn.execute("INSERT INTO web_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                         (session_id, user_id, utcnow(), expires_at))
+
+    def session_user(self, session_id: str) -> Optional[dict]:
+        """The active, approved user of a live session, or None."""
+        rows = self._query("SELECT u.* FROM web_sessions s JOIN users u ON u.id = s.user_id "
+                           "WHERE s.id = ? AND s.expires_at > ? AND u.active = 1 AND u.approved = 1",
+                           (session_id, utcnow()))
+        return dict(rows[0]) if rows else None
+
+    def end_session(self, session_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE id = ?", (session_id,))
+
+    def end_user_sessions(self, user_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user_id,))
+
+    # -- audit, settings, status --------------------------------------------------------
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        conn.execute("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                     (utcnow(), actor, action, target, detail))
+
+    def audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        with self.transaction() as conn:
+            self._audit(conn, actor, action, target, detail)
+
+    def audit_entries(self, limit: int = 200, target: Optional[str] = None) -> list[dict]:
+        if target:
+            rows = self._query("SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit))
+        else:
+            rows = self._query("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def get_setting(self, key: str, default: str = "") -> str:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_setting(self, key: str, value: str, *, actor: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                         "SET value = excluded.value", (key, value))
+            self._audit(conn, actor, "setting.update", key, value)
+
+    def set_status(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO device_status (key, value, updated_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                         "updated_at = excluded.updated_at", (key, value, utcnow()))
+
+    def status(self) -> dict[str, tuple[str, str]]:
+        return {r["key"]: (r["value"], r["updated_at"]) for r in self._query("SELECT * FROM device_status")}
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        joined = "\n".join(current).strip()
+        in_trigger = joined.upper().startswith("CREATE TRIGGER")
+        if joined.endswith(";") and (not in_trigger or joined.upper().endswith("END;")):
+            statements.append(joined)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements

@@ -1,0 +1,405 @@
+"""Technician tools: provision, selftest, model install/rollback, export, backup.
+
+Each prints one line per step a technician can read and exits non-zero when something
+needs their attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def register(sub, dispatch: Callable) -> None:
+    p = sub.add_parser("provision", help="first set-up of a device: config, TLS certificate, admin")
+    p.add_argument("--root", type=Path, default=Path("/"), help="install into this root (tests, images)")
+    p.add_argument("--device-id", default="", help="default: the hostname")
+    p.add_argument("--hostname", default="", help="name in the TLS certificate (default: hostname)")
+    p.add_argument("--admin-email", help="create the first administrator (password from the "
+                   "terminal, or stdin when not a terminal)")
+    p.add_argument("--card", default="", help="sound card name substring or index")
+    p.add_argument("--force", action="store_true", help="replace an existing config, certificate or admin")
+    p.set_defaults(func=dispatch, tool="provision")
+
+    p = sub.add_parser("selftest", help="check sound card, LEDs, button, model, disk and database")
+    p.add_argument("--button-timeout", type=float, default=15.0, help="seconds to wait for a press (0 = skip)")
+    p.add_argument("--capture-seconds", type=float, default=1.0)
+    p.set_defaults(func=dispatch, tool="selftest")
+
+    p = sub.add_parser("model", help="install, roll back or show the model")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    q = msub.add_parser("install", help="verify and install a .tflite (its .json beside it)")
+    q.add_argument("file", type=Path)
+    q.set_defaults(func=dispatch, tool="model_install")
+    q = msub.add_parser("rollback", help="go back to the previously installed model")
+    q.set_defaults(func=dispatch, tool="model_rollback")
+    q = msub.add_parser("info", help="show the model in use")
+    q.set_defaults(func=dispatch, tool="model_info")
+
+    p = sub.add_parser("export", help="export records as CSV or FHIR R4 JSON")
+    p.add_argument("--format", choices=("csv", "fhir"), default="csv")
+    p.add_argument("--patient", type=int)
+    p.add_argument("--since", help="YYYY-MM-DD")
+    p.add_argument("--until", help="YYYY-MM-DD (exclusive)")
+    p.add_argument("--no-audio", action="store_true", help="FHIR: leave the audio out")
+    p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
+    p.set_defaults(func=dispatch, tool="export")
+
+    p = sub.add_parser("backup", help="consistent copy of the database (safe while running)")
+    p.add_argument("output", type=Path)
+    p.set_defaults(func=dispatch, tool="backup")
+
+
+def _line(ok: bool, what: str, detail: str = "") -> bool:
+    print(f"{'PASS' if ok else 'FAIL'}  {what}{': ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+def _config(args):
+    from device.config import load_config
+
+    return load_config(args.config)
+
+
+# -- provision ---------------------------------------------------------------------------------
+CONFIG_TEMPLATE = """# HeartPi configuration (written by 'heartpi provision' on {date}).
+# Every key and its allowed values: README, "Configuration".
+[device]
+id = "{device_id}"
+result_hold_seconds = 30
+
+[audio]
+card = {card}
+sample_rate = 48000
+record_seconds = 20
+
+[gpio]
+button = 17
+led_green = 27
+led_red = 22
+led_amber = 23
+
+[storage]
+data_dir = "/var/lib/heartpi"
+
+[web]
+port = 443
+tls_cert = "/etc/heartpi/tls/heartpi.crt"
+tls_key = "/etc/heartpi/tls/heartpi.key"
+"""
+
+
+def _inside(root: Path, absolute: str) -> Path:
+    return root / absolute.lstrip("/")
+
+
+def provision(args: argparse.Namespace) -> int:
+    from device.config import config_from_mapping
+    from device.records import RecordStore
+    from webui.passwords import hash_password
+
+    root = args.root.resolve()
+    host = args.hostname or socket.gethostname()
+    device_id = args.device_id or host
+    ok = True
+    etc = _inside(root, "/etc/heartpi")
+    etc.mkdir(parents=True, exist_ok=True)
+    os.chmod(etc, 0o755)
+    config_path = etc / "heartpi.toml"
+    card = json.dumps(int(args.card) if args.card.isdigit() else args.card)
+    if config_path.exists() and not args.force:
+        _line(True, "configuration", f"kept existing {config_path} (use --force to rewrite)")
+    else:
+        text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=device_id, card=card)
+        import tomllib
+
+        config_from_mapping(tomllib.loads(text), env={})  # never write a file we would refuse
+        config_path.write_text(text)
+        os.chmod(config_path, 0o644)
+        _line(True, "configuration", f"wrote {config_path} (device id {device_id})")
+
+    tls = etc / "tls"
+    tls.mkdir(exist_ok=True)
+    os.chmod(tls, 0o750)
+    cert, key = tls / "heartpi.crt", tls / "heartpi.key"
+    if cert.exists() and not args.force:
+        _line(True, "TLS certificate", f"kept existing {cert} (use --force to replace)")
+    else:
+        result = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "1825", "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(cert),
+             "-addext", f"subjectAltName=DNS:{host},DNS:{host}.local,DNS:localhost,IP:127.0.0.1"],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            ok &= _line(False, "TLS certificate", result.stderr.strip().splitlines()[-1] if result.stderr else "openssl failed")
+        else:
+            os.chmod(key, 0o600)
+            os.chmod(cert, 0o644)
+            _line(True, "TLS certificate", f"self-signed for {host}, {host}.local ({cert})")
+
+    data = _inside(root, "/var/lib/heartpi")
+    (data / "recordings").mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o750)
+    store = RecordStore(data / "heartpi.sqlite3")
+    _line(True, "database", f"{data / 'heartpi.sqlite3'} at schema {store.schema_version()}")
+    if args.admin_email:
+        existing = store.user_by_email(args.admin_email)
+        if store.count_admins() and not args.force:
+            ok &= _line(False, "administrator", "an administrator already exists; use --force to add or "
+                        "reset one")
+        else:
+            password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else _tty_password()
+            try:
+                hashed = hash_password(password)
+            except ValueError as exc:
+                store.close()
+                _line(False, "administrator", str(exc))
+                return EXIT_FAILED
+            if existing:
+                store.update_user(existing["id"], actor="provision", audit_action="user.password_reset",
+                                  password_hash=hashed, role="admin", active=1, approved=1)
+            else:
+                store.add_user(email=args.admin_email, password_hash=hashed, role="admin", actor="provision")
+            _line(True, "administrator", args.admin_email)
+    store.close()
+    if root == Path("/") and os.geteuid() == 0:
+        _chown_tree(data, "heartpi")
+        _chown_path(key, "root", "heartpi-web")
+        _chown_path(tls, "root", "heartpi-web")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _tty_password() -> str:
+    import getpass
+
+    first = getpass.getpass("Administrator password (at least 10 characters): ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("heartpi: the two passwords differ")
+    return first
+
+
+def _chown_path(path: Path, user: str, group: str) -> None:
+    try:
+        shutil.chown(path, user, group)
+    except (LookupError, OSError):
+        pass
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    for item in [path, *path.rglob("*")]:
+        _chown_path(item, user, user)
+
+
+# -- selftest ----------------------------------------------------------------------------------
+def selftest(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from device import DeviceError
+    from device.capture import PyAudioSource
+    from device.records import RecordStore
+    from device.storage import free_mb
+    from model import Classifier, ModelError
+    from model.classifier import ASSETS
+
+    results = []
+    try:
+        config = _config(args)
+    except DeviceError as exc:
+        _line(False, "configuration", str(exc))
+        return EXIT_FAILED
+    results.append(_line(True, "configuration", str(config.source or "defaults")))
+
+    source = PyAudioSource(config.audio.card, config.audio.sample_rate, config.audio.frames_per_buffer)
+    try:
+        source.open()
+        results.append(_line(True, "sound card", f"{source.name} opens at {source.rate} Hz"))
+        capture = source.record(args.capture_seconds, threading.Event())
+        samples = capture.samples
+        rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
+        peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+        level = f"{capture.duration_s:.1f} s, RMS {20 * np.log10(max(rms, 1e-10)):.1f} dBFS, peak " \
+                f"{20 * np.log10(max(peak, 1e-10)):.1f} dBFS, {capture.overflows} overflow(s)"
+        results.append(_line(samples.size > 0 and peak > 0, "capture level",
+                             level + ("" if peak > 0 else " - digital silence: check the microphone")))
+    except DeviceError as exc:
+        results.append(_line(False, "sound card", str(exc)))
+    finally:
+        source.close()
+
+    try:
+        from device import gpio
+
+        indicator = gpio.Indicator(button_pin=config.gpio.button, green_pin=config.gpio.led_green,
+                                   red_pin=config.gpio.led_red, amber_pin=config.gpio.led_amber,
+                                   long_press_seconds=config.gpio.long_press_seconds)
+        for name in ("green", "amber", "red"):
+            indicator.leds[name].on()
+            time.sleep(0.3)
+            indicator.leds[name].off()
+        results.append(_line(True, "LEDs", "green, amber, red each lit for 0.3 s (look at the box)"))
+        if args.button_timeout > 0:
+            pressed = threading.Event()
+            indicator.on_press = pressed.set
+            print(f"      press the button within {args.button_timeout:.0f} s ...", flush=True)
+            results.append(_line(pressed.wait(args.button_timeout), "button",
+                                 "press seen" if pressed.is_set() else "no press seen: check the wiring"))
+        indicator.close()
+    except Exception as exc:  # gpiozero raises many kinds (BadPinFactory, PinInvalidPin...)
+        results.append(_line(False, "GPIO", f"{exc.__class__.__name__}: {exc}"))
+
+    try:
+        classifier = Classifier.load(config.model_file)
+        results.append(_line(True, "model", f"sha256 {classifier.sha256[:12]} matches its metadata "
+                                            f"({classifier.runtime})"))
+        for path in sorted((ASSETS / "reference").glob("*.wav")):
+            expected = path.name.split("-")[0]
+            verdict = classifier.classify_file(path)
+            results.append(_line(verdict.label == expected, f"reference {path.name}",
+                                 f"{verdict.label} (expected {expected})"))
+    except ModelError as exc:
+        results.append(_line(False, "model", str(exc)))
+
+    free = free_mb(config.data_dir)
+    results.append(_line(free >= config.storage.min_free_mb, "disk space",
+                         f"{free:.0f} MB free in {config.data_dir} (need {config.storage.min_free_mb} MB)"))
+    try:
+        store = RecordStore(config.database_path)
+        check = store.integrity_check()
+        results.append(_line(check == "ok", "database", f"{config.database_path}: integrity {check}, "
+                                                        f"schema {store.schema_version()}"))
+        store.close()
+    except DeviceError as exc:
+        results.append(_line(False, "database", str(exc)))
+    failed = results.count(False)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- model install / rollback -----------------------------------------------------------------
+def _swap_link(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def model_install(args: argparse.Namespace) -> int:
+    from model import Classifier, ModelError
+    from model.classifier import ASSETS, metadata_path
+
+    config = _config(args)
+    try:
+        candidate = Classifier.load(args.file)
+    except ModelError as exc:
+        _line(False, "model file", f"{exc}; the current model is kept")
+        return EXIT_FAILED
+    _line(True, "model file", f"sha256 {candidate.sha256[:12]} matches its metadata")
+    for path in sorted((ASSETS / "reference").glob("*.wav")):
+        expected = path.name.split("-")[0]
+        label = candidate.classify_file(path).label
+        if not _line(label == expected, f"reference {path.name}", f"{label} (expected {expected})"):
+            print("the new model fails the reference recordings; the current model is kept")
+            return EXIT_FAILED
+    models = config.models_dir
+    version_dir = models / candidate.sha256[:16]
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_mkdir(models)))
+    shutil.copyfile(args.file, staging / "heartpi-cnn.tflite")
+    shutil.copyfile(metadata_path(args.file), staging / "heartpi-cnn.json")
+    if version_dir.exists():
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, version_dir)
+    current = models / "current"
+    if current.is_symlink():
+        _swap_link(models / "previous", os.readlink(current))
+    _swap_link(current, version_dir.name)
+    _line(True, "installed", f"{version_dir.name} is now current; restart heartpi-daemon and heartpi-web")
+    return EXIT_OK
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def model_rollback(args: argparse.Namespace) -> int:
+    config = _config(args)
+    models = config.models_dir
+    current, previous = models / "current", models / "previous"
+    if not previous.is_symlink():
+        _line(False, "rollback", "no previous model to go back to")
+        return EXIT_FAILED
+    old = os.readlink(previous)
+    now = os.readlink(current) if current.is_symlink() else None
+    _swap_link(current, old)
+    if now:
+        _swap_link(previous, now)
+    _line(True, "rollback", f"{old} is current again; restart heartpi-daemon and heartpi-web")
+    return EXIT_OK
+
+
+def model_info(args: argparse.Namespace) -> int:
+    from model import Classifier, ModelError
+
+    config = _config(args)
+    try:
+        classifier = Classifier.load(config.model_file)
+    except ModelError as exc:
+        _line(False, "model", str(exc))
+        return EXIT_FAILED
+    meta = classifier.metadata
+    test = meta.get("metrics", {}).get("test_int8", {})
+    print(f"model {classifier.path} sha256 {classifier.sha256} created {meta.get('created')}, "
+          f"threshold {classifier.threshold:.3f}, test MAcc {test.get('macc', float('nan')):.3f}, "
+          f"runtime {classifier.runtime}")
+    return EXIT_OK
+
+
+# -- export / backup ---------------------------------------------------------------------------
+def export(args: argparse.Namespace) -> int:
+    from device.records import RecordStore
+    from webui.exporting import fhir_json, select, to_csv, to_fhir_bundle
+
+    config = _config(args)
+    store = RecordStore(config.database_path)
+    recs = select(store, patient_id=args.patient, since=args.since, until=args.until)
+    if args.format == "csv":
+        text = to_csv(store, recs)
+    else:
+        text = fhir_json(to_fhir_bundle(store, recs, device_id=config.device_id,
+                                        recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
+    store.audit("cli:export", f"export.{args.format}", f"patient:{args.patient}" if args.patient else "",
+                f"{args.since or '-'}..{args.until or '-'}")
+    store.close()
+    if args.output:
+        args.output.write_text(text)
+        print(f"{len(recs)} recording(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def backup(args: argparse.Namespace) -> int:
+    from device.records import RecordStore
+
+    config = _config(args)
+    store = RecordStore(config.database_path)
+    store.backup(args.output)
+    store.audit("cli:backup", "backup.create", "", str(args.output))
+    store.close()
+    print(f"database copied to {args.output}")
+    return EXIT_OK

@@ -1,0 +1,152 @@
+"""The shipped classifier: an int8 TFLite CNN plus the metadata that says how to feed it.
+
+The metadata JSON beside the ``.tflite`` holds the feature parameters, the decision
+threshold and the poor-signal rules that training chose, and the model file's sha256.
+Loading refuses any model whose bytes, shape or parameters do not match its metadata, so
+training and inference cannot silently disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+import dsp
+from dsp import signal_quality
+
+from .errors import ModelFileError
+from .runtime import make_interpreter
+from .verdict import ABNORMAL, NORMAL, POOR_SIGNAL, UNCERTAIN, Verdict
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = ASSETS / "heartpi-cnn.tflite"
+METADATA_FORMAT = 1
+#: Quality reasons that make the model's score meaningless: no score is computed at all.
+NO_SCORE_REASONS = (signal_quality.SILENCE, signal_quality.TOO_SHORT)
+
+
+@lru_cache(maxsize=1)
+def software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("heartpi")
+    except Exception:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def metadata_path(model_path: Union[str, os.PathLike]) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Classifier:
+    """Scores recordings with one loaded model. Not thread-safe: one per thread."""
+
+    def __init__(self, model_content: bytes, metadata: dict, *, path: Optional[Path] = None,
+                 runtime: Optional[str] = None) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.sha256 = sha256_bytes(model_content)
+        self._check_metadata()
+        self.params = dsp.FeatureParams.from_dict(metadata["features"])
+        self.threshold = float(metadata["threshold"])
+        self.uncertainty_max = float(metadata.get("poor_signal", {}).get("max_window_logit_std", 1e9))
+        self.interpreter, self.runtime = make_interpreter(model_content, runtime=runtime)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        expected = (1, self.params.n_mfcc, self.params.frames_per_window, 1)
+        if tuple(self._input["shape"]) != expected:
+            raise ModelFileError(f"model input shape {tuple(self._input['shape'])} does not match "
+                                 f"its metadata's feature parameters {expected}")
+
+    def _check_metadata(self) -> None:
+        meta = self.metadata
+        for key in ("format", "features", "threshold", "tflite_sha256", "labels"):
+            if key not in meta:
+                raise ModelFileError(f"model metadata is missing {key!r}; reinstall the model")
+        if meta["format"] != METADATA_FORMAT:
+            raise ModelFileError(f"model metadata format {meta['format']} is not supported "
+                                 f"(this software reads format {METADATA_FORMAT})")
+        if meta["tflite_sha256"] != self.sha256:
+            raise ModelFileError("model file does not match its metadata (sha256 differs): the file "
+                                 "is corrupt or from another model; reinstall the model")
+        if not 0.0 < float(meta["threshold"]) < 1.0:
+            raise ModelFileError("model metadata threshold must be between 0 and 1")
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike, None] = None, *, runtime: Optional[str] = None) -> "Classifier":
+        """Load a model and its metadata (``.json`` beside it); the bundled one by default."""
+        model_path = Path(path) if path else DEFAULT_MODEL
+        try:
+            content = model_path.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"model file {model_path} cannot be read ({exc.strerror})") from None
+        try:
+            metadata = json.loads(metadata_path(model_path).read_text())
+        except OSError as exc:
+            raise ModelFileError(f"model metadata {metadata_path(model_path)} cannot be read "
+                                 f"({exc.strerror})") from None
+        except ValueError:
+            raise ModelFileError(f"model metadata {metadata_path(model_path)} is not valid JSON") from None
+        classifier = cls(content, metadata, path=model_path, runtime=runtime)
+        log.info("model loaded: %s sha256 %s (%s)", model_path.name, classifier.sha256[:12], classifier.runtime)
+        return classifier
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """P(abnormal) of each feature window, shape ``(n,)``."""
+        scale, zero = self._input["quantization"]
+        out_scale, out_zero = self._output["quantization"]
+        scores = np.empty(len(windows), np.float32)
+        for i, window in enumerate(windows):
+            x = window[None, :, :, None]
+            if self._input["dtype"] == np.int8:
+                x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+            else:
+                x = x.astype(self._input["dtype"])
+            self.interpreter.set_tensor(self._input["index"], x)
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self._output["index"]).reshape(-1)[0]
+            scores[i] = (int(y) - int(out_zero)) * out_scale if self._output["dtype"] == np.int8 else float(y)
+        return scores
+
+    def classify(self, samples: np.ndarray, rate: int) -> Verdict:
+        """Verdict for a whole recording: quality gate, windowed scores, mean, threshold."""
+        report = dsp.quality(samples, rate)
+        reasons = list(report.reasons)
+        p_abnormal: Optional[float] = None
+        n_windows = 0
+        if not any(r in reasons for r in NO_SCORE_REASONS):
+            windows = dsp.window_features(dsp.to_analysis_rate(samples, rate), self.params)
+            scores = self.score_windows(windows)
+            n_windows = len(scores)
+            p_abnormal = float(np.mean(scores))
+            logits = np.log(np.clip(scores, 1e-4, 1 - 1e-4) / np.clip(1 - scores, 1e-4, 1))
+            if n_windows > 1 and float(np.std(logits)) > self.uncertainty_max:
+                reasons.append(UNCERTAIN)
+        if reasons:
+            label = POOR_SIGNAL
+        else:
+            label = ABNORMAL if p_abnormal >= self.threshold else NORMAL
+        return Verdict(label=label, p_abnormal=p_abnormal, threshold=self.threshold,
+                       quality_reasons=tuple(reasons), heart_rate_bpm=report.heart_rate_bpm,
+                       duration_s=report.duration_s, model_sha256=self.sha256,
+                       software_version=software_version(), windows=n_windows,
+                       quality=report.to_dict())
+
+    def classify_file(self, path: Union[str, os.PathLike]) -> Verdict:
+        """Read (and validate) a WAV file and classify it; BadAudioError for a bad file."""
+        samples, rate = dsp.read_wav(path)
+        return self.classify(samples, rate)

@@ -1,0 +1,5 @@
+import sys
+
+from model.train.pipeline import main
+
+sys.exit(main())

@@ -1,0 +1,325 @@
+"""End-to-end training: data -> split -> features -> CNN -> threshold -> int8 -> evaluation.
+
+Deterministic given ``--seed``; every number in the model card comes from here. The test
+split is touched only after the threshold and the poor-signal rule have been fixed on the
+validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+import dsp
+from model.classifier import ASSETS, METADATA_FORMAT, Classifier, sha256_bytes, software_version
+from model.metrics import best_threshold, screening_metrics
+from model.train.augment import augment
+from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, Record, load_audio, read_labels,
+                                 split_records)
+
+log = logging.getLogger("model.train")
+MAX_TRAIN_WINDOWS_PER_VERSION = 8
+
+
+def _windows_of(args) -> list[np.ndarray]:
+    audio, params, n_aug, seed = args
+    rng = np.random.default_rng(seed)
+    versions = [dsp.window_features(audio, params)]
+    for _ in range(n_aug):
+        versions.append(dsp.window_features(augment(audio, rng), params))
+    out = []
+    for windows in versions:
+        if len(windows) > MAX_TRAIN_WINDOWS_PER_VERSION:
+            keep = rng.choice(len(windows), MAX_TRAIN_WINDOWS_PER_VERSION, replace=False)
+            windows = windows[np.sort(keep)]
+        out.append(windows)
+    return out
+
+
+def _record_seed(name: str, seed: int) -> int:
+    return int.from_bytes(sha256_bytes(f"{seed}:{name}".encode()).encode()[:8], "little")
+
+
+def training_versions(records: Sequence[Record], params: dsp.FeatureParams, *, n_aug: int,
+                      seed: int, workers: int = 2) -> dict[str, list[np.ndarray]]:
+    """Windows of each recording: the original and ``n_aug`` augmented versions.
+
+    Computed once per recording (seeded by its name) so that every LOSO fold reuses them.
+    """
+    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed)) for r in records]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return {r.name: versions for r, versions in zip(records, pool.map(_windows_of, jobs, chunksize=8))}
+
+
+def training_windows(records: Sequence[Record], versions: dict[str, list[np.ndarray]]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack windows with labels and weights that balance source x class.
+
+    Every (source, label) group carries the same total weight, so "normal" cannot come to
+    mean "sounds like training-e's stethoscope"; each recording weighs the same whatever
+    its length.
+    """
+    counts: dict[tuple, int] = {}
+    for r in records:
+        counts[(r.source, r.label)] = counts.get((r.source, r.label), 0) + 1
+    xs, ys, ws = [], [], []
+    for record in records:
+        weight = len(records) / (len(counts) * counts[(record.source, record.label)])
+        n_windows = sum(len(w) for w in versions[record.name])
+        for windows in versions[record.name]:
+            xs.append(windows)
+            ys.append(np.full(len(windows), record.label, np.float32))
+            ws.append(np.full(len(windows), weight / n_windows, np.float32))
+    w = np.concatenate(ws)
+    return np.concatenate(xs)[..., None], np.concatenate(ys), w / w.mean()
+
+
+def _eval_windows(args):
+    audio, params = args
+    return dsp.window_features(audio, params)
+
+
+def record_windows(records: Sequence[Record], params: dsp.FeatureParams, workers: int = 2) -> list[np.ndarray]:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_eval_windows, [(r.audio, params) for r in records], chunksize=8))
+
+
+def record_scores(windows: list[np.ndarray], score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Mean window probability per recording (the device's aggregation)."""
+    return np.array([float(np.mean(score(w))) for w in windows])
+
+
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.FeatureParams, *,
+        epochs: int, seed: int, batch_size: int = 128):
+    import tensorflow as tf
+
+    from model.train.network import build_model
+
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model(params.n_mfcc, params.frames_per_window)
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="binary_crossentropy",
+                  weighted_metrics=[tf.keras.metrics.AUC(name="auc")])
+    stop = tf.keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=4,
+                                            restore_best_weights=True)
+    model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
+              callbacks=[stop], verbose=2, shuffle=True)
+    return model
+
+
+def keras_scorer(model) -> Callable[[np.ndarray], np.ndarray]:
+    def score(windows: np.ndarray) -> np.ndarray:
+        return model(windows[..., None], training=False).numpy().reshape(-1)
+    return score
+
+
+def quantize(model, representative: np.ndarray) -> bytes:
+    """Full-integer int8 TFLite (int8 input and output) calibrated on ``representative``."""
+    import tensorflow as tf
+
+    def dataset():
+        for window in representative:
+            yield [window[None, :, :, None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def metadata_for(params: dsp.FeatureParams, threshold: float, uncertainty: float, tflite: bytes,
+                 extra: dict) -> dict:
+    from dsp import signal_quality as q
+
+    return {
+        "format": METADATA_FORMAT,
+        "name": "heartpi-cnn",
+        "labels": ["normal", "abnormal"],
+        "output": "p_abnormal (sigmoid), mean over windows",
+        "features": params.to_dict(),
+        "analysis_rate_hz": dsp.ANALYSIS_RATE_HZ,
+        "band_pass_hz": list(dsp.HEART_BAND_HZ),
+        "threshold": threshold,
+        "poor_signal": {"quality_thresholds": q._thresholds(), "max_window_logit_std": uncertainty},
+        "tflite_sha256": sha256_bytes(tflite),
+        "tflite_bytes": len(tflite),
+        "software_version": software_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        **extra,
+    }
+
+
+def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    return screening_metrics(labels, scores >= threshold, scores).to_dict()
+
+
+def per_source(records: Sequence[Record], scores: np.ndarray, threshold: float) -> dict:
+    out = {}
+    for source in sorted({r.source for r in records}):
+        idx = [i for i, r in enumerate(records) if r.source == source]
+        labels = np.array([records[i].label for i in idx])
+        out[source] = evaluate(labels, scores[idx], threshold)
+    return out
+
+
+def uncertainty_limit(windows: list[np.ndarray], score, quantile: float = 99.0) -> float:
+    """Window-logit spread above which a clean validation recording would be rare (1%)."""
+    spreads = []
+    for w in windows:
+        if len(w) > 1:
+            p = np.clip(score(w), 1e-4, 1 - 1e-4)
+            spreads.append(float(np.std(np.log(p / (1 - p)))))
+    return float(np.percentile(spreads, quantile)) if spreads else 1e9
+
+
+def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
+               versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int):
+    x, y, w = training_windows(train, versions)
+    val_windows = record_windows(validation, params, workers)
+    xv = np.concatenate(val_windows)[..., None]
+    yv = np.concatenate([np.full(len(win), r.label, np.float32) for win, r in zip(val_windows, validation)])
+    log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
+    model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed)
+    return model, x, val_windows
+
+
+def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
+         seed: int, workers: int) -> dict:
+    """Leave-one-source-out: train without a PhysioNet source set, test on all of it."""
+    results = {}
+    for held_out in PHYSIONET_SOURCES:
+        rest = [r for r in records if r.source != held_out]
+        test = [r for r in records if r.source == held_out]
+        if not test:
+            continue
+        splits = split_records(rest, seed=seed, test=0.0, validation=0.15)
+        model, _, val_windows = train_once(splits["train"], splits["validation"], params,
+                                           versions=versions, epochs=epochs, seed=seed, workers=workers)
+        score = keras_scorer(model)
+        threshold = best_threshold([r.label for r in splits["validation"]], record_scores(val_windows, score))
+        scores = record_scores(record_windows(test, params, workers), score)
+        results[held_out] = evaluate(np.array([r.label for r in test]), scores, threshold)
+        log.info("LOSO %s: %s", held_out, {k: results[held_out][k] for k in ("sensitivity", "specificity", "macc", "auc")})
+    maccs = [v["macc"] for v in results.values()]
+    return {"per_source": results, "mean_macc": float(np.mean(maccs)), "std_macc": float(np.std(maccs)),
+            "epochs": epochs}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("HEARTPI_DATA", DEFAULT_DATA)))
+    parser.add_argument("--out", type=Path, default=ASSETS, help="where the .tflite, .json go")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "heartpi-train")
+    parser.add_argument("--seed", type=int, default=20161)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--augment", type=int, default=3, help="augmented copies per recording")
+    parser.add_argument("--loso", action="store_true", help="also run leave-one-source-out")
+    parser.add_argument("--loso-only", action="store_true", help="only leave-one-source-out")
+    parser.add_argument("--loso-epochs", type=int, default=0, help="epochs per LOSO fold (default: --epochs)")
+    parser.add_argument("--subset", type=int, default=0, help="at most N recordings per source x "
+                        "label (smoke runs)")
+    parser.add_argument("--normalise", choices=["cmvn", "cmn", "none"], default="cmvn")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(args.workers)
+    tf.config.threading.set_intra_op_parallelism_threads(args.workers)
+    tf.config.experimental.enable_op_determinism()
+    started = time.time()
+    params = dsp.FeatureParams(normalise=args.normalise)
+
+    records = read_labels(args.data, "physionet2016")
+    if args.subset:
+        picked: dict[tuple, int] = {}
+        subset = []
+        for r in records:
+            key = (r.source, r.label)
+            if picked.get(key, 0) < args.subset:
+                picked[key] = picked.get(key, 0) + 1
+                subset.append(r)
+        records = subset
+    load_audio(records, args.data, args.cache, args.workers)
+    log.info("loaded %d PhysioNet recordings in %.0f s", len(records), time.time() - started)
+    report: dict = {"seed": args.seed, "augmentations": args.augment}
+    splits = split_records(records, seed=args.seed)
+    train_pool = records if (args.loso or args.loso_only) else splits["train"]
+    versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
+                                 workers=args.workers)
+    log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
+    if args.loso or args.loso_only:
+        report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs or args.epochs,
+                              seed=args.seed, workers=args.workers)
+        log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
+        if args.loso_only:
+            print(json.dumps(report["loso"], indent=1))
+            return 0
+
+    model, x_train, val_windows = train_once(splits["train"], splits["validation"], params,
+                                             versions=versions, epochs=args.epochs, seed=args.seed,
+                                             workers=args.workers)
+    rng = np.random.default_rng(args.seed)
+    representative = x_train[rng.choice(len(x_train), min(500, len(x_train)), replace=False), ..., 0]
+    tflite = quantize(model, representative)
+    # Threshold and poor-signal rule from validation, on the int8 model the device runs.
+    provisional = metadata_for(params, 0.5, 1e9, tflite, {})
+    int8 = Classifier(tflite, provisional)
+    val_labels = np.array([r.label for r in splits["validation"]])
+    int8_val = record_scores(val_windows, int8.score_windows)
+    threshold = best_threshold(val_labels, int8_val)
+    uncertainty = uncertainty_limit(val_windows, int8.score_windows)
+
+    test = splits["test"]
+    test_windows = record_windows(test, params, args.workers)
+    test_labels = np.array([r.label for r in test])
+    float_scores = record_scores(test_windows, keras_scorer(model))
+    float_threshold = best_threshold(val_labels, record_scores(val_windows, keras_scorer(model)))
+    int8_scores = record_scores(test_windows, int8.score_windows)
+    report.update({
+        "split": {k: len(v) for k, v in splits.items()},
+        "validation_int8": evaluate(val_labels, int8_val, threshold),
+        "test_float": evaluate(test_labels, float_scores, float_threshold),
+        "test_int8": evaluate(test_labels, int8_scores, threshold),
+        "test_int8_per_source": per_source(test, int8_scores, threshold),
+        "float_threshold": float_threshold,
+    })
+    external = read_labels(args.data, "yaseen2018") if (args.data / "yaseen2018").exists() and not args.subset else []
+    if external:
+        load_audio(external, args.data, args.cache, args.workers)
+        ext_scores = record_scores(record_windows(external, params, args.workers), int8.score_windows)
+        report["external_yaseen2018_int8"] = evaluate(np.array([r.label for r in external]), ext_scores, threshold)
+    report["training_seconds"] = round(time.time() - started)
+    metadata = metadata_for(params, threshold, uncertainty, tflite, {
+        "training_data": {
+            "dataset": "PhysioNet/CinC Challenge 2016 training set (training-a..f), 80% subset in "
+                       "../shared/data; labels -1 normal, 1 abnormal",
+            "split": "by recording, stratified by source set and label, seed %d: 65/15/20" % args.seed,
+            "augmentation": f"{args.augment} random recording chains per recording (EQ, band limits, "
+                            "noise, gain, clock)",
+            "not_used_for_training": "yaseen2018 (external device test only)",
+        },
+        "metrics": report,
+    })
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_file = args.out / "heartpi-cnn.tflite"
+    model_file.write_bytes(tflite)
+    # The float model is kept beside it only to check int8 fidelity and for the benchmark's
+    # reference path; it is not packaged for devices.
+    model.save(args.out / "heartpi-cnn-float.keras")
+    (args.out / "heartpi-cnn.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    log.info("wrote %s (%d bytes); test int8 MAcc %.3f, float %.3f; %.0f s in all", model_file,
+             len(tflite), report["test_int8"]["macc"], report["test_float"]["macc"], time.time() - started)
+    return 0

@@ -1,0 +1,179 @@
+"""The shipped model: metadata consistency, int8 vs float, reference recordings, poor signal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dsp
+from model import Classifier, ModelFileError
+from model.classifier import ASSETS, DEFAULT_MODEL, metadata_path
+from tests.signals import heart_sounds, pink_noise
+
+REFERENCE = ASSETS / "reference"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load()
+
+
+def reference_files(label: str) -> list[Path]:
+    return sorted(REFERENCE.glob(f"{label}-*.wav"))
+
+
+def test_metadata_describes_the_model(classifier):
+    meta = classifier.metadata
+    params = dsp.FeatureParams.from_dict(meta["features"])
+    assert classifier.sha256 == meta["tflite_sha256"]
+    assert meta["analysis_rate_hz"] == dsp.ANALYSIS_RATE_HZ == params.sr
+    assert 0 < meta["threshold"] < 1
+    assert meta["labels"] == ["normal", "abnormal"]
+    assert DEFAULT_MODEL.stat().st_size <= 64 * 1024
+    assert classifier._input["dtype"] == np.int8 and classifier._output["dtype"] == np.int8
+    for key in ("test_int8", "test_float", "test_int8_per_source"):
+        assert key in meta["metrics"]
+    assert "training_data" in meta
+
+
+def test_feature_windows_fit_the_model_input(classifier):
+    windows = dsp.window_features(dsp.to_analysis_rate(heart_sounds(70, 20.0), 2000), classifier.params)
+    assert tuple(classifier._input["shape"][1:3]) == windows.shape[1:]
+    scores = classifier.score_windows(windows)
+    assert scores.shape == (len(windows),) and np.all((scores >= 0) & (scores <= 1))
+
+
+@pytest.mark.parametrize("label", ["normal", "abnormal"])
+def test_reference_recordings_classify_as_labelled(classifier, label):
+    files = reference_files(label)
+    assert len(files) >= 2
+    for path in files:
+        verdict = classifier.classify_file(path)
+        assert verdict.label == label, (path.name, verdict)
+        assert verdict.model_sha256 == classifier.sha256 and verdict.software_version
+        assert verdict.heart_rate_bpm is not None and 35 <= verdict.heart_rate_bpm <= 200
+
+
+def _poor_recordings():
+    rate = 8000
+    rng = np.random.default_rng(7)
+    t = np.arange(20 * rate) / rate
+    speech = None
+    if shutil.which("espeak-ng"):
+        out = subprocess.run(["espeak-ng", "--stdout", "Breathe normally and keep still. " * 6],
+                             check=True, capture_output=True).stdout
+        speech = dsp.read_wav(out, min_seconds=1)
+    cases = {
+        "digital silence": (np.zeros(20 * rate, np.float32), rate),
+        "card noise floor": ((1e-5 * rng.standard_normal(20 * rate)).astype(np.float32), rate),
+        "white noise": ((0.2 * rng.standard_normal(20 * rate)).astype(np.float32), rate),
+        "pink noise": (pink_noise(20 * rate, seed=1), rate),
+        "mains hum": ((0.3 * np.sin(2 * np.pi * 50 * t)).astype(np.float32), rate),
+        "clipped heart": (np.clip(30 * heart_sounds(70, 20.0, rate), -1, 1), rate),
+        "too short": (heart_sounds(70, 3.0, rate), rate),
+    }
+    if speech:
+        cases["speech"] = speech
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(_poor_recordings()))
+def test_poor_recordings_are_poor_signal(classifier, name):
+    samples, rate = _poor_recordings()[name]
+    verdict = classifier.classify(samples, rate)
+    assert verdict.label == "poor_signal", (name, verdict.quality_reasons)
+    assert verdict.quality_reasons
+
+
+def test_int8_matches_float_model(classifier):
+    tf = pytest.importorskip("tensorflow")
+    float_path = ASSETS / "heartpi-cnn-float.keras"
+    model = tf.keras.models.load_model(float_path, compile=False)
+    windows = np.concatenate([
+        dsp.window_features(dsp.to_analysis_rate(*dsp.read_wav(p)), classifier.params)
+        for p in sorted(REFERENCE.glob("*.wav"))])
+    ours = classifier.score_windows(windows)
+    ref = model(windows[..., None], training=False).numpy().reshape(-1)
+    assert np.max(np.abs(ours - ref)) < 0.08
+    assert np.mean((ours >= 0.5) == (ref >= 0.5)) >= 0.95
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    target = tmp_path / "m.tflite"
+    shutil.copy(DEFAULT_MODEL, target)
+    shutil.copy(metadata_path(DEFAULT_MODEL), metadata_path(target))
+    return target
+
+
+def test_corrupt_model_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="sha256"):
+        Classifier.load(path)
+
+
+def test_truncated_model_with_matching_hash_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    meta = json.loads(metadata_path(path).read_text())
+    import hashlib
+    meta["tflite_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    metadata_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError):
+        Classifier.load(path)
+
+
+def test_metadata_that_disagrees_with_the_model_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    meta = json.loads(metadata_path(path).read_text())
+    meta["features"]["n_mfcc"] = 20
+    metadata_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="shape"):
+        Classifier.load(path)
+
+
+def test_missing_or_broken_metadata_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    metadata_path(path).write_text("{not json")
+    with pytest.raises(ModelFileError, match="JSON"):
+        Classifier.load(path)
+    metadata_path(path).unlink()
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        Classifier.load(path)
+
+
+def _heartpi(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "heartpi.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, **kwargs)
+
+
+def test_cli_classify_good_and_bad_files(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav at all")
+    good = reference_files("normal")[0], reference_files("abnormal")[0]
+    result = _heartpi("classify", str(good[0]), str(bad), str(good[1]))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert "NORMAL" in lines[0] and "ABNORMAL: REFER" in lines[1]
+    assert "bad.wav" in result.stderr and "not a WAV recording" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "not a diagnosis" in result.stderr
+
+
+def test_cli_classify_json():
+    path = reference_files("abnormal")[0]
+    result = _heartpi("classify", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["label"] == "abnormal" and data["file"] == str(path)
+    assert 0 <= data["p_abnormal"] <= 1 and len(data["model_sha256"]) == 64

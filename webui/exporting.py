@@ -1,0 +1,141 @@
+"""Record exports shared by the web page and the command line: CSV and FHIR R4 JSON.
+
+Records leave a device as FHIR resources (Patient, Observation with the verdict, Media with
+the audio) so an existing FHIR server can be the central store.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+from device.records import Recording, RecordStore
+from device.storage import resolve
+
+CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
+               "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
+               "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
+               "model_sha256", "software_version", "sha256", "file")
+CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
+VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
+
+
+def select(store: RecordStore, *, patient_id: Optional[int] = None, since: Optional[str] = None,
+           until: Optional[str] = None) -> list[Recording]:
+    return store.list_recordings(patient_id=patient_id, since=since, until=until, limit=1_000_000)
+
+
+def _safe_cell(value) -> str:
+    """Spreadsheet-safe cell: text starting with = + - @ is prefixed so it is not a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    patients: dict = {}
+    for rec in recordings:
+        patient = patients.setdefault(rec.patient_id, store.get_patient(rec.patient_id) if rec.patient_id else None)
+        row = (rec.id, rec.captured_at, rec.device_id, rec.source, rec.patient_id,
+               patient["external_id"] if patient else "", patient["name"] if patient else "",
+               rec.verdict, "" if rec.p_abnormal is None else f"{rec.p_abnormal:.4f}",
+               "" if rec.threshold is None else f"{rec.threshold:.4f}",
+               "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
+               ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
+               rec.model_sha256, rec.software_version, rec.sha256, rec.file)
+        writer.writerow([_safe_cell(v) if isinstance(v, str) else v for v in row])
+    return out.getvalue()
+
+
+def _patient_resource(patient: dict, device_id: str) -> dict:
+    resource = {"resourceType": "Patient", "id": f"patient-{patient['id']}",
+                "identifier": [{"system": f"urn:heartpi:{device_id}:patient", "value": str(patient["id"])}],
+                "name": [{"text": patient["name"]}]}
+    if patient.get("external_id"):
+        resource["identifier"].append({"system": "urn:heartpi:patient-number", "value": patient["external_id"]})
+    if patient.get("birth_date"):
+        resource["birthDate"] = patient["birth_date"]
+    if patient.get("sex"):
+        resource["gender"] = patient["sex"]
+    return resource
+
+
+def _media_resource(rec: Recording, recordings_dir: Optional[Path], include_audio: bool) -> dict:
+    # Attachment.hash is SHA-1 in FHIR R4; our sha256 travels as the Media identifier instead.
+    content = {"contentType": "audio/wav", "title": f"heartpi-{rec.id}.wav", "creation": rec.captured_at}
+    if include_audio and recordings_dir is not None:
+        path = resolve(recordings_dir, rec.file)
+        if path.exists():
+            data = path.read_bytes()
+            content["data"] = base64.b64encode(data).decode()
+            content["size"] = len(data)
+    resource = {"resourceType": "Media", "id": f"media-{rec.id}", "status": "completed",
+                "identifier": [{"system": "urn:heartpi:sha256", "value": rec.sha256}],
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type",
+                                     "code": "audio", "display": "Audio"}]},
+                "createdDateTime": rec.captured_at, "deviceName": f"HeartPi {rec.device_id}",
+                "duration": round(rec.duration_s, 3), "content": content}
+    if rec.patient_id:
+        resource["subject"] = {"reference": f"Patient/patient-{rec.patient_id}"}
+    return resource
+
+
+def _observation_resource(rec: Recording) -> dict:
+    components = []
+    if rec.p_abnormal is not None:
+        components.append({"code": {"text": "Probability of abnormal heart sound (model output)"},
+                           "valueQuantity": {"value": round(rec.p_abnormal, 4), "unit": "1",
+                                             "system": "http://unitsofmeasure.org", "code": "1"}})
+    if rec.heart_rate_bpm is not None:
+        components.append({"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4",
+                                                "display": "Heart rate"}]},
+                           "valueQuantity": {"value": round(rec.heart_rate_bpm, 1), "unit": "/min",
+                                             "system": "http://unitsofmeasure.org", "code": "/min"}})
+    resource = {
+        "resourceType": "Observation", "id": f"observation-{rec.id}", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "exam", "display": "Exam"}]}],
+        "code": {"coding": [{"system": CODE_SYSTEM, "code": "screening-verdict",
+                             "display": "Heart sound screening verdict"}],
+                 "text": "Heart sound screening (HeartPi; screening aid, not a diagnosis)"},
+        "effectiveDateTime": rec.captured_at,
+        "valueCodeableConcept": {"coding": [{"system": CODE_SYSTEM, "code": rec.verdict or "none",
+                                             "display": VERDICT_TEXT.get(rec.verdict, "No verdict")}],
+                                 "text": VERDICT_TEXT.get(rec.verdict, "No verdict")},
+        "method": {"text": f"HeartPi software {rec.software_version}, model sha256 {rec.model_sha256}"},
+        "device": {"display": f"HeartPi {rec.device_id}"},
+        "derivedFrom": [{"reference": f"Media/media-{rec.id}"}],
+        "note": [{"text": "Screening aid, not a diagnosis."
+                  + (f" Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "")}],
+    }
+    if components:
+        resource["component"] = components
+    if rec.patient_id:
+        resource["subject"] = {"reference": f"Patient/patient-{rec.patient_id}"}
+    return resource
+
+
+def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
+                   recordings_dir: Optional[Path] = None, include_audio: bool = True) -> dict:
+    """A FHIR R4 ``collection`` Bundle of the recordings and their patients."""
+    entries, seen = [], set()
+    for rec in recordings:
+        if rec.patient_id and rec.patient_id not in seen:
+            patient = store.get_patient(rec.patient_id)
+            if patient:
+                seen.add(rec.patient_id)
+                entries.append(_patient_resource(patient, device_id))
+        entries.append(_media_resource(rec, recordings_dir, include_audio))
+        entries.append(_observation_resource(rec))
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:heartpi-{device_id}-{r['id']}", "resource": r} for r in entries]}
+
+
+def fhir_json(bundle: dict) -> str:
+    return json.dumps(bundle, indent=1)

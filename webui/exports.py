@@ -1,0 +1,75 @@
+"""Export routes: CSV and FHIR R4 of a patient or a date range; admin database backup."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from flask import Blueprint, Response, abort, after_this_request, render_template, request, send_file
+
+from . import get_config, get_store
+from .auth import actor, roles_required
+from .exporting import fhir_json, select, to_csv, to_fhir_bundle
+
+bp = Blueprint("exports", __name__)
+
+
+def _selection():
+    store = get_store()
+    raw = request.args.get("patient_id", "")
+    patient_id = int(raw) if raw.isdigit() else None
+    if raw and (patient_id is None or store.get_patient(patient_id) is None):
+        abort(404)
+    since = request.args.get("since") or None
+    until = request.args.get("until") or None
+    recs = select(store, patient_id=patient_id, since=since, until=until)
+    what = f"patient:{patient_id}" if patient_id else f"range:{since or '-'}..{until or '-'}"
+    return recs, what, patient_id
+
+
+@bp.route("/export")
+@roles_required("admin", "clinician")
+def form():
+    return render_template("export.html", patients=get_store().list_patients(limit=1000))
+
+
+@bp.route("/export/records.csv")
+@roles_required("admin", "clinician")
+def export_csv():
+    recs, what, patient_id = _selection()
+    get_store().audit(actor(), "export.csv", f"patient:{patient_id}" if patient_id else "", what)
+    return Response(to_csv(get_store(), recs), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=heartpi-records.csv"})
+
+
+@bp.route("/export/fhir.json")
+@roles_required("admin", "clinician")
+def export_fhir():
+    recs, what, patient_id = _selection()
+    config = get_config()
+    bundle = to_fhir_bundle(get_store(), recs, device_id=config.device_id,
+                            recordings_dir=config.recordings_dir,
+                            include_audio=request.args.get("audio", "1") == "1")
+    get_store().audit(actor(), "export.fhir", f"patient:{patient_id}" if patient_id else "", what)
+    return Response(fhir_json(bundle), mimetype="application/fhir+json",
+                    headers={"Content-Disposition": "attachment; filename=heartpi-fhir.json"})
+
+
+@bp.route("/export/backup.sqlite3")
+@roles_required("admin")
+def backup():
+    fd, name = tempfile.mkstemp(prefix="heartpi-backup-", suffix=".sqlite3")
+    os.close(fd)
+    get_store().backup(name)
+    get_store().audit(actor(), "backup.download")
+
+    @after_this_request
+    def cleanup(response):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+        return response
+
+    return send_file(name, mimetype="application/vnd.sqlite3", as_attachment=True,
+                     download_name="heartpi-backup.sqlite3")

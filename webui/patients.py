@@ -1,0 +1,84 @@
+"""Patients: search, create, edit, and one patient's recordings over time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from . import get_store
+from .auth import actor, roles_required
+
+bp = Blueprint("patients", __name__)
+SEXES = ("", "female", "male", "other", "unknown")
+
+
+def _form() -> tuple[dict, str]:
+    form = {k: request.form.get(k, "").strip() for k in ("name", "external_id", "birth_date", "sex", "notes")}
+    if not form["name"]:
+        return form, "Enter the patient's name."
+    if form["sex"] not in SEXES:
+        return form, "Choose a valid sex."
+    if form["birth_date"]:
+        try:
+            _dt.date.fromisoformat(form["birth_date"])
+        except ValueError:
+            return form, "Birth date must look like 2015-04-30."
+    return form, ""
+
+
+@bp.route("/patients")
+@roles_required("admin", "clinician", "health_worker")
+def list_patients():
+    query = request.args.get("q", "")
+    return render_template("patients.html", patients=get_store().list_patients(query), q=query)
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+@roles_required("admin", "clinician", "health_worker")
+def create():
+    if request.method == "POST":
+        form, problem = _form()
+        if problem:
+            return render_template("patient_form.html", form=form, error=problem, sexes=SEXES), 400
+        try:
+            pid = get_store().add_patient(actor=actor(), **form)
+        except Exception as exc:  # unique external id
+            if "UNIQUE" not in str(exc):
+                raise
+            return render_template("patient_form.html", form=form, sexes=SEXES,
+                                   error="Another patient already has this patient number."), 400
+        flash("Patient created.", "ok")
+        return redirect(url_for("patients.view", patient_id=pid), code=303)
+    return render_template("patient_form.html", form={}, sexes=SEXES)
+
+
+@bp.route("/patients/<int:patient_id>")
+@roles_required("admin", "clinician", "health_worker")
+def view(patient_id: int):
+    store = get_store()
+    patient = store.get_patient(patient_id)
+    if patient is None:
+        abort(404)
+    store.audit(actor(), "patient.view", f"patient:{patient_id}")
+    return render_template("patient.html", patient=patient,
+                           recordings=store.list_recordings(patient_id=patient_id, limit=1000),
+                           unassigned=store.list_recordings(unassigned=True, limit=50))
+
+
+@bp.route("/patients/<int:patient_id>/edit", methods=["GET", "POST"])
+@roles_required("admin", "clinician")
+def edit(patient_id: int):
+    store = get_store()
+    patient = store.get_patient(patient_id)
+    if patient is None:
+        abort(404)
+    if request.method == "POST":
+        form, problem = _form()
+        if problem:
+            return render_template("patient_form.html", form=form, error=problem, sexes=SEXES,
+                                   patient=patient), 400
+        store.update_patient(patient_id, actor=actor(), **form)
+        flash("Patient updated.", "ok")
+        return redirect(url_for("patients.view", patient_id=patient_id), code=303)
+    return render_template("patient_form.html", form=patient, sexes=SEXES, patient=patient)

@@ -1,0 +1,150 @@
+"""Recordings: list, detail (verdict, audio, pictures), assign to a patient, upload."""
+
+from __future__ import annotations
+
+from flask import (Blueprint, abort, flash, g, redirect, render_template, request, send_file,
+                   url_for)
+
+import dsp
+from device.errors import StorageError
+from device.storage import resolve, store_recording
+
+from . import classify, get_config, get_store
+from .auth import actor, roles_required
+from .pictures import cached, spectrogram_png, waveform_svg
+
+bp = Blueprint("recordings", __name__)
+ALL = ("admin", "clinician", "health_worker")
+
+
+def index():
+    return redirect(url_for("recordings.list_recordings"))
+
+
+def _recording_or_404(rec_id: int):
+    rec = get_store().get_recording(rec_id)
+    if rec is None:
+        abort(404)
+    return rec
+
+
+@bp.route("/recordings")
+@roles_required(*ALL)
+def list_recordings():
+    args = request.args
+    verdict = args.get("verdict") or None
+    if verdict not in (None, "normal", "abnormal", "poor_signal"):
+        verdict = None
+    recs = get_store().list_recordings(verdict=verdict, since=args.get("since") or None,
+                                       until=args.get("until") or None,
+                                       device_id=args.get("device") or None,
+                                       unassigned=args.get("unassigned") == "1")
+    return render_template("recordings.html", recordings=recs, filters=args)
+
+
+@bp.route("/recordings/<int:rec_id>")
+@roles_required(*ALL)
+def detail(rec_id: int):
+    store = get_store()
+    rec = _recording_or_404(rec_id)
+    patient = store.get_patient(rec.patient_id) if rec.patient_id else None
+    if patient:
+        store.audit(actor(), "patient.view", f"patient:{patient['id']}", f"recording:{rec.id}")
+    else:
+        store.audit(actor(), "recording.view", f"recording:{rec.id}")
+    return render_template("recording.html", rec=rec, patient=patient,
+                           patients=store.list_patients(limit=500),
+                           advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons])
+
+
+def _recording_file(rec):
+    try:
+        path = resolve(get_config().recordings_dir, rec.file)
+    except StorageError:
+        abort(404)
+    if not path.exists():
+        abort(404)
+    return path
+
+
+@bp.route("/recordings/<int:rec_id>/audio.wav")
+@roles_required(*ALL)
+def audio(rec_id: int):
+    rec = _recording_or_404(rec_id)
+    return send_file(_recording_file(rec), mimetype="audio/wav", conditional=True,
+                     download_name=f"heartpi-{rec.id}.wav")
+
+
+def _picture(rec_id: int, suffix: str, make, mimetype: str):
+    rec = _recording_or_404(rec_id)
+    path = _recording_file(rec)
+
+    def render():
+        samples, rate = dsp.read_wav(path, min_seconds=0.0)
+        return make(samples, rate)
+
+    picture = cached(get_config().data_dir / "cache", rec.sha256, suffix, render)
+    response = send_file(picture, mimetype=mimetype)
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@bp.route("/recordings/<int:rec_id>/waveform.svg")
+@roles_required(*ALL)
+def waveform(rec_id: int):
+    return _picture(rec_id, "-waveform.svg", waveform_svg, "image/svg+xml")
+
+
+@bp.route("/recordings/<int:rec_id>/spectrogram.png")
+@roles_required(*ALL)
+def spectrogram(rec_id: int):
+    return _picture(rec_id, "-spectrogram.png", spectrogram_png, "image/png")
+
+
+@bp.route("/recordings/<int:rec_id>/assign", methods=["POST"])
+@roles_required(*ALL)
+def assign(rec_id: int):
+    store = get_store()
+    _recording_or_404(rec_id)
+    raw = request.form.get("patient_id", "")
+    patient_id = int(raw) if raw.isdigit() else None
+    if patient_id is not None and store.get_patient(patient_id) is None:
+        abort(400, description="That patient does not exist.")
+    store.assign_recording(rec_id, patient_id, actor=actor())
+    flash("Recording assigned." if patient_id else "Recording unassigned.", "ok")
+    return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
+
+
+@bp.route("/upload", methods=["GET", "POST"])
+@roles_required(*ALL)
+def upload():
+    store = get_store()
+    patients = store.list_patients(limit=500)
+    if request.method == "GET":
+        return render_template("upload.html", patients=patients)
+    file = request.files.get("file")
+    if file is None or not file.filename:
+        return render_template("upload.html", patients=patients, error="Choose a .wav file to upload."), 400
+    data = file.read()
+    try:
+        samples, rate = dsp.read_wav(data)
+    except dsp.BadAudioError as exc:
+        store.audit(actor(), "upload.rejected", "", str(exc)[:200])
+        return render_template("upload.html", patients=patients, error=f"This file cannot be used: {exc}"), 400
+    raw = request.form.get("patient_id", "")
+    patient_id = int(raw) if raw.isdigit() and store.get_patient(int(raw)) else None
+    verdict = classify(samples, rate)
+    config = get_config()
+    try:
+        relative, sha = store_recording(config.recordings_dir, data, min_free_mb=config.storage.min_free_mb,
+                                        prefix="upload")
+    except StorageError as exc:
+        return render_template("upload.html", patients=patients, error=str(exc)), 507
+    rec_id = store.add_recording(
+        file=relative, sha256=sha, duration_s=samples.size / rate, rate=rate, source="upload",
+        device_id=config.device_id, uploaded_by=g.user["id"], patient_id=patient_id,
+        verdict=verdict.label, p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
+        quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
+        model_sha256=verdict.model_sha256, software_version=verdict.software_version,
+        note=f"uploaded as {file.filename}"[:200], actor=actor())
+    return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
