@@ -61,6 +61,8 @@ class Daemon:
         self.cycle_done = threading.Condition()
         self._result_until: Optional[float] = None
         self._last_ping = 0.0
+        #: set once recovery is done and the daemon waits for the button
+        self.started = threading.Event()
         indicator.on_press = lambda: self.events.put(PRESS)
         indicator.on_long_press = lambda: self.events.put(HOLD)
 
@@ -104,6 +106,7 @@ class Daemon:
         self._enter(IDLE, gpio.READY)
         self.notifier.ready(status="ready")
         self._ping(force=True)
+        self.started.set()
         try:
             while True:
                 timeout = None

@@ -69,6 +69,7 @@ def press_button(daemon: Daemon, hold_seconds: float = 0.05) -> None:
 
 def _scripted_presses(daemon: Daemon, presses: int, stop_after: bool = True,
                       then_keyboard: bool = False) -> None:
+    daemon.started.wait()
     for n in range(presses):
         while daemon.state not in (IDLE, RESULT, FAULT):
             time.sleep(0.02)
@@ -83,6 +84,7 @@ def _scripted_presses(daemon: Daemon, presses: int, stop_after: bool = True,
 
 
 def _keyboard(daemon: Daemon) -> None:
+    daemon.started.wait()
     print("Simulated HeartPi: Enter = press the button, h = long press (cancel), q = quit", flush=True)
     for line in sys.stdin:
         command = line.strip().lower()

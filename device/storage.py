@@ -30,7 +30,7 @@ def free_mb(path: Path) -> float:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (see module docstring)."""
     path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp")  # never *.wav: not a recording yet
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

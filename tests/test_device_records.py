@@ -1,0 +1,133 @@
+"""The records store: schema, migrations, append-only audit, concurrency, backup."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from device.errors import StorageError
+from device.records import SCHEMA_VERSION, RecordStore
+
+
+def _add(store, n=0, **kw):
+    return store.add_recording(file=f"2026/01/rec-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+                               source="device", device_id="box", verdict="normal", p_abnormal=0.1,
+                               quality_reasons=["noisy"], **kw)
+
+
+def test_pragmas_and_schema(store):
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.integrity_check() == "ok"
+
+
+def test_migration_from_version_1_keeps_data(tmp_path):
+    from device import records
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in records._split_sql(records.MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO patients (name, created_at, updated_at) VALUES ('Old', 'x', 'x')")
+    conn.commit()
+    conn.close()
+    store = RecordStore(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.list_patients()[0]["name"] == "Old"
+    store.create_session("s1", store.add_user(email="a@b.c", password_hash="h", role="admin", actor="t"),
+                         "2999-01-01T00:00:00+00:00")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer than this software"):
+        RecordStore(path)
+
+
+def test_recording_round_trip_assign_and_filters(store):
+    rec_id = _add(store)
+    rec = store.get_recording(rec_id)
+    assert rec.verdict == "normal" and rec.quality_reasons == ["noisy"] and rec.patient_id is None
+    pid = store.add_patient(name="Amina", external_id="P-1", actor="t")
+    store.assign_recording(rec_id, pid, actor="t")
+    assert store.get_recording(rec_id).patient_id == pid
+    assert store.list_recordings(unassigned=True) == []
+    assert [r.id for r in store.list_recordings(patient_id=pid)] == [rec_id]
+    assert store.list_recordings(verdict="abnormal") == []
+    with pytest.raises(KeyError):
+        store.assign_recording(999, pid, actor="t")
+
+
+def test_constraints_are_enforced(store):
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_recording(file="x.wav", sha256="0", duration_s=1, rate=1, source="device",
+                            device_id="b", verdict="maybe")
+    with pytest.raises(sqlite3.IntegrityError):
+        _add(store, patient_id=12345)  # foreign key
+
+
+def test_audit_log_is_append_only(store):
+    store.audit("tester", "something", "patient:1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._conn.execute("UPDATE audit_log SET actor = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._conn.execute("DELETE FROM audit_log")
+    assert store.audit_entries()[0]["action"] == "something"
+
+
+def test_concurrent_writer_and_reader_processes(tmp_path):
+    """A daemon-like writer thread on one connection and a web-like reader on another."""
+    path = tmp_path / "c.sqlite3"
+    writer, reader = RecordStore(path), RecordStore(path)
+    errors = []
+    done = threading.Event()
+
+    def write():
+        try:
+            for n in range(200):
+                _add(writer, n)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            done.set()
+
+    counts = []
+    thread = threading.Thread(target=write)
+    thread.start()
+    while not done.is_set():
+        counts.append(len(reader.list_recordings(limit=1000)))
+        time.sleep(0.001)
+    thread.join()
+    assert not errors
+    assert counts == sorted(counts)  # a reader never sees records disappear
+    assert len(reader.list_recordings(limit=1000)) == 200
+
+
+def test_backup_is_consistent(store, tmp_path):
+    for n in range(5):
+        _add(store, n)
+    target = store.backup(tmp_path / "backup.sqlite3")
+    copy = RecordStore(target)
+    assert copy.count_recordings() == 5 and copy.integrity_check() == "ok"
+
+
+def test_sessions_end(store):
+    uid = store.add_user(email="u@x.y", password_hash="h", role="clinician", actor="t")
+    store.create_session("a", uid, "2999-01-01T00:00:00+00:00")
+    store.create_session("b", uid, "2999-01-01T00:00:00+00:00")
+    store.create_session("old", uid, "2000-01-01T00:00:00+00:00")
+    assert store.session_user("a")["id"] == uid and store.session_user("old") is None
+    store.end_session("a")
+    assert store.session_user("a") is None and store.session_user("b")
+    store.end_user_sessions(uid)
+    assert store.session_user("b") is None
