@@ -124,12 +124,13 @@ class Classifier:
 
     def classify(self, samples: np.ndarray, rate: int) -> Verdict:
         """Verdict for a whole recording: quality gate, windowed scores, mean, threshold."""
-        report = dsp.quality(samples, rate)
+        analysis = dsp.to_analysis_rate(samples, rate) if samples.size >= rate else None
+        report = dsp.quality(samples, rate, analysis=analysis)
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0
-        if not any(r in reasons for r in NO_SCORE_REASONS):
-            windows = dsp.window_features(dsp.to_analysis_rate(samples, rate), self.params)
+        if not any(r in reasons for r in NO_SCORE_REASONS) and analysis is not None:
+            windows = dsp.window_features(analysis, self.params)
             scores = self.score_windows(windows)
             n_windows = len(scores)
             p_abnormal = float(np.mean(scores))

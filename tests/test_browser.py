@@ -1,0 +1,137 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright.
+
+A real cheroot server (the production WSGI server) serves a real data folder; the browser
+logs in, uploads a recording, sees the verdict and both pictures, plays the audio, assigns
+the recording to a patient and exports CSV. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, reference_wavs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+pytestmark = pytest.mark.browser
+
+
+def _require_browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: tools/bootstrap.sh test installs it")
+        pytest.skip("chromium not installed")
+    return pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture
+def live_server(heartpi_config):
+    from webui import create_app
+    from webui.passwords import hash_password
+    from webui.serve import make_server
+
+    app = create_app({"HEARTPI_CONFIG": heartpi_config})
+    store = app.extensions["heartpi_store"]
+    store.add_user(email="nurse@clinic.test", password_hash=hash_password(PASSWORD), role="clinician", actor="test")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = make_server(app, "127.0.0.1", port)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", store
+    server.stop()
+    store.close()
+
+
+@pytest.fixture
+def page():
+    sync_api = _require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+        context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+        pg = context.new_page()
+        errors = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.console_errors = errors
+        yield pg
+        context.close()
+        browser.close()
+
+
+def _login(page, base):
+    page.goto(f"{base}/recordings")
+    assert "/login" in page.url
+    page.fill("input[name=email]", "nurse@clinic.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings.*"))
+
+
+def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
+    base, store = live_server
+    page.goto(f"{base}/login")
+    page.screenshot(path=str(ARTIFACTS / "01-login.png"))
+    page.fill("input[name=email]", "nurse@clinic.test")
+    page.fill("input[name=password]", "wrong password")
+    page.click("main button[type=submit]")
+    assert page.locator("p.error").inner_text() == "Wrong email or password."
+    _login(page, base)
+
+    store.add_patient(name="Kofi Mensah", external_id="KM-7", actor="test")
+    abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    page.goto(f"{base}/upload")
+    page.set_input_files("input[name=file]", str(abnormal))
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
+    assert "Screening aid, not a diagnosis" in page.content()
+    for image in ("#waveform", "#spectrogram"):
+        page.wait_for_function(f"document.querySelector('{image}').complete")
+        assert page.eval_on_selector(image, "img => img.naturalWidth") > 100, image
+    page.eval_on_selector("#player", "a => a.play()")
+    page.wait_for_function("document.querySelector('#player').currentTime > 0.2", timeout=10000)
+    assert page.eval_on_selector("#player", "a => a.duration") == pytest.approx(20.0, abs=0.1)
+    page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
+
+    page.select_option("#assign-patient", label="Kofi Mensah (KM-7)")
+    page.click("text=Assign")
+    page.wait_for_selector("text=Recording assigned.")
+    rec = store.list_recordings()[0]
+    assert rec.patient_id == store.list_patients("Kofi")[0]["id"]
+
+    page.goto(f"{base}/export")
+    with page.expect_download() as info:
+        page.click("#export-csv")
+    target = tmp_path / "export.csv"
+    info.value.save_as(target)
+    text = target.read_text()
+    assert text.startswith("recording_id,") and "Kofi Mensah" in text and "abnormal" in text
+    page.screenshot(path=str(ARTIFACTS / "03-export.png"))
+    assert not page.console_errors, page.console_errors  # CSP violations show up here
+
+
+def test_bad_upload_message_and_phone_layout(live_server, page):
+    base, store = live_server
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base)
+    page.goto(f"{base}/upload")
+    page.set_input_files("input[name=file]", files=[{"name": "voice-memo.wav", "mimeType": "audio/wav",
+                                                      "buffer": b"ID3 this is an mp3"}])
+    page.click("main button[type=submit]")
+    error = page.locator("#upload-error").inner_text()
+    assert "not a WAV recording" in error and store.count_recordings() == 0
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "page scrolls sideways on a phone"
+    page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)

@@ -1,0 +1,122 @@
+"""The shipped units verify clean and stay within their exposure targets (real systemd-analyze)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNITS = ROOT / "systemd"
+TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0}
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} missing: tools/bootstrap.sh test installs systemd")
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+@pytest.fixture
+def unit_dir(tmp_path):
+    """The units with ExecStart pointed at this checkout's heartpi (verify needs it to exist)."""
+    heartpi = Path(sys.executable).parent / "heartpi"
+    assert heartpi.exists()
+    for unit in TARGETS:
+        text = (UNITS / unit).read_text().replace("/opt/heartpi/venv/bin/heartpi", str(heartpi))
+        (tmp_path / unit).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("unit", sorted(TARGETS))
+def test_unit_verifies_clean(unit_dir, unit):
+    tool = _require("systemd-analyze")
+    result = subprocess.run([tool, "verify", "--man=no", unit], cwd=unit_dir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    problems = [line for line in result.stderr.splitlines() if unit in line or "heartpi" in line]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("unit,target", sorted(TARGETS.items()))
+def test_exposure_within_target(unit_dir, unit, target):
+    tool = _require("systemd-analyze")
+    result = subprocess.run([tool, "security", "--offline=true", "--no-pager", unit], cwd=unit_dir,
+                            capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    score = float(match.group(1))
+    print(f"{unit}: exposure {score}")
+    assert score <= target, f"{unit} exposure {score} above {target}"
+
+
+def test_daemon_unit_essentials():
+    text = (UNITS / "heartpi-daemon.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "DevicePolicy=closed",
+                 "DeviceAllow=char-alsa rw", "ProtectSystem=strict", "StateDirectory=heartpi",
+                 "ConfigurationDirectory=heartpi", "PrivateNetwork=yes", "User=heartpi"):
+        assert line in text, line
+    web = (UNITS / "heartpi-web.service").read_text()
+    assert "User=heartpi-web" in web and "ReadWritePaths=/var/lib/heartpi" in web
+    assert "AF_INET" in web and "PrivateNetwork" not in web
+
+
+def test_sysusers_and_tmpfiles_in_a_scratch_root(tmp_path):
+    sysusers, tmpfiles = _require("systemd-sysusers"), _require("systemd-tmpfiles")
+    (tmp_path / "usr/lib/sysusers.d").mkdir(parents=True)
+    (tmp_path / "usr/lib/tmpfiles.d").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        (tmp_path / "etc" / name).touch()
+    shutil.copy(UNITS / "heartpi.sysusers.conf", tmp_path / "usr/lib/sysusers.d/heartpi.conf")
+    shutil.copy(UNITS / "heartpi.tmpfiles.conf", tmp_path / "usr/lib/tmpfiles.d/heartpi.conf")
+    subprocess.run([sysusers, f"--root={tmp_path}"], check=True, capture_output=True)
+    passwd = (tmp_path / "etc/passwd").read_text()
+    group = (tmp_path / "etc/group").read_text()
+    assert "heartpi:" in passwd and "heartpi-web:" in passwd and "nologin" in passwd
+    assert re.search(r"^heartpi:x:\d+:heartpi-web$", group, re.M)
+    assert re.search(r"^audio:x:\d+:heartpi$", group, re.M)
+    subprocess.run([tmpfiles, "--create", f"--root={tmp_path}"], check=True, capture_output=True)
+    data = tmp_path / "var/lib/heartpi"
+    assert oct(data.stat().st_mode & 0o7777) == "0o2770"
+    assert (data / "recordings").is_dir() and (tmp_path / "etc/heartpi/tls").is_dir()
+
+
+def test_install_script_is_idempotent_and_keeps_data(tmp_path):
+    env = dict(os.environ, HEARTPI_PIP_ARGS="--no-deps")
+    cmd = ["bash", str(ROOT / "tools/install-pi.sh"), "--prefix", str(tmp_path), "--no-apt", "--no-systemd"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    data = tmp_path / "var/lib/heartpi"
+    data.mkdir(parents=True)
+    (data / "heartpi.sqlite3").write_bytes(b"precious records")
+    (tmp_path / "etc/heartpi").mkdir(parents=True)
+    (tmp_path / "etc/heartpi/heartpi.toml").write_text('[device]\nid = "box"\n')
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert (data / "heartpi.sqlite3").read_bytes() == b"precious records"
+    assert (tmp_path / "etc/heartpi/heartpi.toml").read_text() == '[device]\nid = "box"\n'
+    for path in ("etc/systemd/system/heartpi-daemon.service", "etc/systemd/system/heartpi-web.service",
+                 "usr/lib/sysusers.d/heartpi.conf", "usr/lib/tmpfiles.d/heartpi.conf",
+                 "etc/sysctl.d/60-heartpi.conf", "opt/heartpi/README.md"):
+        assert (tmp_path / path).is_file(), path
+    assert (tmp_path / "etc/systemd/system/heartpi-daemon.service").read_text() == \
+        (UNITS / "heartpi-daemon.service").read_text()
+    # dependencies were skipped (--no-deps): check the packages landed in the venv, not here
+    probe = ("import importlib.util as u, heartpi; print(heartpi.__version__); "
+             "print(*[u.find_spec(n).origin for n in ('dsp', 'model', 'device', 'webui')], sep='\\n')")
+    result = subprocess.run([str(tmp_path / "opt/heartpi/venv/bin/python"), "-c", probe],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[0] and all(str(tmp_path / "opt/heartpi/venv") in line for line in lines[1:])
+    assert (tmp_path / "opt/heartpi/venv/bin/heartpi").exists()
+    packaged = list((tmp_path / "opt/heartpi/venv/lib").glob("python3*/site-packages/model/assets/heartpi-cnn.tflite"))
+    assert packaged, "the model file is not packaged"

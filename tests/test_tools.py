@@ -1,0 +1,187 @@
+"""Technician tools: provision into a scratch root, selftest (PASS and FAIL paths against
+MockFactory pins and the ALSA file device), model install/rollback, CLI export and backup."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from heartpi.cli import main
+from model.classifier import DEFAULT_MODEL, metadata_path
+from tests.conftest import reference_wavs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("HEARTPI_CONFIG", None) if "HEARTPI_CONFIG" not in (env or {}) else None
+    return subprocess.run([sys.executable, "-m", "heartpi.cli", *args], input=stdin, capture_output=True,
+                          text=True, cwd=ROOT, env=full_env, timeout=300)
+
+
+def test_provision_into_a_scratch_root_is_idempotent(tmp_path):
+    root = tmp_path / "root"
+    first = run_cli("provision", "--root", str(root), "--device-id", "clinic-3-box-1", "--hostname", "heartpi",
+                    "--admin-email", "admin@clinic.test", stdin="a strong admin password\n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    config = root / "etc/heartpi/heartpi.toml"
+    key, cert = root / "etc/heartpi/tls/heartpi.key", root / "etc/heartpi/tls/heartpi.crt"
+    assert 'id = "clinic-3-box-1"' in config.read_text()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(cert.stat().st_mode) == 0o644
+    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-text"], capture_output=True,
+                          text=True).stdout
+    assert "DNS:heartpi.local" in text and "CN = heartpi" in text
+    from device.config import load_config
+    from device.records import RecordStore
+    from webui.passwords import verify_password
+
+    load_config(config, env={})  # the written config is valid
+    store = RecordStore(root / "var/lib/heartpi/heartpi.sqlite3")
+    admin = store.user_by_email("admin@clinic.test")
+    assert admin["role"] == "admin" and verify_password(admin["password_hash"], "a strong admin password")
+    fingerprint = cert.read_bytes()
+
+    again = run_cli("provision", "--root", str(root), "--admin-email", "other@clinic.test",
+                    stdin="another long password\n")
+    assert again.returncode == 1
+    assert "kept existing" in again.stdout and "an administrator already exists" in again.stdout
+    assert cert.read_bytes() == fingerprint and store.user_by_email("other@clinic.test") is None
+
+    forced = run_cli("provision", "--root", str(root), "--force", "--device-id", "box-2", "--hostname", "heartpi")
+    assert forced.returncode == 0 and cert.read_bytes() != fingerprint
+    assert 'id = "box-2"' in config.read_text()
+
+
+def test_provision_refuses_a_short_password(tmp_path):
+    result = run_cli("provision", "--root", str(tmp_path), "--admin-email", "a@b.test", stdin="short\n")
+    assert result.returncode == 1 and "too short" in result.stdout
+
+
+@pytest.fixture
+def selftest_config(tmp_path, alsa_device):
+    path = tmp_path / "heartpi.toml"
+    path.write_text(f'[audio]\ncard = "stetho"\nsample_rate = 48000\n[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    return path
+
+
+def _selftest(config: Path, *extra: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(["--config", str(config), "selftest", *extra])
+    return code, out.getvalue()
+
+
+def test_selftest_passes_with_card_pins_and_a_button_press(selftest_config, mock_factory):
+    def press_when_asked():
+        button = mock_factory.pin(17)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            button.drive_low()
+            time.sleep(0.05)
+            button.drive_high()
+
+    threading.Thread(target=press_when_asked, daemon=True).start()
+    code, out = _selftest(selftest_config, "--button-timeout", "10")
+    assert code == 0, out
+    for check in ("sound card: stetho", "capture level", "LEDs", "button: press seen", "model: sha256",
+                  "disk space", "database", "reference normal-", "reference abnormal-"):
+        assert f"PASS  {check}" in out, check
+    assert "FAIL" not in out
+
+
+def test_selftest_fails_without_card_and_without_press(tmp_path, alsa_device, mock_factory):
+    path = tmp_path / "heartpi.toml"
+    path.write_text(f'[audio]\ncard = "USB Stethoscope"\n[storage]\ndata_dir = "{tmp_path / "d"}"\n')
+    code, out = _selftest(path, "--button-timeout", "0.5")
+    assert code == 1
+    assert "FAIL  sound card: no sound card matching 'USB Stethoscope'" in out
+    assert "FAIL  button: no press seen" in out
+    assert "PASS  model" in out
+
+
+def test_model_install_rollback_and_corrupt_model(tmp_path):
+    data = tmp_path / "data"
+    env = {"HEARTPI_DATA_DIR": str(data)}
+    good = tmp_path / "new" / "heartpi-cnn.tflite"
+    good.parent.mkdir()
+    shutil.copy(DEFAULT_MODEL, good)
+    shutil.copy(metadata_path(DEFAULT_MODEL), metadata_path(good))
+    installed = run_cli("model", "install", str(good), env=env)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    current = data / "models" / "current" / "heartpi-cnn.tflite"
+    assert current.read_bytes() == DEFAULT_MODEL.read_bytes()
+
+    # a second, different (re-tagged) model becomes current; the first becomes previous
+    meta = json.loads(metadata_path(good).read_text())
+    meta["created"] = "2030-01-01"
+    second = tmp_path / "second" / "heartpi-cnn.tflite"
+    second.parent.mkdir()
+    content = bytearray(good.read_bytes())
+    shutil.copy(good, second)
+    metadata_path(second).write_text(json.dumps(meta))
+    run_cli("model", "install", str(second), env=env)
+
+    corrupt = tmp_path / "bad" / "heartpi-cnn.tflite"
+    corrupt.parent.mkdir()
+    content[len(content) // 3] ^= 0x55
+    corrupt.write_bytes(bytes(content))
+    shutil.copy(metadata_path(good), metadata_path(corrupt))
+    before = os.readlink(data / "models" / "current")
+    refused = run_cli("model", "install", str(corrupt), env=env)
+    assert refused.returncode == 1 and "the current model is kept" in refused.stdout
+    assert os.readlink(data / "models" / "current") == before and current.read_bytes() == DEFAULT_MODEL.read_bytes()
+
+    info = run_cli("model", "info", env=env)
+    assert info.returncode == 0 and str(data / "models" / "current") in info.stdout
+
+    (data / "models" / "previous").unlink(missing_ok=True)
+    assert run_cli("model", "rollback", env=env).returncode == 1
+    run_cli("model", "install", str(second), env=env)  # same version again: still one current
+    assert os.readlink(data / "models" / "current") == before
+
+
+def test_model_rollback_swaps_current_and_previous(tmp_path):
+    from heartpi.tools import _swap_link
+
+    models = tmp_path / "data" / "models"
+    for version in ("v1", "v2"):
+        (models / version).mkdir(parents=True)
+        shutil.copy(DEFAULT_MODEL, models / version / "heartpi-cnn.tflite")
+        shutil.copy(metadata_path(DEFAULT_MODEL), models / version / "heartpi-cnn.json")
+    _swap_link(models / "current", "v2")
+    _swap_link(models / "previous", "v1")
+    result = run_cli("model", "rollback", env={"HEARTPI_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 0, result.stdout
+    assert os.readlink(models / "current") == "v1" and os.readlink(models / "previous") == "v2"
+
+
+def test_cli_export_and_backup(tmp_path):
+    data = tmp_path / "data"
+    env = {"HEARTPI_DATA_DIR": str(data)}
+    made = run_cli("daemon", "--simulate", "--presses", "2", env=env)
+    assert made.returncode == 0, made.stdout[-2000:]
+    csv_out = run_cli("export", "--format", "csv", env=env)
+    assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 3
+    fhir_file = tmp_path / "bundle.json"
+    fhir = run_cli("export", "--format", "fhir", "--no-audio", "-o", str(fhir_file), env=env)
+    assert fhir.returncode == 0 and "2 recording(s)" in fhir.stderr
+    bundle = json.loads(fhir_file.read_text())
+    assert sum(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"]) == 2
+    backup = run_cli("backup", str(tmp_path / "copy.sqlite3"), env=env)
+    assert backup.returncode == 0
+    from device.records import RecordStore
+
+    assert RecordStore(tmp_path / "copy.sqlite3").count_recordings() == 2

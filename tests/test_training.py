@@ -1,0 +1,70 @@
+"""A smoke training run on a tiny subset proves the pipeline works end to end (not the
+full training, which takes minutes and is reproduced with `python -m model.train`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.signals import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
+    pytest.importorskip("tensorflow")
+    if not (SHARED_DATA / "physionet2016" / "labels.csv").exists():
+        pytest.skip("../shared/data not present")
+    result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
+                             "--augment", "1", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from model import Classifier
+
+    classifier = Classifier.load(tmp_path / "heartpi-cnn.tflite")
+    meta = json.loads((tmp_path / "heartpi-cnn.json").read_text())
+    assert meta["metrics"]["split"]["test"] > 0 and 0 < meta["threshold"] < 1
+    assert classifier._input["dtype"] == np.int8
+    assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
+
+
+def test_record_split_never_puts_a_recording_in_two_splits():
+    from model.train.dataset import Record, split_records
+
+    records = [Record(f"x/{s}{i}", i % 3 == 0, s, 1) for s in "abc" for i in range(40)]
+    splits = split_records(records, seed=1)
+    names = [r.name for part in splits.values() for r in part]
+    assert len(names) == len(set(names)) == len(records)
+    again = split_records(list(reversed(records)), seed=1)
+    assert [r.name for r in again["test"]] == [r.name for r in splits["test"]]  # deterministic
+    for source in "abc":
+        assert any(r.source == source for r in splits["test"])
+
+
+def test_augmentation_keeps_length_scale_and_finiteness():
+    from model.train.augment import augment
+    from tests.signals import heart_sounds
+
+    y = heart_sounds(70, 10.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = augment(y, rng)
+        assert np.all(np.isfinite(out)) and 0.85 * y.size < out.size < 1.15 * y.size
+
+
+def test_metrics_and_threshold():
+    from model.metrics import best_threshold, screening_metrics, wilson_interval
+
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.3, 0.4, 0.2, 0.1, 0.1, 0.05])
+    m = screening_metrics(labels, scores >= 0.5, scores)
+    assert m.sensitivity == pytest.approx(2 / 3) and m.specificity == 1.0 and m.auc == pytest.approx(14 / 15)
+    assert best_threshold(labels, scores) == pytest.approx(0.25)  # Se 1, Sp 0.8: MAcc 0.9
+    low, high = wilson_interval(8, 10)
+    assert 0.49 < low < 0.8 < high < 0.95

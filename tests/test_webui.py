@@ -1,0 +1,325 @@
+"""Clinic web page through Flask's test client: routes, roles, security, upload, exports."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import re
+import sqlite3
+import time
+
+import pytest
+
+from tests.conftest import PASSWORD, reference_wavs
+from tests.signals import wav_from_parts
+
+ROLES = ("admin", "clinician", "health_worker")
+
+
+def _sample_url(rule) -> str:
+    values = {arg: 1 for arg in rule.arguments}
+    return rule.rule.replace("<int:rec_id>", "1").replace("<int:patient_id>", "1").replace(
+        "<int:user_id>", "1").replace("<path:filename>", "style.css") if values else rule.rule
+
+
+def _upload(client, auth, path=None, data=None, patient_id=""):
+    token = auth.csrf("/upload")
+    payload = data if data is not None else (path or reference_wavs()[0]).read_bytes()
+    return client.post("/upload", data={"csrf_token": token, "patient_id": patient_id,
+                                        "file": (io.BytesIO(payload), "heart.wav")},
+                       content_type="multipart/form-data")
+
+
+# -- access control -------------------------------------------------------------------------
+def test_every_page_needs_login(app, client):
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "auth.login", "auth.register") or "GET" not in rule.methods:
+            continue
+        response = client.get(_sample_url(rule))
+        assert response.status_code == 302 and "/login" in response.headers["Location"], rule.rule
+        checked += 1
+    assert checked >= 15
+
+
+def test_every_post_route_requires_a_csrf_token(app, client, auth):
+    auth.login("admin")
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if "POST" not in rule.methods:
+            continue
+        response = client.post(_sample_url(rule), data={"email": "x", "password": "y"})
+        assert response.status_code == 400, rule.rule
+        assert b"CSRF" in response.data
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("role,url,status", [
+    ("health_worker", "/export", 403), ("health_worker", "/export/records.csv", 403),
+    ("health_worker", "/export/fhir.json", 403), ("health_worker", "/admin/users", 403),
+    ("health_worker", "/patients/1/edit", 403), ("clinician", "/admin/users", 403),
+    ("clinician", "/export/backup.sqlite3", 403), ("clinician", "/export", 200),
+    ("health_worker", "/recordings", 200), ("health_worker", "/patients", 200),
+    ("health_worker", "/upload", 200), ("health_worker", "/device", 200),
+    ("admin", "/admin/users", 200), ("admin", "/export/backup.sqlite3", 200),
+])
+def test_roles(client, auth, web_store, role, url, status):
+    web_store.add_patient(name="P", actor="t")
+    auth.login(role)
+    assert client.get(url).status_code == status
+
+
+# -- login, sessions -------------------------------------------------------------------------------
+def test_login_and_logout_invalidates_the_session_server_side(client, auth, app):
+    response = auth.login("clinician")
+    assert response.status_code == 302
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    assert cookie.secure and cookie.http_only and cookie.same_site == "Lax"
+    assert client.get("/recordings").status_code == 200
+    stolen = cookie.value
+    auth.logout()
+    client.set_cookie(app.config["SESSION_COOKIE_NAME"], stolen, secure=True, httponly=True)
+    response = client.get("/recordings")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_unknown_email_and_wrong_password_look_and_cost_the_same(client, auth):
+    auth.ensure_user("clinician", "real@clinic.test")
+    timings = {}
+    bodies = {}
+    for label, email in (("unknown", "nobody@clinic.test"), ("wrong", "real@clinic.test")):
+        samples = []
+        for _ in range(3):
+            token = auth.csrf()
+            start = time.perf_counter()
+            response = client.post("/login", data={"email": email, "password": "not the password",
+                                                   "csrf_token": token})
+            samples.append(time.perf_counter() - start)
+            assert response.status_code == 401
+        timings[label] = min(samples)
+        bodies[label] = re.sub(r'value="[^"]*"', "", response.get_data(as_text=True))
+    assert bodies["unknown"].replace("nobody@clinic.test", "X") == bodies["wrong"].replace("real@clinic.test", "X")
+    ratio = timings["unknown"] / timings["wrong"]
+    assert 0.5 < ratio < 2.0, timings
+
+
+def test_account_locks_after_five_failures(client, auth, web_store):
+    user = auth.ensure_user("clinician", "lock@clinic.test")
+    for _ in range(5):
+        client.post("/login", data={"email": user["email"], "password": "wrong password!",
+                                    "csrf_token": auth.csrf()})
+    response = client.post("/login", data={"email": user["email"], "password": PASSWORD,
+                                           "csrf_token": auth.csrf()})
+    assert response.status_code == 401 and b"Wrong email or password" in response.data
+    assert web_store.user_by_email(user["email"])["locked_until"]
+
+
+def test_client_is_throttled_after_many_failures(client, auth, app):
+    app.config["LOGIN_FAILURES_PER_CLIENT"] = 3
+    from webui import auth as auth_module
+
+    auth_module._client_failures.clear()
+    for n in range(3):
+        client.post("/login", data={"email": f"u{n}@x.test", "password": "whatever1234", "csrf_token": auth.csrf()})
+    response = client.post("/login", data={"email": "u@x.test", "password": "whatever1234", "csrf_token": auth.csrf()})
+    assert response.status_code == 429 and b"Wait 15 minutes" in response.data
+    auth_module._client_failures.clear()
+
+
+def test_password_change_ends_other_sessions(app, auth, client):
+    auth.login("clinician")
+    other = app.test_client()
+    AuthOther = type(auth)(other, app.extensions["heartpi_store"])
+    AuthOther.login("clinician")
+    assert other.get("/recordings").status_code == 200
+    response = client.post("/password", data={"current": PASSWORD, "new": "a brand new password",
+                                              "confirm": "a brand new password", "csrf_token": auth.csrf("/password")})
+    assert response.status_code == 302
+    assert client.get("/recordings").status_code == 200  # this session continues
+    assert other.get("/recordings").status_code == 302  # the other one is gone
+
+
+def test_self_registration_needs_admin_approval(client, auth, web_store):
+    assert client.get("/register").status_code == 404
+    web_store.set_setting("self_registration", "on", actor="t")
+    response = client.post("/register", data={"email": "new@clinic.test", "password": "long enough pw",
+                                              "csrf_token": auth.csrf("/register")})
+    assert response.status_code == 302
+    login = client.post("/login", data={"email": "new@clinic.test", "password": "long enough pw",
+                                        "csrf_token": auth.csrf()})
+    assert login.status_code == 401
+    uid = web_store.user_by_email("new@clinic.test")["id"]
+    auth.login("admin")
+    client.post(f"/admin/users/{uid}", data={"action": "approve", "csrf_token": auth.csrf("/admin/users")})
+    auth.logout()
+    login = client.post("/login", data={"email": "new@clinic.test", "password": "long enough pw",
+                                        "csrf_token": auth.csrf()})
+    assert login.status_code == 302
+
+
+def test_admin_creates_user_with_one_time_password_and_cannot_disable_last_admin(client, auth, web_store):
+    admin = auth.login("admin")
+    response = client.post("/admin/users", data={"email": "nurse@clinic.test", "role": "health_worker",
+                                                 "csrf_token": auth.csrf("/admin/users")})
+    temp = re.search(rb"<code>([^<]+)</code>", response.data).group(1).decode()
+    assert web_store.user_by_email("nurse@clinic.test")["role"] == "health_worker" and len(temp) >= 12
+    admin_id = web_store.user_by_email("admin@clinic.test")["id"]
+    client.post(f"/admin/users/{admin_id}", data={"action": "disable", "csrf_token": auth.csrf("/admin/users")})
+    assert web_store.get_user(admin_id)["active"] == 1
+
+
+def test_security_headers(client):
+    response = client.get("/login")
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert b"<script>" not in response.data and b"style=" not in response.data
+
+
+def test_tls_config_uses_host_prefixed_cookie(tmp_path):
+    from device.config import config_from_mapping
+    from webui import create_app
+
+    config = config_from_mapping({"storage": {"data_dir": str(tmp_path)},
+                                  "web": {"tls_cert": "/x.crt", "tls_key": "/x.key"}}, env={})
+    app = create_app({"HEARTPI_CONFIG": config})
+    assert app.config["SESSION_COOKIE_NAME"].startswith("__Host-")
+    assert app.test_client().get("/login", base_url="https://localhost").headers["Strict-Transport-Security"]
+
+
+# -- recordings, upload -------------------------------------------------------------------------------
+def test_upload_shows_the_verdict_and_stores_the_file(client, auth, web_store, heartpi_config):
+    auth.login("health_worker")
+    path = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    response = _upload(client, auth, path)
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "abnormal: refer" in page and "Screening aid, not a diagnosis" in page
+    rec = web_store.list_recordings()[0]
+    assert rec.source == "upload" and rec.uploaded_by is not None
+    stored = (heartpi_config.recordings_dir / rec.file).read_bytes()
+    assert stored == path.read_bytes() and hashlib.sha256(stored).hexdigest() == rec.sha256
+    audio = client.get(f"/recordings/{rec.id}/audio.wav")
+    assert audio.status_code == 200 and audio.data == stored and audio.mimetype == "audio/wav"
+    svg = client.get(f"/recordings/{rec.id}/waveform.svg")
+    assert svg.status_code == 200 and svg.data.startswith(b"<svg") and b"polygon" in svg.data
+    png = client.get(f"/recordings/{rec.id}/spectrogram.png")
+    assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
+    assert (heartpi_config.data_dir / "cache" / f"{rec.sha256}-spectrogram.png").exists()
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"this is not audio", "not a WAV recording"),
+    (wav_from_parts(rate=8000, payload=b"\x00\x01" * 8000), "recording too short: 1.0 s"),
+    (wav_from_parts(fmt=3, bits=32, rate=8000, payload=b"\x00\x00\xc0\x7f" * 48000), "NaN"),
+])
+def test_bad_upload_is_refused_with_the_dsp_message_and_stores_nothing(client, auth, web_store,
+                                                                       heartpi_config, data, message):
+    auth.login("clinician")
+    response = _upload(client, auth, data=data)
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert web_store.count_recordings() == 0
+    assert not list(heartpi_config.recordings_dir.rglob("*")) if heartpi_config.recordings_dir.exists() else True
+
+
+def test_too_large_upload_is_a_clear_413(client, auth, app):
+    app.config["MAX_CONTENT_LENGTH"] = 10_000
+    auth.login("clinician")
+    response = _upload(client, auth)
+    assert response.status_code == 413 and b"File too large" in response.data
+
+
+def test_recordings_list_filters_and_missing_recording(client, auth, web_store):
+    auth.login("clinician")
+    _upload(client, auth, [p for p in reference_wavs() if p.name.startswith("normal")][0])
+    assert b"verdict normal" in client.get("/recordings").data
+    assert b"verdict normal" not in client.get("/recordings?verdict=abnormal").data
+    assert client.get("/recordings/999").status_code == 404
+
+
+def test_patients_create_search_edit_assign_and_audit(client, auth, web_store):
+    auth.login("clinician")
+    response = client.post("/patients/new", data={"name": "Amina Yusuf", "external_id": "KN-0042",
+                                                  "birth_date": "2016-03-04", "sex": "female", "notes": "",
+                                                  "csrf_token": auth.csrf("/patients/new")})
+    assert response.status_code == 303
+    pid = web_store.list_patients("Amina")[0]["id"]
+    assert b"Amina Yusuf" in client.get("/patients?q=KN-0042").data
+    assert b"Amina Yusuf" not in client.get("/patients?q=nobody").data
+    bad = client.post("/patients/new", data={"name": "", "csrf_token": auth.csrf("/patients/new")})
+    assert bad.status_code == 400
+    client.post(f"/patients/{pid}/edit", data={"name": "Amina Y. Yusuf", "external_id": "KN-0042",
+                                                "birth_date": "2016-03-04", "sex": "female", "notes": "murmur?",
+                                                "csrf_token": auth.csrf(f"/patients/{pid}/edit")})
+    assert web_store.get_patient(pid)["name"] == "Amina Y. Yusuf"
+    _upload(client, auth)
+    rec = web_store.list_recordings()[0]
+    client.post(f"/recordings/{rec.id}/assign", data={"patient_id": str(pid),
+                                                      "csrf_token": auth.csrf(f"/recordings/{rec.id}")})
+    assert web_store.get_recording(rec.id).patient_id == pid
+    client.get(f"/patients/{pid}")
+    actions = [(e["action"], e["target"]) for e in web_store.audit_entries()]
+    assert ("patient.view", f"patient:{pid}") in actions
+    assert ("recording.assign", f"recording:{rec.id}") in actions
+
+
+def test_exports(client, auth, web_store, heartpi_config):
+    auth.login("clinician")
+    pid = web_store.add_patient(name="=HYPERLINK(\"x\")", external_id="P-9", actor="t")
+    _upload(client, auth, patient_id=str(pid))
+    rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
+    assert len(rows) == 1 and rows[0]["patient_name"].startswith("'=")  # no formula injection
+    assert rows[0]["verdict"] in ("normal", "abnormal", "poor_signal") and rows[0]["model_sha256"]
+    bundle = json.loads(client.get(f"/export/fhir.json?patient_id={pid}").data)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds == ["Patient", "Media", "Observation"]
+    observation = bundle["entry"][2]["resource"]
+    assert observation["subject"]["reference"] == f"Patient/patient-{pid}"
+    assert observation["derivedFrom"][0]["reference"] == "Media/media-1"
+    assert "model sha256" in observation["method"]["text"]
+    media = bundle["entry"][1]["resource"]
+    rec = web_store.list_recordings()[0]
+    assert base64.b64decode(media["content"]["data"]) == (heartpi_config.recordings_dir / rec.file).read_bytes()
+    assert client.get("/export/records.csv?since=2999-01-01").get_data(as_text=True).count("\n") == 1
+    assert ("export.fhir", f"patient:{pid}") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
+
+
+def test_backup_download_is_a_valid_database(client, auth, tmp_path):
+    auth.login("admin")
+    response = client.get("/export/backup.sqlite3")
+    assert response.status_code == 200
+    target = tmp_path / "b.sqlite3"
+    target.write_bytes(response.data)
+    conn = sqlite3.connect(target)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] >= 1
+
+
+def test_device_page_shows_state_versions_and_disk(client, auth, web_store):
+    web_store.set_status("state", "idle")
+    auth.login("health_worker")
+    page = client.get("/device").get_data(as_text=True)
+    assert "test-box" in page and "idle" in page and "MB of" in page and "heartpi-cnn" in page
+
+
+def test_user_add_cli_reads_password_from_stdin(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HEARTPI_DATA_DIR=str(tmp_path))
+    env.pop("HEARTPI_CONFIG", None)
+    cmd = [sys.executable, "-m", "heartpi.cli", "user", "add", "--role", "admin", "boss@clinic.test"]
+    ok = subprocess.run(cmd, input="a long admin password\n", capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    again = subprocess.run(cmd, input="a long admin password\n", capture_output=True, text=True, env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    short = subprocess.run(cmd[:-1] + ["x@clinic.test"], input="short\n", capture_output=True, text=True, env=env)
+    assert short.returncode == 1 and "too short" in short.stderr

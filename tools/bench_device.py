@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Benchmark the device: idle RSS and CPU of the daemon, capture-end-to-verdict latency.
+
+Runs the real daemon (``heartpi daemon --simulate``: MockFactory pins, file source) in a
+child process for RSS and CPU, and an in-process daemon for latency over 48 kHz, 20 s
+recordings (what a USB card delivers). Targets on this machine: RSS <= 80 MB, verdict
+<= 0.5 s after the capture ends, idle CPU ~ 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def idle_figures(data_dir: Path, seconds: float) -> tuple[float, float, float]:
+    env = dict(os.environ, HEARTPI_DATA_DIR=str(data_dir))
+    env.pop("HEARTPI_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "daemon", "--simulate", "--speed", "1"],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "ready, press the button" in line:
+                break
+        time.sleep(2.0)  # let start-up settle
+        start_cpu, start = _cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu_share = (_cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
+        rss = _rss_mb(proc.pid)
+        ready_rss = rss
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return ready_rss, cpu_share, proc.returncode
+
+
+def latency(data_dir: Path, cycles: int) -> list[float]:
+    from gpiozero.pins.mock import MockFactory
+
+    import dsp
+    from device.capture import FileSource
+    from device.config import config_from_mapping
+    from device.daemon import Daemon
+    from device.gpio import Indicator
+    from device.records import RecordStore
+    from device.runner import press_button
+    from model import Classifier
+    from model.classifier import ASSETS
+
+    inputs = data_dir / "inputs"
+    inputs.mkdir(parents=True)
+    for path in sorted((ASSETS / "reference").glob("*.wav")):
+        samples, rate = dsp.read_wav(path)
+        dsp.write_wav(inputs / path.name, dsp.resample(samples, rate, 48000)[: 20 * 48000], 48000)
+    config = config_from_mapping({"storage": {"data_dir": str(data_dir / "d")}}, env={})
+    factory = MockFactory()
+    indicator = Indicator(button_pin=17, green_pin=27, red_pin=22, amber_pin=23, pin_factory=factory)
+    daemon = Daemon(config=config, source=FileSource.from_path(inputs), indicator=indicator,
+                    store=RecordStore(config.database_path), classifier=Classifier.load())
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    daemon.started.wait()
+    times = []
+    for _ in range(cycles):
+        with daemon.cycle_done:
+            before = len(daemon.results)
+            press_button(daemon, 0.01)
+            daemon.cycle_done.wait_for(lambda: len(daemon.results) > before)
+        result = daemon.results[-1]
+        times.append(result.verdict_at - result.capture_ended_at)
+    daemon.request_stop()
+    thread.join(10)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--cycles", type=int, default=12)
+    args = parser.parse_args()
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        rss, cpu, _ = idle_figures(Path(tmp) / "idle", args.idle_seconds)
+        ok &= rss <= 80 and cpu <= 0.01
+        print(f"daemon idle: RSS {rss:.1f} MB (target <= 80 MB), CPU {100 * cpu:.2f}% of one core "
+              f"over {args.idle_seconds:.0f} s (target ~ 0)")
+        times = latency(Path(tmp) / "latency", args.cycles)
+        p50, p95 = np.median(times), np.percentile(times, 95)
+        ok &= p95 <= 0.5
+        print(f"capture end -> verdict (20 s at 48 kHz: save, classify, store): p50 {1e3 * p50:.0f} ms, "
+              f"p95 {1e3 * p95:.0f} ms, max {1e3 * max(times):.0f} ms over {len(times)} cycles (target <= 500 ms)")
+    print("all targets met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
