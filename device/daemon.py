@@ -11,6 +11,7 @@ is found and analysed at the next start (:meth:`Daemon.recover`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -200,14 +201,9 @@ class Daemon:
         relative, sha = store_recording(self.config.recordings_dir, wav,
                                         min_free_mb=self.config.storage.min_free_mb)
         verdict = self.classifier.classify(capture.samples, capture.rate)
-        rec_id = self.store.add_recording(
-            file=relative, sha256=sha, duration_s=capture.duration_s, rate=capture.rate,
-            source="device", device_id=self.config.device_id, verdict=verdict.label,
-            p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
-            quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
-            overflows=capture.overflows, model_sha256=verdict.model_sha256,
-            software_version=verdict.software_version,
-            note="stopped early by the button" if capture.stopped_early else "")
+        rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
+                                     overflows=capture.overflows,
+                                     note="stopped early by the button" if capture.stopped_early else "")
         done = self.clock()
         led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(verdict.label, gpio.POOR_SIGNAL)
         detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
@@ -217,6 +213,15 @@ class Daemon:
                  capture.overflows)
         self._result_until = self.clock() + self.config.device.result_hold_seconds
         return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
+
+    def _store_verdict(self, relative: str, sha: str, duration_s: float, rate: int, verdict, *,
+                       overflows: int = 0, note: str = "") -> int:
+        return self.store.add_recording(
+            file=relative, sha256=sha, duration_s=duration_s, rate=rate, source="device",
+            device_id=self.config.device_id, verdict=verdict.label, p_abnormal=verdict.p_abnormal,
+            threshold=verdict.threshold, quality_reasons=verdict.quality_reasons,
+            heart_rate_bpm=verdict.heart_rate_bpm, overflows=overflows,
+            model_sha256=verdict.model_sha256, software_version=verdict.software_version, note=note)
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> int:
@@ -236,16 +241,8 @@ class Daemon:
                 data = path.read_bytes()
                 samples, rate = dsp.read_wav(data, min_seconds=0.0)
                 verdict = self.classifier.classify(samples, rate)
-                import hashlib
-
-                self.store.add_recording(
-                    file=relative, sha256=hashlib.sha256(data).hexdigest(),
-                    duration_s=samples.size / rate, rate=rate, source="device",
-                    device_id=self.config.device_id, verdict=verdict.label,
-                    p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
-                    quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
-                    model_sha256=verdict.model_sha256, software_version=verdict.software_version,
-                    note="recovered after an interrupted cycle")
+                self._store_verdict(relative, hashlib.sha256(data).hexdigest(), samples.size / rate, rate,
+                                    verdict, note="recovered after an interrupted cycle")
                 recovered += 1
                 log.warning("recovered recording %s that had no record (interrupted cycle)", relative)
             except (dsp.DSPError, StorageError) as exc:

@@ -343,6 +343,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # The float model is kept beside it only to check int8 fidelity and for the benchmark's
     # reference path; it is not packaged for devices.
     model.save(args.out / "heartpi-cnn-float.keras")
+    from model.train.card import render
+
+    (args.out / "MODEL_CARD.md").write_text(render(metadata))
     (args.out / "heartpi-cnn.json").write_text(json.dumps(metadata, indent=1) + "\n")
     log.info("wrote %s (%d bytes); test int8 MAcc %.3f, float %.3f; %.0f s in all", model_file,
              len(tflite), report["test_int8"]["macc"], report["test_float"]["macc"], time.time() - started)
