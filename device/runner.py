@@ -70,7 +70,7 @@ def press_button(daemon: Daemon, hold_seconds: float = 0.05) -> None:
 def _scripted_presses(daemon: Daemon, presses: int, stop_after: bool = True,
                       then_keyboard: bool = False) -> None:
     daemon.started.wait()
-    for n in range(presses):
+    for _n in range(presses):
         while daemon.state not in (IDLE, RESULT, FAULT):
             time.sleep(0.02)
         with daemon.cycle_done:

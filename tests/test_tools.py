@@ -19,7 +19,6 @@ import pytest
 
 from heartpi.cli import main
 from model.classifier import DEFAULT_MODEL, metadata_path
-from tests.conftest import reference_wavs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -162,7 +162,7 @@ def test_self_registration_needs_admin_approval(client, auth, web_store):
 
 
 def test_admin_creates_user_with_one_time_password_and_cannot_disable_last_admin(client, auth, web_store):
-    admin = auth.login("admin")
+    auth.login("admin")
     response = client.post("/admin/users", data={"email": "nurse@clinic.test", "role": "health_worker",
                                                  "csrf_token": auth.csrf("/admin/users")})
     temp = re.search(rb"<code>([^<]+)</code>", response.data).group(1).decode()
