@@ -36,6 +36,10 @@ _ENCODING_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011
                    0x0055: "MP3", 0x0050: "MPEG"}
 _RE_EXPORT = "Export or save the recording as an uncompressed WAV (PCM) file and try again."
 
+#: Sizes at or above this are the placeholders streaming writers (arecord, sox or espeak-ng to a
+#: pipe) leave in the header: "until the end of the file", not a claim about the length.
+STREAMING_SIZE = 0x7FFF0000
+
 PathOrFile = Union[str, os.PathLike, BinaryIO, bytes]
 
 
@@ -130,6 +134,8 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
             raise BadAudioError("RF64 (very large) WAV files are not supported. " + _RE_EXPORT)
         raise BadAudioError("this file is not a WAV recording. " + _RE_EXPORT)
     riff_size = struct.unpack("<I", data[4:8])[0]
+    if riff_size >= STREAMING_SIZE:
+        riff_size = len(data) - 8
     if riff_size + 8 > len(data) + 1:  # +1: some writers omit the final pad byte
         raise BadAudioError("the recording is truncated (the file ends before its declared "
                             "length). Copy it again completely, or record again.")
@@ -141,6 +147,8 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
         chunk_id = data[pos:pos + 4]
         size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
         body_start = pos + 8
+        if chunk_id == b"data" and size >= STREAMING_SIZE:
+            size = end - body_start
         if body_start + size > end:
             raise BadAudioError("the recording is truncated (a part of the file is missing). "
                                 "Copy it again completely, or record again.")

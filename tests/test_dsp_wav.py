@@ -150,6 +150,8 @@ ODD_BUT_VALID = {
     "trailing garbage after riff": GOOD + b"\x00garbage",
     "partial last frame": wav_from_parts(channels=2, rate=RATE, payload=_pcm(12) + b"\x01\x02"),
     "missing final pad byte": GOOD[:-1] if len(_pcm()) % 2 else GOOD,
+    "streaming placeholder sizes": wav_from_parts(rate=RATE, payload=_pcm(), riff_size=0xFFFFFFFF,
+                                                  data_size=0x7FFFF000),
     "float above one": wav_from_parts(fmt=3, bits=32, rate=RATE,
                                       payload=(4 * heart_sounds(70, SECONDS, RATE)).astype("<f4").tobytes()),
 }
