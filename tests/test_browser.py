@@ -95,6 +95,7 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     page.set_input_files("input[name=file]", str(abnormal))
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
     assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
     assert "Screening aid, not a diagnosis" in page.content()
     for image in ("#waveform", "#spectrogram"):

@@ -48,7 +48,7 @@ def test_tflite_runtime_gives_the_same_verdicts():
     assert litert["verdicts"].keys() == legacy["verdicts"].keys() and litert["verdicts"]
     for name, (label, p) in litert["verdicts"].items():
         assert legacy["verdicts"][name][0] == label
-        assert abs(legacy["verdicts"][name][1] - p) < 1e-6
+        assert abs(legacy["verdicts"][name][1] - p) <= 2 / 256  # kernels differ by a quantisation step at most
 
 
 def test_unknown_runtime_is_a_clear_error():
