@@ -155,9 +155,10 @@ class PyAudioSource:
                                    input_device_index=self.device_index,
                                    frames_per_buffer=self.frames_per_buffer, stream_callback=counter)
         except (IOError, OSError) as exc:
+            self.close()  # re-enumerate the cards at the next press: it may have been replugged
             raise SoundCardError(f"sound card {self.name!r} could not be opened for recording ({exc}); "
                                  "unplug and replug it") from None
-        stopped_early = False
+        stopped_early = stalled = False
         deadline = time.monotonic() + seconds + 5.0
         try:
             while not counter.done.is_set():
@@ -165,11 +166,14 @@ class PyAudioSource:
                     stopped_early = True
                     break
                 if time.monotonic() > deadline:
-                    raise SoundCardError(f"sound card {self.name!r} stopped delivering audio; "
-                                         "unplug and replug it")
+                    stalled = True
+                    break
         finally:
             stream.stop_stream()
             stream.close()
+        if stalled:
+            self.close()  # re-enumerate the cards at the next press
+            raise SoundCardError(f"sound card {self.name!r} stopped delivering audio; unplug and replug it")
         raw = b"".join(counter.chunks)
         samples = np.frombuffer(raw, dtype="<i2")[:wanted].astype(np.float32) / 32768.0
         if counter.overflows:

@@ -107,6 +107,13 @@ def run_daemon(config: Config, *, simulate: bool = False, input_path: Optional[P
         realtime = 0.0 if presses is not None else 1.0
     daemon = build_daemon(config, simulate=simulate, input_path=input_path, realtime=realtime,
                           print_leds=simulate)
+    if not simulate:
+        from .errors import SoundCardError
+
+        try:
+            daemon.source.open()
+        except SoundCardError as exc:  # keep running: the card may be plugged in later
+            log.warning("sound card not ready at start: %s", exc)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
