@@ -36,12 +36,15 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _butter_sos(order: int, low: float, high: float, rate: int, btype: str) -> np.ndarray:
-    from scipy.signal import butter
+def _butter_sos(order: int, low: float, high: float, rate: int, btype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Second-order sections and their step-response initial state, designed once per filter."""
+    from scipy.signal import butter, sosfilt_zi
 
     if btype == "bandpass":
-        return butter(order, [low, high], btype="bandpass", fs=rate, output="sos")
-    return butter(order, high if btype == "lowpass" else low, btype=btype, fs=rate, output="sos")
+        sos = butter(order, [low, high], btype="bandpass", fs=rate, output="sos")
+    else:
+        sos = butter(order, high if btype == "lowpass" else low, btype=btype, fs=rate, output="sos")
+    return sos, sosfilt_zi(sos)
 
 
 def bandpass(samples: np.ndarray, rate: int, *, low_hz: float = HEART_BAND_HZ[0],
@@ -71,13 +74,22 @@ def highpass(samples: np.ndarray, rate: float, cutoff_hz: float, *, order: int =
     return _sosfiltfilt(_butter_sos(order, float(cutoff_hz), 0.0, float(rate), "highpass"), samples)
 
 
-def _sosfiltfilt(sos: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    from scipy.signal import sosfiltfilt
+def _sosfiltfilt(design: tuple[np.ndarray, np.ndarray], samples: np.ndarray) -> np.ndarray:
+    """scipy's ``sosfiltfilt`` (odd extension, steady-state start, forward and backward),
+    with the initial state taken from the cached design instead of solved on every call."""
+    from scipy.signal import sosfilt
 
-    samples = np.asarray(samples, dtype=np.float64)
+    sos, zi = design
+    x = np.asarray(samples, dtype=np.float64)
     default_pad = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
-    padlen = min(default_pad, max(0, samples.size - 1))
-    return sosfiltfilt(sos, samples, padlen=padlen).astype(np.float32)
+    padlen = min(default_pad, max(0, x.size - 1))
+    if padlen:
+        x = np.concatenate([2 * x[0] - x[padlen:0:-1], x, 2 * x[-1] - x[-2:-padlen - 2:-1]])
+    y, _ = sosfilt(sos, x, zi=zi * x[0])
+    y = y[::-1]
+    y, _ = sosfilt(sos, y, zi=zi * y[0])
+    y = y[::-1]
+    return (y[padlen:-padlen] if padlen else y).astype(np.float32)
 
 
 def to_analysis_rate(samples: np.ndarray, rate: int) -> np.ndarray:

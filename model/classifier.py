@@ -64,9 +64,14 @@ class Classifier:
         self.params = dsp.FeatureParams.from_dict(metadata["features"])
         self.threshold = float(metadata["threshold"])
         self.uncertainty_max = float(metadata.get("poor_signal", {}).get("max_window_logit_std", 1e9))
+        trained_with = metadata.get("poor_signal", {}).get("quality_thresholds")
+        if trained_with and trained_with != signal_quality._thresholds():
+            log.warning("model metadata was made with other signal-quality thresholds (%s) than this "
+                        "software uses (%s)", trained_with, signal_quality._thresholds())
         self.interpreter, self.runtime = make_interpreter(model_content, runtime=runtime)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
+        self._batch = 1
         expected = (1, self.params.n_mfcc, self.params.frames_per_window, 1)
         if tuple(self._input["shape"]) != expected:
             raise ModelFileError(f"model input shape {tuple(self._input['shape'])} does not match "
@@ -106,26 +111,31 @@ class Classifier:
         return classifier
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
-        """P(abnormal) of each feature window, shape ``(n,)``."""
+        """P(abnormal) of each feature window, shape ``(n,)``: one batched invoke."""
+        n = len(windows)
+        if n == 0:
+            return np.empty(0, np.float32)
+        if self._batch != n:  # resize once per recording length, not per window
+            self.interpreter.resize_tensor_input(self._input["index"], [n, *self._input["shape"][1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = n
         scale, zero = self._input["quantization"]
-        out_scale, out_zero = self._output["quantization"]
-        scores = np.empty(len(windows), np.float32)
-        for i, window in enumerate(windows):
-            x = window[None, :, :, None]
-            if self._input["dtype"] == np.int8:
-                x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-            else:
-                x = x.astype(self._input["dtype"])
-            self.interpreter.set_tensor(self._input["index"], x)
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self._output["index"]).reshape(-1)[0]
-            scores[i] = (int(y) - int(out_zero)) * out_scale if self._output["dtype"] == np.int8 else float(y)
-        return scores
+        x = np.asarray(windows, np.float32)[..., None]
+        if self._input["dtype"] == np.int8:
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        self.interpreter.set_tensor(self._input["index"], x.astype(self._input["dtype"], copy=False))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
+        if self._output["dtype"] == np.int8:
+            out_scale, out_zero = self._output["quantization"]
+            return ((y.astype(np.int32) - int(out_zero)) * out_scale).astype(np.float32)
+        return y.astype(np.float32)
 
     def classify(self, samples: np.ndarray, rate: int) -> Verdict:
         """Verdict for a whole recording: quality gate, windowed scores, mean, threshold."""
-        analysis = dsp.to_analysis_rate(samples, rate) if samples.size >= rate else None
-        report = dsp.quality(samples, rate, analysis=analysis)
+        resampled = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
+        analysis = dsp.bandpass(resampled, dsp.ANALYSIS_RATE_HZ) if samples.size >= rate else None
+        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis)
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0

@@ -43,6 +43,12 @@ def test_metadata_describes_the_model(classifier):
     assert "training_data" in meta
 
 
+def test_metadata_records_the_quality_rules_in_force(classifier):
+    from dsp import signal_quality
+
+    assert classifier.metadata["poor_signal"]["quality_thresholds"] == signal_quality._thresholds()
+
+
 def test_feature_windows_fit_the_model_input(classifier):
     windows = dsp.window_features(dsp.to_analysis_rate(heart_sounds(70, 20.0), 2000), classifier.params)
     assert tuple(classifier._input["shape"][1:3]) == windows.shape[1:]

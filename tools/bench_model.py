@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# VmHWM (peak RSS since exec), not ru_maxrss: that one also counts the forked parent's pages.
 RSS_SCRIPT = """
-import resource, sys
+import sys
 from model import Classifier
 c = Classifier.load()
 v = c.classify_file(sys.argv[1])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])
 """
 
 
