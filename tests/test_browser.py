@@ -70,6 +70,23 @@ def page():
         browser.close()
 
 
+def _poll(page, selector: str, expression: str, timeout: float = 10.0):
+    """Wait until ``expression`` (a JS function of the element) is truthy.
+
+    Playwright's wait_for_function evaluates a string, which our CSP (no 'unsafe-eval')
+    rightly refuses, so poll with element functions instead.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = page.eval_on_selector(selector, expression)
+        if value:
+            return value
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{selector}: {expression} still false after {timeout} s")
+
+
 def _login(page, base):
     page.goto(f"{base}/recordings")
     assert "/login" in page.url
@@ -87,6 +104,7 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     page.fill("input[name=password]", "wrong password")
     page.click("main button[type=submit]")
     assert page.locator("p.error").inner_text() == "Wrong email or password."
+    page.console_errors.clear()  # the 401 of that deliberate failure
     _login(page, base)
 
     store.add_patient(name="Kofi Mensah", external_id="KM-7", actor="test")
@@ -99,15 +117,16 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
     assert "Screening aid, not a diagnosis" in page.content()
     for image in ("#waveform", "#spectrogram"):
-        page.wait_for_function(f"document.querySelector('{image}').complete")
+        _poll(page, image, "img => img.complete")
         assert page.eval_on_selector(image, "img => img.naturalWidth") > 100, image
+    _poll(page, "#player", "a => a.readyState >= 1")
     page.eval_on_selector("#player", "a => a.play()")
-    page.wait_for_function("document.querySelector('#player').currentTime > 0.2", timeout=10000)
+    _poll(page, "#player", "a => a.currentTime > 0.2")
     assert page.eval_on_selector("#player", "a => a.duration") == pytest.approx(20.0, abs=0.1)
     page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
 
     page.select_option("#assign-patient", label="Kofi Mensah (KM-7)")
-    page.click("text=Assign")
+    page.click("button:text-is('Assign')")
     page.wait_for_selector("text=Recording assigned.")
     rec = store.list_recordings()[0]
     assert rec.patient_id == store.list_patients("Kofi")[0]["id"]

@@ -204,8 +204,14 @@ def test_upload_shows_the_verdict_and_stores_the_file(client, auth, web_store, h
     assert rec.source == "upload" and rec.uploaded_by is not None
     stored = (heartpi_config.recordings_dir / rec.file).read_bytes()
     assert stored == path.read_bytes() and hashlib.sha256(stored).hexdigest() == rec.sha256
-    audio = client.get(f"/recordings/{rec.id}/audio.wav")
-    assert audio.status_code == 200 and audio.data == stored and audio.mimetype == "audio/wav"
+    original = client.get(f"/recordings/{rec.id}/original.wav")
+    assert original.status_code == 200 and original.data == stored
+    audio = client.get(f"/recordings/{rec.id}/audio.wav")  # 2 kHz: resampled so browsers can play it
+    assert audio.status_code == 200 and audio.mimetype == "audio/wav"
+    import dsp
+
+    played, rate = dsp.read_wav(audio.data)
+    assert rate == 8000 and abs(played.size / rate - rec.duration_s) < 0.01
     svg = client.get(f"/recordings/{rec.id}/waveform.svg")
     assert svg.status_code == 200 and svg.data.startswith(b"<svg") and b"polygon" in svg.data
     png = client.get(f"/recordings/{rec.id}/spectrogram.png")

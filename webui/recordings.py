@@ -67,12 +67,33 @@ def _recording_file(rec):
     return path
 
 
+#: Browsers refuse to play audio below ~3 kHz (Chromium's minimum), and PhysioNet-style
+#: recordings are 2 kHz: the player gets a copy resampled to this rate; downloads get the original.
+PLAYBACK_MIN_RATE_HZ = 8000
+
+
 @bp.route("/recordings/<int:rec_id>/audio.wav")
 @roles_required(*ALL)
 def audio(rec_id: int):
+    """What the page's audio player plays: the recording, resampled when a browser could not."""
     rec = _recording_or_404(rec_id)
-    return send_file(_recording_file(rec), mimetype="audio/wav", conditional=True,
-                     download_name=f"heartpi-{rec.id}.wav")
+    path = _recording_file(rec)
+    if rec.rate < PLAYBACK_MIN_RATE_HZ:
+        def render():
+            samples, rate = dsp.read_wav(path, min_seconds=0.0)
+            return dsp.wav_bytes(dsp.resample(samples, rate, PLAYBACK_MIN_RATE_HZ), PLAYBACK_MIN_RATE_HZ)
+
+        path = cached(get_config().data_dir / "cache", rec.sha256, "-listen.wav", render)
+    return send_file(path, mimetype="audio/wav", conditional=True, download_name=f"heartpi-{rec.id}.wav")
+
+
+@bp.route("/recordings/<int:rec_id>/original.wav")
+@roles_required(*ALL)
+def original(rec_id: int):
+    """The recording exactly as captured or uploaded."""
+    rec = _recording_or_404(rec_id)
+    return send_file(_recording_file(rec), mimetype="audio/wav", as_attachment=True,
+                     download_name=f"heartpi-{rec.id}-original.wav")
 
 
 def _picture(rec_id: int, suffix: str, make, mimetype: str):
