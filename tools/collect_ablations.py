@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Collect ``python -m model.train --loso-only`` outputs into model/assets/ablations.json.
+
+Usage: tools/collect_ablations.py "VARIANT LABEL=path/to/log.txt" ...  (the JSON report is the
+last thing such a run prints). The model card renders the table from that file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def last_json(text: str) -> dict:
+    start = text.rindex("\n{")
+    return json.loads(text[start:])
+
+
+def main(specs: list[str]) -> int:
+    rows = []
+    for spec in specs:
+        label, path = spec.rsplit("=", 1)
+        rows.append({"variant": label, "loso": last_json(Path(path).read_text())})
+    target = ROOT / "model" / "assets" / "ablations.json"
+    target.write_text(json.dumps(rows, indent=1) + "\n")
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
