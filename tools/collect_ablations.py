@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Collect ``python -m model.train --loso-only`` outputs into model/assets/ablations.json.
 
-Usage: tools/collect_ablations.py "VARIANT LABEL=path/to/log.txt" ...  (the JSON report is the
-last thing such a run prints). The model card renders the table from that file.
+Usage: tools/collect_ablations.py "VARIANT LABEL=PATH" ...  where PATH is the log of a
+``--loso-only`` run (its JSON report is the last thing it prints) or the ``heartpi-cnn.json`` of a
+full ``--loso`` run (which adds the test split and the external device). The model card renders
+the table from that file.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ def main(specs: list[str]) -> int:
     rows = []
     for spec in specs:
         label, path = spec.rsplit("=", 1)
-        rows.append({"variant": label, "loso": last_json(Path(path).read_text())})
+        text = Path(path).read_text()
+        if path.endswith(".json"):
+            metrics = json.loads(text)["metrics"]
+            rows.append({"variant": label, "loso": metrics["loso"], "test_int8": metrics["test_int8"],
+                         "external": metrics.get("external_yaseen2018_int8")})
+        else:
+            rows.append({"variant": label, "loso": last_json(text)})
     target = ROOT / "model" / "assets" / "ablations.json"
     target.write_text(json.dumps(rows, indent=1) + "\n")
     print(target)
