@@ -37,26 +37,42 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def idle_figures(data_dir: Path, seconds: float) -> tuple[float, float, float]:
+def idle_figures(data_dir: Path, seconds: float, presses: int = 3) -> tuple[float, float, float]:
+    """RSS right after start, then RSS and CPU share while idle after ``presses`` recordings.
+
+    The daemon's keyboard control (a pseudo-terminal as its stdin) presses the virtual button,
+    exactly as a person at the simulated device would.
+    """
+    import pty
+
     env = dict(os.environ, HEARTPI_DATA_DIR=str(data_dir))
     env.pop("HEARTPI_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "daemon", "--simulate", "--speed", "1"],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "daemon", "--simulate", "--speed", "20"],
+                            cwd=ROOT, env=env, stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:
             if "ready, press the button" in line:
                 break
         time.sleep(2.0)  # let start-up settle
+        start_rss = _rss_mb(proc.pid)
+        for _ in range(presses):
+            os.write(master, b"\n")
+            for line in proc.stdout:
+                if "[LEDs]" in line and ("steady" in line or "fault" in line):
+                    break
+        time.sleep(2.0)
         start_cpu, start = _cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu_share = (_cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
-        rss = _rss_mb(proc.pid)
-        ready_rss = rss
+        used_rss = _rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
-    return ready_rss, cpu_share, proc.returncode
+        os.close(master)
+        os.close(slave)
+    return start_rss, used_rss, cpu_share
 
 
 def latency(data_dir: Path, cycles: int) -> list[float]:
@@ -105,10 +121,10 @@ def main() -> int:
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        rss, cpu, _ = idle_figures(Path(tmp) / "idle", args.idle_seconds)
+        start_rss, rss, cpu = idle_figures(Path(tmp) / "idle", args.idle_seconds)
         ok &= rss <= 80 and cpu <= 0.01
-        print(f"daemon idle: RSS {rss:.1f} MB (target <= 80 MB), CPU {100 * cpu:.2f}% of one core "
-              f"over {args.idle_seconds:.0f} s (target ~ 0)")
+        print(f"daemon idle: RSS {start_rss:.1f} MB after start, {rss:.1f} MB after 3 recordings "
+              f"(target <= 80 MB), CPU {100 * cpu:.2f}% of one core over {args.idle_seconds:.0f} s (target ~ 0)")
         times = latency(Path(tmp) / "latency", args.cycles)
         p50, p95 = np.median(times), np.percentile(times, 95)
         ok &= p95 <= 0.5

@@ -19,7 +19,7 @@ SOURCES = {
     "training-d": "UHAHSDB (Université de Haute Alsace)",
     "training-e": "DLUTHSDB (Dalian University of Technology)",
     "training-f": "SUAHSDB (Shiraz University)",
-    "yaseen2018": "Yaseen et al. 2018 (8 kHz clips; never used for training)",
+    "yaseen2018": "Yaseen et al. 2018 (8 kHz clips; never used for training, but used to choose between two recipes)",
 }
 
 
@@ -43,7 +43,8 @@ HEADER = "| set | abnormal + normal | Se (95% CI) | Sp (95% CI) | MAcc (95% CI) 
 PHYSIONET = [f"training-{c}" for c in "abcdef"]
 
 
-def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None) -> str:
+def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
+           poor: Optional[str] = None) -> str:
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -90,9 +91,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     for source, metrics in m.get("test_int8_per_source", {}).items():
         lines.append(_row(f"{source}: {SOURCES.get(source, '')}", metrics))
     drop = m["test_float"]["macc"] - m["test_int8"]["macc"]
-    lines += ["", f"int8 vs float32 MAcc difference on the test split: {drop:+.3f}.", ""]
+    lines += ["", f"int8 vs float32 MAcc difference on the test split: {abs(drop):.3f} (float minus int8: {drop:+.4f}).", ""]
     if "external_yaseen2018_int8" in m:
-        lines += ["## A device never heard in training (Yaseen 2018, 8 kHz clips of 1–4 s, tiled to one window)",
+        lines += ["## A device never heard in training (Yaseen 2018, 8 kHz clips of 1–4 s, tiled to one window; "
+                  "a selection figure, see the ablation table)",
                   HEADER, _row("yaseen2018, int8", m["external_yaseen2018_int8"]), ""]
     if "loso" in m:
         lo = m["loso"]
@@ -125,13 +127,22 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                          + f" | **{_pct(row['loso']['mean_macc'])}** | {_pct(row['loso'].get('mean_macc_calibrated'))} | "
                          f"{_pct((row.get('test_int8') or {}).get('macc'))} | {_pct(ext.get('macc'))} ({_pct(ext.get('auc'))}) |")
         lines.append("")
+    q = meta["poor_signal"]["quality_thresholds"]
+    lines += ["## Poor signal", f"Rules: silence below {20 * __import__('math').log10(q['silence_rms']):.0f} dBFS RMS; "
+              f"clipping when over {100 * q['clip_fraction']:.0f} % of samples sit at the peak; heart-band (25–400 Hz) "
+              f"energy per Hz less than {q['min_band_share_db']:g} dB above 400–900 Hz (on the training split speech "
+              "scored below 3 dB and 99.5 % of good recordings above 10 dB); envelope autocorrelation peak below "
+              f"{q['min_periodicity']:g} in the 35–200 bpm range; shorter than {q['min_seconds']:g} s.", ""]
+    if poor:
+        lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
         "## Known failure modes",
         "- A stethoscope or phone unlike the training sources shifts the scores: specificity can collapse (many "
-        "healthy people referred). Check the device with `heartpi selftest` and, when a new kind of stethoscope is "
-        "used, re-set the threshold from healthy recordings (see the calibrated column).",
+        "healthy people referred). Check the device with `heartpi selftest`; re-setting the threshold from healthy "
+        "recordings of the new device helped on some sources (calibrated column), but HeartPi has no command "
+        "for it yet.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
@@ -144,12 +155,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--assets", type=Path, default=ASSETS)
     parser.add_argument("--bench", type=Path, help="text file with tools/bench_model.py output")
+    parser.add_argument("--poor", type=Path, help="text file with tools/eval_poor_signal.py output")
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
     ablation_file = args.assets / "ablations.json"
     ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
-    (args.assets / "MODEL_CARD.md").write_text(render(meta, bench, ablations))
+    poor = "```\n" + args.poor.read_text().strip() + "\n```" if args.poor else None
+    (args.assets / "MODEL_CARD.md").write_text(render(meta, bench, ablations, poor))
     print(args.assets / "MODEL_CARD.md")
     return 0
 
