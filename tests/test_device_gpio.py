@@ -35,22 +35,18 @@ def test_off_turns_everything_off(indicator, mock_factory):
     assert not any(pin(mock_factory, n).state for n in (27, 22, 23))
 
 
-def test_recording_blinks_green_once_a_second(indicator, mock_factory):
-    green = pin(mock_factory, 27)
-    green.clear_states()
-    indicator.show(gpio.RECORDING)
-    time.sleep(1.15)
+@pytest.mark.parametrize("state,number,on,off,watch", [
+    (gpio.RECORDING, 27, 0.5, 0.5, 1.15),  # green, once a second: recording
+    (gpio.FAULT, 22, 0.2, 0.2, 0.5),       # red, fast: fault
+])
+def test_blinking_states_keep_their_rhythm(indicator, mock_factory, state, number, on, off, watch):
+    led = pin(mock_factory, number)
+    led.clear_states()
+    indicator.show(state)
+    time.sleep(watch)
     indicator.show(gpio.OFF)
-    green.assert_states_and_times([(0.0, False), (0.0, True), (0.5, False), (0.5, True), (0.15, False)])
-
-
-def test_fault_blinks_red_fast(indicator, mock_factory):
-    red = pin(mock_factory, 22)
-    red.clear_states()
-    indicator.show(gpio.FAULT)
-    time.sleep(0.5)
-    indicator.show(gpio.OFF)
-    red.assert_states_and_times([(0.0, False), (0.0, True), (0.2, False), (0.2, True), (0.1, False)])
+    last = round(watch - on - off, 2)  # switched off this long after the second "on"
+    led.assert_states_and_times([(0.0, False), (0.0, True), (on, False), (off, True), (last, False)])
 
 
 def test_every_state_has_words_for_the_health_worker():
