@@ -77,13 +77,11 @@ PLAYBACK_MIN_RATE_HZ = 8000
 def audio(rec_id: int):
     """What the page's audio player plays: the recording, resampled when a browser could not."""
     rec = _recording_or_404(rec_id)
-    path = _recording_file(rec)
-    if rec.rate < PLAYBACK_MIN_RATE_HZ:
-        def render():
-            samples, rate = dsp.read_wav(path, min_seconds=0.0)
-            return dsp.wav_bytes(dsp.resample(samples, rate, PLAYBACK_MIN_RATE_HZ), PLAYBACK_MIN_RATE_HZ)
-
-        path = cached(get_config().data_dir / "cache", rec.sha256, "-listen.wav", render)
+    if rec.rate >= PLAYBACK_MIN_RATE_HZ:
+        path = _recording_file(rec)
+    else:
+        path = _derived(rec, "-listen.wav", lambda samples, rate: dsp.wav_bytes(
+            dsp.resample(samples, rate, PLAYBACK_MIN_RATE_HZ), PLAYBACK_MIN_RATE_HZ))
     return send_file(path, mimetype="audio/wav", conditional=True, download_name=f"heartpi-{rec.id}.wav")
 
 
@@ -96,15 +94,19 @@ def original(rec_id: int):
                      download_name=f"heartpi-{rec.id}-original.wav")
 
 
-def _picture(rec_id: int, suffix: str, make, mimetype: str):
-    rec = _recording_or_404(rec_id)
+def _derived(rec, suffix: str, make):
+    """A file computed once from the recording (picture, playable copy), cached by its sha256."""
     path = _recording_file(rec)
 
     def render():
         samples, rate = dsp.read_wav(path, min_seconds=0.0)
         return make(samples, rate)
 
-    picture = cached(get_config().data_dir / "cache", rec.sha256, suffix, render)
+    return cached(get_config().data_dir / "cache", rec.sha256, suffix, render)
+
+
+def _picture(rec_id: int, suffix: str, make, mimetype: str):
+    picture = _derived(_recording_or_404(rec_id), suffix, make)
     response = send_file(picture, mimetype=mimetype)
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
