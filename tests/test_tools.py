@@ -184,3 +184,43 @@ def test_cli_export_and_backup(tmp_path):
     from device.records import RecordStore
 
     assert RecordStore(tmp_path / "copy.sqlite3").count_recordings() == 2
+
+
+def test_provisioned_device_serves_the_page_over_tls(tmp_path):
+    import socket
+    import ssl
+    import urllib.request
+
+    root = tmp_path / "root"
+    assert run_cli("provision", "--root", str(root), "--hostname", "heartpi").returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = (root / "etc/heartpi/heartpi.toml").read_text()
+    config = config.replace("/etc/heartpi", str(root / "etc/heartpi")).replace(
+        "/var/lib/heartpi", str(root / "var/lib/heartpi")).replace("port = 443", f"port = {port}")
+    (tmp_path / "test.toml").write_text(config)
+    env = dict(os.environ)
+    env.pop("HEARTPI_CONFIG", None)
+    server = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "--config", str(tmp_path / "test.toml"), "web",
+                               "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        context = ssl.create_default_context(cafile=str(root / "etc/heartpi/tls/heartpi.crt"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = urllib.request.urlopen(f"https://127.0.0.1:{port}/login", context=context, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert response.status == 200
+        assert response.headers["Set-Cookie"].startswith("__Host-heartpi=")
+        assert "max-age" in response.headers["Strict-Transport-Security"]
+        with pytest.raises(OSError):  # plain HTTP is not served on the TLS port
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5).read()
+    finally:
+        server.terminate()
+        server.wait(20)
