@@ -129,6 +129,11 @@ class Config:
         return installed if installed.exists() else None
 
     @property
+    def calibration_file(self) -> Path:
+        """Per-device threshold written by ``heartpi model calibrate`` (used when present)."""
+        return self.models_dir / "calibration.json"
+
+    @property
     def secret_key_path(self) -> Path:
         return Path(self.web.secret_key_file) if self.web.secret_key_file else self.data_dir / "secret_key"
 

@@ -54,7 +54,7 @@ def build_daemon(config: Config, *, simulate: bool = False, input_path: Optional
     else:
         source = PyAudioSource(config.audio.card, config.audio.sample_rate, config.audio.frames_per_buffer)
     store = RecordStore(config.database_path)
-    classifier = classifier or Classifier.load(config.model_file)
+    classifier = classifier or Classifier.load(config.model_file, calibration=config.calibration_file)
     return Daemon(config=config, source=source, indicator=indicator, store=store,
                   classifier=classifier, notifier=Notifier())
 

@@ -48,6 +48,13 @@ def register(sub, dispatch: Callable) -> None:
     q.set_defaults(func=dispatch, tool="model_rollback")
     q = msub.add_parser("info", help="show the model in use")
     q.set_defaults(func=dispatch, tool="model_info")
+    q = msub.add_parser("calibrate", help="re-set the threshold from recordings of healthy people on this device")
+    q.add_argument("recordings", type=int, nargs="*", metavar="RECORDING_ID",
+                   help="ids (web page or 'heartpi export') of recordings of known-healthy people")
+    q.add_argument("--specificity", type=float, help="wanted share of healthy people called normal "
+                   "(default: the model's validation specificity)")
+    q.add_argument("--reset", action="store_true", help="remove the calibration")
+    q.set_defaults(func=dispatch, tool="model_calibrate")
 
     p = sub.add_parser("export", help="export records as CSV or FHIR R4 JSON")
     p.add_argument("--format", choices=("csv", "fhir"), default="csv")
@@ -261,7 +268,7 @@ def selftest(args: argparse.Namespace) -> int:
         results.append(_line(False, "GPIO", f"{exc.__class__.__name__}: {exc}"))
 
     try:
-        classifier = Classifier.load(config.model_file)
+        classifier = Classifier.load(config.model_file, calibration=config.calibration_file)
         results.append(_line(True, "model", f"sha256 {classifier.sha256[:12]} matches its metadata "
                                             f"({classifier.runtime})"))
         for path in sorted((ASSETS / "reference").glob("*.wav")):
@@ -357,15 +364,65 @@ def model_info(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        classifier = Classifier.load(config.model_file)
+        classifier = Classifier.load(config.model_file, calibration=config.calibration_file)
     except ModelError as exc:
         _line(False, "model", str(exc))
         return EXIT_FAILED
     meta = classifier.metadata
     test = meta.get("metrics", {}).get("test_int8", {})
     print(f"model {classifier.path} sha256 {classifier.sha256} created {meta.get('created')}, "
-          f"threshold {classifier.threshold:.3f}, test MAcc {test.get('macc', float('nan')):.3f}, "
-          f"runtime {classifier.runtime}")
+          f"threshold {classifier.threshold:.3f}{' (calibrated for this device)' if classifier.calibrated else ''}, "
+          f"test MAcc {test.get('macc', float('nan')):.3f}, runtime {classifier.runtime}")
+    return EXIT_OK
+
+
+MIN_CALIBRATION_RECORDINGS = 20
+
+
+def model_calibrate(args: argparse.Namespace) -> int:
+    """Re-set the decision threshold from recordings of known-healthy people on this device.
+
+    A stethoscope the model never heard shifts its scores; on held-out sources this step
+    raised mean MAcc (model card, "calibrated"). The threshold becomes the quantile of the
+    healthy recordings' scores that gives the specificity the model had on validation.
+    """
+    import numpy as np
+
+    from device.records import RecordStore
+    from model import Classifier
+
+    config = _config(args)
+    if args.reset:
+        config.calibration_file.unlink(missing_ok=True)
+        _line(True, "calibration", "removed; the model's own threshold applies after a restart")
+        return EXIT_OK
+    classifier = Classifier.load(config.model_file)
+    store = RecordStore(config.database_path)
+    recordings = [store.get_recording(i) for i in args.recordings]
+    store.close()
+    missing = [i for i, r in zip(args.recordings, recordings) if r is None]
+    if missing:
+        _line(False, "calibration", f"no recording with id {', '.join(map(str, missing))}")
+        return EXIT_FAILED
+    usable = [r for r in recordings if r.p_abnormal is not None and r.verdict != "poor_signal"
+              and r.model_sha256 == classifier.sha256]
+    if len(usable) < MIN_CALIBRATION_RECORDINGS:
+        _line(False, "calibration", f"{len(usable)} usable recordings (good signal, scored by this model); "
+              f"record at least {MIN_CALIBRATION_RECORDINGS} healthy people on this device")
+        return EXIT_FAILED
+    specificity = args.specificity or classifier.metadata.get("metrics", {}).get(
+        "validation_int8", {}).get("specificity", 0.85)
+    threshold = float(np.quantile([r.p_abnormal for r in usable], min(0.99, specificity)))
+    threshold = float(np.clip(threshold, 0.01, 0.99))
+    data = {"model_sha256": classifier.sha256, "threshold": threshold, "specificity": specificity,
+            "recordings": len(usable), "recording_ids": [r.id for r in usable],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    from device.storage import atomic_write
+
+    atomic_write(config.calibration_file, json.dumps(data, indent=1).encode())
+    _line(True, "calibration", f"threshold {threshold:.3f} (model's own {classifier.threshold:.3f}) from "
+          f"{len(usable)} healthy recordings, target specificity {specificity:.2f}; restart heartpi-daemon "
+          "and heartpi-web")
     return EXIT_OK
 
 

@@ -63,6 +63,7 @@ class Classifier:
         self._check_metadata()
         self.params = dsp.FeatureParams.from_dict(metadata["features"])
         self.threshold = float(metadata["threshold"])
+        self.calibrated = False
         self.uncertainty_max = float(metadata.get("poor_signal", {}).get("max_window_logit_std", 1e9))
         trained_with = metadata.get("poor_signal", {}).get("quality_thresholds")
         if trained_with and trained_with != signal_quality._thresholds():
@@ -92,8 +93,13 @@ class Classifier:
             raise ModelFileError("model metadata threshold must be between 0 and 1")
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike, None] = None, *, runtime: Optional[str] = None) -> "Classifier":
-        """Load a model and its metadata (``.json`` beside it); the bundled one by default."""
+    def load(cls, path: Union[str, os.PathLike, None] = None, *, runtime: Optional[str] = None,
+             calibration: Union[str, os.PathLike, None] = None) -> "Classifier":
+        """Load a model and its metadata (``.json`` beside it); the bundled one by default.
+
+        ``calibration``: a per-device threshold file (``heartpi model calibrate``), applied
+        when it exists and was made for this very model.
+        """
         model_path = Path(path) if path else DEFAULT_MODEL
         try:
             content = model_path.read_bytes()
@@ -108,7 +114,32 @@ class Classifier:
             raise ModelFileError(f"model metadata {metadata_path(model_path)} is not valid JSON") from None
         classifier = cls(content, metadata, path=model_path, runtime=runtime)
         log.info("model loaded: %s sha256 %s (%s)", model_path.name, classifier.sha256[:12], classifier.runtime)
+        if calibration and Path(calibration).exists():
+            classifier.apply_calibration(calibration)
         return classifier
+
+    def apply_calibration(self, path: Union[str, os.PathLike]) -> bool:
+        """Use a per-device threshold, if the file was made for this model (else keep the
+        model's own threshold and say why in the log)."""
+        try:
+            data = json.loads(Path(path).read_text())
+            threshold = float(data["threshold"])
+            made_for = data["model_sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("calibration %s ignored: unreadable (%s)", path, exc)
+            return False
+        if made_for != self.sha256:
+            log.warning("calibration %s ignored: it was made for model %s, this is %s; run "
+                        "'heartpi model calibrate' again", path, made_for[:12], self.sha256[:12])
+            return False
+        if not 0.0 < threshold < 1.0:
+            log.warning("calibration %s ignored: threshold %r outside (0, 1)", path, threshold)
+            return False
+        log.info("per-device calibration: threshold %.3f (model's own %.3f) from %s healthy recordings",
+                 threshold, self.threshold, data.get("recordings", "?"))
+        self.threshold = threshold
+        self.calibrated = True
+        return True
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         """P(abnormal) of each feature window, shape ``(n,)``: one batched invoke."""

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
 from heartpi.cli import main
 from model.classifier import DEFAULT_MODEL, metadata_path
+from tests.conftest import reference_wavs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,3 +227,43 @@ def test_provisioned_device_serves_the_page_over_tls(tmp_path):
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_model_calibrate_sets_a_per_device_threshold(tmp_path):
+    from device.records import RecordStore
+    from model import Classifier
+
+    data = tmp_path / "data"
+    model = Classifier.load()
+    store = RecordStore(data / "heartpi.sqlite3")
+    scores = [0.02 * (i + 1) for i in range(25)]  # 0.02 ... 0.50: a device that scores healthy hearts high
+    ids = [store.add_recording(file=f"r{i}.wav", sha256="0" * 64, duration_s=20, rate=48000, source="device",
+                               device_id="box", verdict="normal", p_abnormal=p, model_sha256=model.sha256)
+           for i, p in enumerate(scores)]
+    poor = store.add_recording(file="poor.wav", sha256="0" * 64, duration_s=20, rate=48000, source="device",
+                               device_id="box", verdict="poor_signal", p_abnormal=0.99, model_sha256=model.sha256)
+    store.close()
+    env = {"HEARTPI_DATA_DIR": str(data)}
+    too_few = run_cli("model", "calibrate", *map(str, ids[:10]), env=env)
+    assert too_few.returncode == 1 and "record at least 20 healthy people" in too_few.stdout
+    assert run_cli("model", "calibrate", "999", env=env).returncode == 1
+
+    done = run_cli("model", "calibrate", "--specificity", "0.9", *map(str, ids + [poor]), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calibration = json.loads((data / "models" / "calibration.json").read_text())
+    expected = float(np.quantile(scores, 0.9))
+    assert calibration["threshold"] == pytest.approx(expected) and calibration["recordings"] == 25
+    calibrated = Classifier.load(calibration=data / "models" / "calibration.json")
+    assert calibrated.calibrated and calibrated.threshold == pytest.approx(expected)
+    verdict = calibrated.classify_file(reference_wavs()[0])
+    assert verdict.threshold == pytest.approx(expected)
+    info = run_cli("model", "info", env=env)
+    assert "calibrated for this device" in info.stdout
+
+    calibration["model_sha256"] = "f" * 64  # made for another model: ignored
+    (data / "models" / "calibration.json").write_text(json.dumps(calibration))
+    other = Classifier.load(calibration=data / "models" / "calibration.json")
+    assert not other.calibrated and other.threshold == model.threshold
+
+    assert run_cli("model", "calibrate", "--reset", env=env).returncode == 0
+    assert not (data / "models" / "calibration.json").exists()

@@ -135,5 +135,6 @@ def classify(samples, rate):
     ext = current_app.extensions
     with ext["heartpi_classifier_lock"]:
         if ext["heartpi_classifier"] is None:
-            ext["heartpi_classifier"] = Classifier.load(get_config().model_file)
+            ext["heartpi_classifier"] = Classifier.load(get_config().model_file,
+                                                         calibration=get_config().calibration_file)
         return ext["heartpi_classifier"].classify(samples, rate)

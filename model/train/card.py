@@ -140,9 +140,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     lines += [
         "## Known failure modes",
         "- A stethoscope or phone unlike the training sources shifts the scores: specificity can collapse (many "
-        "healthy people referred). Check the device with `heartpi selftest`; re-setting the threshold from healthy "
-        "recordings of the new device helped on some sources (calibrated column), but HeartPi has no command "
-        "for it yet.",
+        "healthy people referred). Check the device with `heartpi selftest`, and on a new kind of stethoscope "
+        "re-set the threshold from 20 or more recordings of healthy people (`heartpi model calibrate`): on held-out "
+        "sources this helped some a lot and others not at all (calibrated column), because it fixes a shifted "
+        "operating point but not a lost ranking (low AUC).",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
