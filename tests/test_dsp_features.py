@@ -25,12 +25,15 @@ def _signal(kind: str, rate: int, seconds: float) -> np.ndarray:
     return dsp.resample(heart_sounds(72, seconds, 2000), 2000, rate)[:n]
 
 
-@pytest.mark.parametrize("rate", [2000, 4000, 8000, 22050, 44100, 48000])
-@pytest.mark.parametrize("seconds", [0.5, 7.3, 60.0])
-@pytest.mark.parametrize("kind", ["noise", "tones", "heart", "pink"])
+# Every rate x length x signal, except 60 s of tones and pink noise above 8 kHz (the same code
+# paths as 60 s of noise and heart sounds there, and a minute of librosa time saved).
+CASES = [(rate, seconds, kind) for rate in (2000, 4000, 8000, 22050, 44100, 48000)
+         for seconds in (0.5, 7.3, 60.0) for kind in ("noise", "tones", "heart", "pink")
+         if not (seconds == 60.0 and kind in ("tones", "pink") and rate > 8000)]
+
+
+@pytest.mark.parametrize("rate,seconds,kind", CASES)
 def test_mfcc_equals_librosa_with_defaults(rate, seconds, kind):
-    if seconds == 60.0 and kind in ("tones", "pink") and rate > 8000:
-        pytest.skip("long high-rate cases are covered by noise and heart")
     y = _signal(kind, rate, seconds)
     ours = dsp.mfcc(y, sr=rate)
     ref = librosa.feature.mfcc(y=y, sr=rate)
