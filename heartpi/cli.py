@@ -157,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.verbose)
     return run_demo(host=args.host, port=args.port, presses=args.presses, once=args.once,
-                    data_dir=args.data_dir)
+                    data_dir=args.data_dir, simulate={"auto": None, "yes": True, "no": False}[args.simulate])
 
 
 def cmd_tool(args: argparse.Namespace) -> int:
@@ -201,12 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_web)
 
-    p = sub.add_parser("demo", help="simulated device + web page with a one-time demo login")
+    p = sub.add_parser("demo", help="device (simulated without hardware) + web page, one-time demo login")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--presses", type=int, default=4, help="recordings to make at start")
     p.add_argument("--once", action="store_true", help="exit after the first recordings")
     p.add_argument("--data-dir", type=Path, help="default: $HEARTPI_DATA_DIR or ./var/demo")
+    p.add_argument("--simulate", choices=("auto", "yes", "no"), default="auto",
+                   help="auto: the real device when GPIO and a sound card are present")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("user", help="manage web accounts")

@@ -1,6 +1,7 @@
-"""``heartpi demo``: the whole product on one machine without hardware.
+"""``heartpi demo``: the whole product on one machine, with or without the hardware.
 
-Starts the clinic web page and the simulated device side by side on one data folder,
+On a HeartPi (GPIO and a sound card) it runs the real device; anywhere else a simulated one.
+Starts the clinic web page and the device side by side on one data folder,
 creates a demo administrator with a random password printed once, plays the bundled
 reference recordings through the virtual button, then keeps running (Enter presses the
 button again) until Ctrl-C.
@@ -16,10 +17,29 @@ from pathlib import Path
 from typing import Optional
 
 DEMO_ADMIN = "admin@heartpi.local"
+GPIO_CHIP = Path("/dev/gpiochip0")
+
+
+def hardware_present(config, gpio_chip: Path = GPIO_CHIP) -> tuple[bool, str]:
+    """Is this a real HeartPi (GPIO header and a sound card to record from)? Checked at run
+    time only, never at import."""
+    if not gpio_chip.exists():
+        return False, f"no GPIO ({gpio_chip} missing)"
+    from device.capture import PyAudioSource
+    from device.errors import SoundCardError
+
+    source = PyAudioSource(config.audio.card, config.audio.sample_rate)
+    try:
+        source.open()
+    except SoundCardError as exc:
+        return False, str(exc)
+    finally:
+        source.close()
+    return True, f"GPIO and sound card {source.name!r}"
 
 
 def run_demo(*, host: str = "127.0.0.1", port: int = 8080, presses: int = 4, once: bool = False,
-             data_dir: Optional[Path] = None) -> int:
+             data_dir: Optional[Path] = None, simulate: Optional[bool] = None) -> int:
     from device.config import load_config
     from device.records import RecordStore
     from device.runner import run_daemon
@@ -40,22 +60,29 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8080, presses: int = 4, onc
         store.add_user(email=DEMO_ADMIN, password_hash=hash_password(password), role="admin", actor="demo")
     store.close()
 
+    if simulate is None:
+        real, why = hardware_present(config)
+        simulate = not real
+    else:
+        why = "chosen on the command line"
     app = create_app({"HEARTPI_CONFIG": config})
     server = make_server(app, host, port)
     server.prepare()
     thread = threading.Thread(target=server.serve, name="web", daemon=True)
     thread.start()
     url = url_of(host, port, False)
+    mode = "simulated device" if simulate else "real device"
     print(f"""
-HeartPi demo (simulated device, no hardware needed). Screening aid, not a diagnosis.
+HeartPi ({mode}: {why}). Screening aid, not a diagnosis.
   Web page:  {url}
   Log in as: {DEMO_ADMIN}
   Password:  {password}   (random, shown once; a new one is made at each start)
   Data:      {data_dir}
 """, flush=True)
     try:
+        if not simulate:
+            return run_daemon(config)
         return run_daemon(config, simulate=True, presses=presses, realtime=0.0 if once else 4.0,
-                          keep_running=not once,
-                          interactive=sys.stdin.isatty())
+                          keep_running=not once, interactive=sys.stdin.isatty())
     finally:
         server.stop()

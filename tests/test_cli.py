@@ -54,3 +54,19 @@ def test_demo_runs_device_and_web_with_a_one_time_password(tmp_path):
     assert verify_password(store.user_by_email("admin@heartpi.local")["password_hash"], password)
     second = heartpi("demo", "--once", "--presses", "1", "--port", str(port), "--data-dir", str(tmp_path))
     assert re.search(r"Password:\s+(\S+)", second.stdout).group(1) != password  # never a fixed default
+
+
+def test_demo_uses_the_hardware_only_when_gpio_and_a_card_are_there(tmp_path, alsa_device):
+    from device.config import config_from_mapping
+    from heartpi.demo import hardware_present
+
+    config = config_from_mapping({"audio": {"card": "stetho"}}, env={})
+    real, why = hardware_present(config, gpio_chip=tmp_path / "gpiochip0")
+    assert not real and "no GPIO" in why
+    chip = tmp_path / "gpiochip0"
+    chip.touch()
+    real, why = hardware_present(config, gpio_chip=chip)
+    assert real and "stetho" in why
+    missing_card = config_from_mapping({"audio": {"card": "Littmann"}}, env={})
+    real, why = hardware_present(missing_card, gpio_chip=chip)
+    assert not real and "no sound card matching 'Littmann'" in why
