@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-run}
 shift || true
 
-apt_packages=(python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils)
+apt_packages=(python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils openssl)
 if [ "$mode" = test ]; then
     # chromium: browser tests; systemd: systemd-analyze for the units; espeak-ng: speech samples
     apt_packages+=(chromium systemd espeak-ng)
@@ -29,7 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "bootstrap: installing system packages: ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # with recommends: Chromium's fonts come that way (the checked recipe installs it so)
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 python=${PYTHON:-python3}
