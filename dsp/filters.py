@@ -31,8 +31,21 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     divisor = gcd(int(rate_in), int(rate_out))
-    out = resample_poly(samples, int(rate_out) // divisor, int(rate_in) // divisor)
+    up, down = int(rate_out) // divisor, int(rate_in) // divisor
+    out = resample_poly(samples, up, down, window=_polyphase_fir(up, down))
     return out.astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=16)
+def _polyphase_fir(up: int, down: int) -> np.ndarray:
+    """The anti-alias filter ``resample_poly`` would design on every call (its default Kaiser
+    window, beta 5, 10 zero crossings per side), designed once per rate pair."""
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps.setflags(write=False)
+    return taps
 
 
 @lru_cache(maxsize=32)
