@@ -1,4 +1,4 @@
-"""Resampling and zero-phase Butterworth filtering in numpy (and scipy.fft).
+"""Resampling and zero-phase Butterworth filtering in numpy.
 
 Why not ``scipy.signal``: importing it costs a Raspberry Pi ~50 MB of memory for the
 daemon's whole life, for four functions. These are the same mathematics, checked against
@@ -161,10 +161,10 @@ def _butterworth(order: int, low: float, high: float, rate: float, btype: str) -
 
 
 def _from_rest(h: np.ndarray, x: np.ndarray) -> np.ndarray:
-    from scipy.fft import irfft, next_fast_len, rfft
-
-    size = next_fast_len(x.size + h.size - 1, real=True)
-    return irfft(rfft(x, size) * rfft(h, size), size)[: x.size]
+    """The filter's response to ``x`` from rest: linear convolution by FFT (numpy's, so the
+    device never imports scipy.fft; one transform per filtering, power-of-two length)."""
+    size = 1 << int(np.ceil(np.log2(x.size + h.size - 1)))
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: x.size]
 
 
 def _filtfilt(design: tuple[np.ndarray, float, int], samples: np.ndarray) -> np.ndarray:

@@ -37,7 +37,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def idle_figures(data_dir: Path, seconds: float, presses: int = 3) -> tuple[float, float, float]:
+def make_inputs(folder: Path) -> Path:
+    """The bundled reference recordings as a USB card delivers them: 20 s at 48 kHz."""
+    import dsp
+    from model.classifier import ASSETS
+
+    folder.mkdir(parents=True)
+    for path in sorted((ASSETS / "reference").glob("*.wav")):
+        samples, rate = dsp.read_wav(path)
+        dsp.write_wav(folder / path.name, dsp.resample(samples, rate, 48000)[: 20 * 48000], 48000)
+    return folder
+
+
+def idle_figures(data_dir: Path, inputs: Path, seconds: float, presses: int = 3) -> tuple[float, float, float]:
     """RSS right after start, then RSS and CPU share while idle after ``presses`` recordings.
 
     The daemon's keyboard control (a pseudo-terminal as its stdin) presses the virtual button,
@@ -48,7 +60,8 @@ def idle_figures(data_dir: Path, seconds: float, presses: int = 3) -> tuple[floa
     env = dict(os.environ, HEARTPI_DATA_DIR=str(data_dir))
     env.pop("HEARTPI_CONFIG", None)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "daemon", "--simulate", "--speed", "20"],
+    proc = subprocess.Popen([sys.executable, "-m", "heartpi.cli", "daemon", "--simulate", "--speed", "20",
+                             "--input", str(inputs)],
                             cwd=ROOT, env=env, stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -75,7 +88,7 @@ def idle_figures(data_dir: Path, seconds: float, presses: int = 3) -> tuple[floa
     return start_rss, used_rss, cpu_share
 
 
-def latency(data_dir: Path, cycles: int) -> list[float]:
+def latency(data_dir: Path, inputs: Path, cycles: int) -> list[float]:
     from gpiozero.pins.mock import MockFactory
 
     import dsp
@@ -86,13 +99,7 @@ def latency(data_dir: Path, cycles: int) -> list[float]:
     from device.records import RecordStore
     from device.runner import press_button
     from model import Classifier
-    from model.classifier import ASSETS
 
-    inputs = data_dir / "inputs"
-    inputs.mkdir(parents=True)
-    for path in sorted((ASSETS / "reference").glob("*.wav")):
-        samples, rate = dsp.read_wav(path)
-        dsp.write_wav(inputs / path.name, dsp.resample(samples, rate, 48000)[: 20 * 48000], 48000)
     config = config_from_mapping({"storage": {"data_dir": str(data_dir / "d")}}, env={})
     factory = MockFactory()
     indicator = Indicator(button_pin=17, green_pin=27, red_pin=22, amber_pin=23, pin_factory=factory)
@@ -121,11 +128,12 @@ def main() -> int:
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        start_rss, rss, cpu = idle_figures(Path(tmp) / "idle", args.idle_seconds)
+        inputs = make_inputs(Path(tmp) / "inputs")
+        start_rss, rss, cpu = idle_figures(Path(tmp) / "idle", inputs, args.idle_seconds)
         ok &= rss <= 80 and cpu <= 0.01
-        print(f"daemon idle: RSS {start_rss:.1f} MB after start, {rss:.1f} MB after 3 recordings "
+        print(f"daemon idle: RSS {start_rss:.1f} MB after start, {rss:.1f} MB after 3 recordings at 48 kHz "
               f"(target <= 80 MB), CPU {100 * cpu:.2f}% of one core over {args.idle_seconds:.0f} s (target ~ 0)")
-        times = latency(Path(tmp) / "latency", args.cycles)
+        times = latency(Path(tmp) / "latency", inputs, args.cycles)
         p50, p95 = np.median(times), np.percentile(times, 95)
         ok &= p95 <= 0.5
         print(f"capture end -> verdict (20 s at 48 kHz: save, classify, store): p50 {1e3 * p50:.0f} ms, "
