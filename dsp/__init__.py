@@ -1,7 +1,7 @@
 """HeartPi signal processing: read a recording, judge its quality, compute MFCC features.
 
-Pure numpy (scipy imported lazily inside functions). No hardware, no TensorFlow, no librosa:
-importing this package must stay cheap on a Raspberry Pi.
+numpy only (scipy.fft just for long transforms, imported when used). No hardware, no
+TensorFlow, no librosa: importing this package must stay cheap on a Raspberry Pi.
 """
 
 from .errors import BadAudioError, DSPError, ParameterError
