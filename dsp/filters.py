@@ -160,22 +160,46 @@ def _butterworth(order: int, low: float, high: float, rate: float, btype: str) -
     return h, float(np.real(response[0])), padlen
 
 
-def _from_rest(h: np.ndarray, x: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=256)
+def _fast_size(n: int) -> int:
+    """Smallest 2^a * 3^b * 5^c >= n: a length numpy's FFT handles fast (a power of two alone
+    can nearly double the work)."""
+    best = 1 << int(np.ceil(np.log2(n)))
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35 << max(0, int(np.ceil(np.log2(n / power35))))
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+@lru_cache(maxsize=64)
+def _response_spectrum(design: tuple, size: int) -> np.ndarray:
+    """FFT of a filter's impulse response at one transform length, computed once."""
+    spectrum = np.fft.rfft(_butterworth(*design)[0], size)
+    spectrum.setflags(write=False)
+    return spectrum
+
+
+def _from_rest(design: tuple, x: np.ndarray) -> np.ndarray:
     """The filter's response to ``x`` from rest: linear convolution by FFT (numpy's, so the
-    device never imports scipy.fft; one transform per filtering, power-of-two length)."""
-    size = 1 << int(np.ceil(np.log2(x.size + h.size - 1)))
-    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: x.size]
+    device never imports scipy.fft)."""
+    size = _fast_size(x.size + _butterworth(*design)[0].size - 1)
+    return np.fft.irfft(np.fft.rfft(x, size) * _response_spectrum(design, size), size)[: x.size]
 
 
-def _filtfilt(design: tuple[np.ndarray, float, int], samples: np.ndarray) -> np.ndarray:
-    h, dc_gain, default_pad = design
+def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
+    _h, dc_gain, default_pad = _butterworth(*design)
     x = np.asarray(samples, dtype=np.float64)
     padlen = min(default_pad, max(0, x.size - 1))
     if padlen:
         x = np.concatenate([2 * x[0] - x[padlen:0:-1], x, 2 * x[-1] - x[-2:-padlen - 2:-1]])
-    y = dc_gain * x[0] + _from_rest(h, x - x[0])
+    y = dc_gain * x[0] + _from_rest(design, x - x[0])
     y = y[::-1]
-    y = dc_gain * y[0] + _from_rest(h, y - y[0])
+    y = dc_gain * y[0] + _from_rest(design, y - y[0])
     y = y[::-1]
     return (y[padlen:-padlen] if padlen else y).astype(np.float32)
 
@@ -189,21 +213,21 @@ def bandpass(samples: np.ndarray, rate: int, *, low_hz: float = HEART_BAND_HZ[0]
     """
     if not 0 < low_hz < high_hz < rate / 2:
         raise ParameterError(f"band {low_hz}-{high_hz} Hz impossible at {rate} Hz")
-    return _filtfilt(_butterworth(order, float(low_hz), float(high_hz), float(rate), "bandpass"), samples)
+    return _filtfilt((order, float(low_hz), float(high_hz), float(rate), "bandpass"), samples)
 
 
 def lowpass(samples: np.ndarray, rate: float, cutoff_hz: float, *, order: int = 4) -> np.ndarray:
     """Zero-phase Butterworth low-pass."""
     if not 0 < cutoff_hz < rate / 2:
         raise ParameterError(f"cut-off {cutoff_hz} Hz impossible at {rate} Hz")
-    return _filtfilt(_butterworth(order, 0.0, float(cutoff_hz), float(rate), "lowpass"), samples)
+    return _filtfilt((order, 0.0, float(cutoff_hz), float(rate), "lowpass"), samples)
 
 
 def highpass(samples: np.ndarray, rate: float, cutoff_hz: float, *, order: int = 4) -> np.ndarray:
     """Zero-phase Butterworth high-pass."""
     if not 0 < cutoff_hz < rate / 2:
         raise ParameterError(f"cut-off {cutoff_hz} Hz impossible at {rate} Hz")
-    return _filtfilt(_butterworth(order, float(cutoff_hz), 0.0, float(rate), "highpass"), samples)
+    return _filtfilt((order, float(cutoff_hz), 0.0, float(rate), "highpass"), samples)
 
 
 def to_analysis_rate(samples: np.ndarray, rate: int) -> np.ndarray:
