@@ -82,21 +82,21 @@ def _upfirdn(h: np.ndarray, x: np.ndarray, up: int, down: int, first: int, count
     one strided matrix-vector product over a zero-padded input.
     """
     out = np.zeros(count)
+    branches = []
     for phase in range(up):
         taps = h[phase::up][::-1]
-        if taps.size == 0:
-            continue
         # first n >= first whose remainder is this phase (n * down = phase mod up)
         n0 = next((n for n in range(first, first + up) if (n * down) % up == phase), None)
-        if n0 is None or n0 >= first + count:
-            continue
-        rows = (first + count - 1 - n0) // up + 1
-        b0 = (n0 * down) // up
-        pad_left = taps.size
+        if taps.size and n0 is not None and n0 < first + count:
+            branches.append((taps, n0, (first + count - 1 - n0) // up + 1, (n0 * down) // up))
+    if not branches:
+        return out
+    pad_left = max(taps.size for taps, *_ in branches)
+    stop = max(b0 + pad_left + 1 + (rows - 1) * down for _, _, rows, b0 in branches)
+    padded = np.zeros(max(stop, pad_left + x.size))  # one zero-padded copy for every branch
+    padded[pad_left:pad_left + x.size] = x
+    for taps, n0, rows, b0 in branches:
         start = b0 - taps.size + 1 + pad_left
-        stop = start + (rows - 1) * down + taps.size
-        padded = np.zeros(max(stop, x.size + pad_left))
-        padded[pad_left:pad_left + x.size] = x
         window = np.lib.stride_tricks.as_strided(
             padded[start:], shape=(rows, taps.size), strides=(down * padded.itemsize, padded.itemsize),
             writeable=False)
