@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .filters import ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, lowpass, resample
+from .filters import ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, lowpass, resample, to_analysis_rate
 
 TOO_SHORT = "too_short"
 SILENCE = "silence"
@@ -122,8 +122,7 @@ def _beat_period(env: np.ndarray) -> tuple[float, Optional[float]]:
 
 def heart_rate(samples: np.ndarray, rate: int) -> Optional[float]:
     """Beats per minute from the envelope's periodicity, or None when there is no beat."""
-    analysis = bandpass(resample(samples, rate, ANALYSIS_RATE_HZ), ANALYSIS_RATE_HZ)
-    periodicity, period = _beat_period(envelope(analysis))
+    periodicity, period = _beat_period(envelope(to_analysis_rate(samples, rate)))
     if period is None or periodicity < MIN_PERIODICITY:
         return None
     return 60.0 / period

@@ -219,7 +219,6 @@ def selftest(args: argparse.Namespace) -> int:
     from device.records import RecordStore
     from device.storage import free_mb
     from model import Classifier, ModelError
-    from model.classifier import ASSETS
 
     results = []
     try:
@@ -271,11 +270,7 @@ def selftest(args: argparse.Namespace) -> int:
         classifier = Classifier.load(config.model_file, calibration=config.calibration_file)
         results.append(_line(True, "model", f"sha256 {classifier.sha256[:12]} matches its metadata "
                                             f"({classifier.runtime})"))
-        for path in sorted((ASSETS / "reference").glob("*.wav")):
-            expected = path.name.split("-")[0]
-            verdict = classifier.classify_file(path)
-            results.append(_line(verdict.label == expected, f"reference {path.name}",
-                                 f"{verdict.label} (expected {expected})"))
+        results.extend(_reference_checks(classifier))
     except ModelError as exc:
         results.append(_line(False, "model", str(exc)))
 
@@ -295,6 +290,19 @@ def selftest(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _reference_checks(classifier) -> list[bool]:
+    """Classify each bundled reference recording (its label is the file name's prefix), one
+    PASS/FAIL line each; shared by selftest and model install."""
+    from model.classifier import ASSETS
+
+    results = []
+    for path in sorted((ASSETS / "reference").glob("*.wav")):
+        expected = path.name.split("-")[0]
+        label = classifier.classify_file(path).label
+        results.append(_line(label == expected, f"reference {path.name}", f"{label} (expected {expected})"))
+    return results
+
+
 # -- model install / rollback -----------------------------------------------------------------
 def _swap_link(link: Path, target: str) -> None:
     tmp = link.with_name(f".{link.name}.tmp")
@@ -306,7 +314,7 @@ def _swap_link(link: Path, target: str) -> None:
 
 def model_install(args: argparse.Namespace) -> int:
     from model import Classifier, ModelError
-    from model.classifier import ASSETS, metadata_path
+    from model.classifier import metadata_path
 
     config = _config(args)
     try:
@@ -315,12 +323,9 @@ def model_install(args: argparse.Namespace) -> int:
         _line(False, "model file", f"{exc}; the current model is kept")
         return EXIT_FAILED
     _line(True, "model file", f"sha256 {candidate.sha256[:12]} matches its metadata")
-    for path in sorted((ASSETS / "reference").glob("*.wav")):
-        expected = path.name.split("-")[0]
-        label = candidate.classify_file(path).label
-        if not _line(label == expected, f"reference {path.name}", f"{label} (expected {expected})"):
-            print("the new model fails the reference recordings; the current model is kept")
-            return EXIT_FAILED
+    if not all(_reference_checks(candidate)):
+        print("the new model fails the reference recordings; the current model is kept")
+        return EXIT_FAILED
     models = config.models_dir
     version_dir = models / candidate.sha256[:16]
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_mkdir(models)))
