@@ -10,8 +10,8 @@ implements the same mathematics with numpy (and, for long transforms, scipy.fft)
 * ``power_to_db(ref=1.0, amin=1e-10, top_db=80)`` over the whole matrix,
 * orthonormal DCT-II over the mel axis.
 
-Filter banks, windows and DCT matrices are cached per parameter set: that, and float32
-FFTs, is where the speed over librosa comes from.
+Filter banks, windows, DFT and DCT matrices are cached per parameter set: that, and short
+transforms done as one matrix product, is where the speed over librosa comes from.
 """
 
 from __future__ import annotations
@@ -128,33 +128,66 @@ def _scratch_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
 #: import scipy.fft, which costs a Raspberry Pi ~28 MB of memory. Longer transforms (librosa's
 #: default 2048) use scipy.fft, 3-4x faster there on float32.
 NUMPY_FFT_MAX = 512
+#: Frames up to this length are transformed by one matrix product with a windowed DFT
+#: matrix: for 1,250 frames of 128 samples that is ~6x faster than numpy's float32 FFT and
+#: ~2x its float64 one (the work is O(n^2) per frame, so it stops paying off above this).
+DFT_MATMUL_MAX = 256
 
 
 def rfft_rows(frames: np.ndarray) -> np.ndarray:
-    """Real FFT along the last axis, by numpy or scipy depending on the length (see above)."""
+    """Real FFT along the last axis, by numpy or scipy depending on the length (see above).
+
+    numpy's FFT runs in float64: its float32 transform (numpy >= 2) is several times slower
+    for short rows.
+    """
     if frames.shape[-1] <= NUMPY_FFT_MAX:
-        return np.fft.rfft(frames, axis=-1)
+        return np.fft.rfft(np.asarray(frames, np.float64), axis=-1)
     from scipy.fft import rfft
 
     return rfft(frames, axis=-1, overwrite_x=True)
 
 
-def _power_frames(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _windowed_dft(n_fft: int, first: int, stop: int) -> np.ndarray:
+    """``(n_fft, 2 * (stop - first))`` float32: Hann-windowed cos and -sin of rfft bins
+    ``first .. stop - 1``, so that ``frames @ matrix`` is ``[real | imag]`` of those bins."""
+    angles = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(first, stop)) / n_fft
+    window = _hann(n_fft).astype(np.float64)[:, None]
+    matrix = np.concatenate([window * np.cos(angles), -window * np.sin(angles)], axis=1).astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _power_frames(y: np.ndarray, n_fft: int, hop_length: int, bins: Optional[tuple[int, int]] = None
+                  ) -> np.ndarray:
     """|STFT|^2 as ``(frames, 1 + n_fft // 2)`` float32: the layout the FFT produces.
 
     Kept frame-major so the mel projection is one contiguous matrix product with no
     transpose of the (large) spectrogram. The result lives in a scratch buffer: callers
     must copy it (the mel projection does) before the next call on this thread.
+    ``bins=(first, stop)`` lets a short transform compute only those columns (the rest are
+    left zero): a band-limited mel bank never looks at the others.
     """
     padded = np.pad(y, n_fft // 2, mode="constant")
     if padded.size < n_fft:
         raise ParameterError(f"audio too short ({y.size} samples) for n_fft={n_fft}")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
     n_frames, n_bins = frames.shape[0], n_fft // 2 + 1
+    power = _scratch_buffer("power", (n_frames, n_bins), np.float32)
+    if n_fft <= DFT_MATMUL_MAX:
+        first, stop = bins or (0, n_bins)
+        contiguous = _scratch_buffer("frames", (n_frames, n_fft), np.float32)
+        contiguous[...] = frames  # BLAS needs contiguous rows; the view overlaps them
+        parts = contiguous @ _windowed_dft(n_fft, first, stop)
+        np.square(parts, out=parts)
+        if bins:
+            power[:, :first] = 0.0
+            power[:, stop:] = 0.0
+        np.add(parts[:, :stop - first], parts[:, stop - first:], out=power[:, first:stop])
+        return power
     windowed = _scratch_buffer("windowed", (n_frames, n_fft), np.float32)
     np.multiply(frames, _hann(n_fft), out=windowed)
     spectrum = rfft_rows(windowed)
-    power = _scratch_buffer("power", (n_frames, n_bins), np.float32)
     imag = _scratch_buffer("imag", (n_frames, n_bins), np.float32)
     np.square(spectrum.real, out=power)
     np.square(spectrum.imag, out=imag)
@@ -174,10 +207,21 @@ def power_spectrogram(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512
 def melspectrogram(y: np.ndarray, *, sr: int, n_fft: int = 2048, hop_length: int = 512,
                    n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
     """Mel power spectrogram, shape ``(n_mels, frames)``, as ``librosa.feature.melspectrogram``."""
+    return _mel_frames(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin,
+                       fmax=fmax).T
+
+
+def _mel_frames(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin: float,
+                fmax: Optional[float]) -> np.ndarray:
+    """Mel power spectrogram frame-major, ``(frames, n_mels)``, contiguous: elementwise work
+    (the dB conversion) on it runs ~2x faster than on the transposed view."""
     y = _validate(y, sr, n_fft, hop_length)
     basis = mel_filterbank(sr=int(sr), n_fft=int(n_fft), n_mels=int(n_mels), fmin=float(fmin),
                            fmax=None if fmax is None else float(fmax))
-    return (_power_frames(y, n_fft, hop_length) @ basis.T).T
+    used = np.flatnonzero(basis.any(axis=0))
+    first, stop = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+    power = _power_frames(y, n_fft, hop_length, (first, stop))
+    return power[:, first:stop] @ basis[:, first:stop].T
 
 
 def power_to_db(S: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
@@ -188,7 +232,8 @@ def power_to_db(S: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
     if top_db is not None and top_db < 0:
         raise ParameterError("top_db must be non-negative")
     S = np.asarray(S)
-    log_spec = 10.0 * np.log10(np.maximum(amin, S))
+    # natural log scaled: numpy vectorises log, not log10 (4x faster), same to ~1 ulp
+    log_spec = np.log(np.maximum(amin, S)) * (10.0 / np.log(10.0))
     log_spec -= 10.0 * np.log10(max(amin, abs(ref)))
     if top_db is not None:
         log_spec = np.maximum(log_spec, log_spec.max() - top_db)
@@ -200,9 +245,9 @@ def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 20, n_fft: int = 2048, hop_len
     """MFCCs, shape ``(n_mfcc, frames)``, equal to ``librosa.feature.mfcc`` with these arguments."""
     if not 0 < n_mfcc <= n_mels:
         raise ParameterError(f"n_mfcc must be in 1..n_mels ({n_mels}), got {n_mfcc}")
-    log_mel = power_to_db(melspectrogram(y, sr=sr, n_fft=n_fft, hop_length=hop_length,
-                                         n_mels=n_mels, fmin=fmin, fmax=fmax))
-    return _dct_matrix(int(n_mfcc), int(n_mels)) @ log_mel
+    log_mel = power_to_db(_mel_frames(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                      fmin=fmin, fmax=fmax))
+    return np.ascontiguousarray((log_mel @ _dct_matrix(int(n_mfcc), int(n_mels)).T).T)
 
 
 @dataclass(frozen=True)
