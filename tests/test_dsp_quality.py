@@ -49,6 +49,34 @@ def test_clean_heart_sounds_pass_quality():
     assert report.heart_rate_bpm and abs(report.heart_rate_bpm - 72) < 5
 
 
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_a_knock_at_either_end_does_not_hide_the_heartbeat(where):
+    """Lifting the chest piece at the end (or knocking it on) makes a loud transient at
+    the edge of the recording; it must not decide the envelope's periodicity."""
+    samples = heart_sounds(75, 8.0, 2000, seed=3)
+    knock = np.zeros_like(samples)
+    span = slice(0, 400) if where == "start" else slice(-400, None)  # 0.2 s, 15x the heart sounds
+    knock[span] = 15 * np.max(np.abs(samples)) * np.hanning(400) * np.sin(np.arange(400) / 3.0)
+    report = dsp.quality(np.clip(samples + knock, -1, 1), 2000)
+    assert q.NO_HEARTBEAT not in report.reasons, report
+    assert report.heart_rate_bpm and abs(report.heart_rate_bpm - 75) <= 5, report
+
+
+def test_envelope_smoothing_after_decimation_matches_smoothing_before():
+    """The envelope is decimated first and smoothed at 100 Hz (20x less work); away from
+    the ends it is the envelope of smoothing at the full rate and then decimating."""
+    analysis = dsp.bandpass(heart_sounds(70, 20.0, 2000, seed=5), 2000)
+    rectified = np.abs(analysis).astype(np.float64)
+    reference = dsp.resample(dsp.filters.lowpass(rectified - rectified.mean(), 2000, 8.0, order=2), 2000,
+                             q.ENVELOPE_RATE_HZ).astype(np.float64)
+    edge = q.ENVELOPE_EDGE_SAMPLES
+    reference = reference[edge:-edge]
+    reference = (reference - reference.mean()) / reference.std()
+    ours = q.envelope(analysis)
+    assert ours.shape == reference.shape
+    assert np.max(np.abs(ours - reference)[20:-20]) < 0.02
+
+
 def test_murmur_does_not_make_quality_fail():
     report = dsp.quality(heart_sounds(80, 20.0, 2000, murmur=0.3), 2000)
     assert report.ok, report
