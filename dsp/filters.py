@@ -212,10 +212,21 @@ def _response_spectra(design: tuple, size: int) -> tuple[np.ndarray, np.ndarray]
     return spectrum, power
 
 
-def _small_convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Full linear convolution of two short sequences by FFT (a few thousand samples)."""
-    size = _fast_size(a.size + b.size - 1)
-    return np.fft.irfft(np.fft.rfft(a, size) * np.fft.rfft(b, size), size)[: a.size + b.size - 1]
+@lru_cache(maxsize=64)
+def _reversed_response_spectrum(design: tuple, size: int) -> np.ndarray:
+    """FFT of the time-reversed impulse response at one transform length, computed once."""
+    spectrum = np.fft.rfft(_butterworth(*design)[0][::-1], size)
+    spectrum.setflags(write=False)
+    return spectrum
+
+
+def _convolve_response(design: tuple, x: np.ndarray, *, reverse: bool = False) -> np.ndarray:
+    """Full linear convolution of a short ``x`` (a few thousand samples) with the filter's
+    impulse response, or with its time reversal, by FFT."""
+    size_out = x.size + _butterworth(*design)[0].size - 1
+    size = _fast_size(size_out)
+    spectrum = _reversed_response_spectrum(design, size) if reverse else _response_spectra(design, size)[0]
+    return np.fft.irfft(np.fft.rfft(x, size) * spectrum, size)[:size_out]
 
 
 def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
@@ -242,13 +253,13 @@ def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
     out = np.fft.irfft(np.fft.rfft(u, size) * power, size)[:n]
     # The forward output from sample n - 1 on, from the last ``taps`` inputs.
     head = max(0, n - taps)
-    forward = _small_convolve(u[head:], h)[n - 1 - head: n - 1 - head + taps]
+    forward = _convolve_response(design, u[head:])[n - 1 - head: n - 1 - head + taps]
     last = forward[0]
     tail = forward[1:]  # forward output beyond the end, which the backward pass never sees
     if tail.size:
         # correction[d] = sum_j h[j + d] * tail[j] for output n - d, d = 1 .. taps - 1
         span = min(taps - 1, n)
-        correction = _small_convolve(h[::-1], tail)[taps - 1 - np.arange(1, span + 1)]
+        correction = _convolve_response(design, tail, reverse=True)[taps - 1 - np.arange(1, span + 1)]
         out[n - np.arange(1, span + 1)] -= correction
     # Steady-state starts: the backward pass starts at y[n-1] = dc_gain * x0 + last and sees
     # only samples up to n - 1, so its step term sums h[0 .. n-1-i].

@@ -56,7 +56,7 @@ class Classifier:
     """Scores recordings with one loaded model. Not thread-safe: one per thread."""
 
     def __init__(self, model_content: bytes, metadata: dict, *, path: Optional[Path] = None,
-                 runtime: Optional[str] = None) -> None:
+                 runtime: Optional[str] = None, threads: int = 2) -> None:
         self.path = path
         self.metadata = metadata
         self.sha256 = sha256_bytes(model_content)
@@ -69,7 +69,7 @@ class Classifier:
         if trained_with and trained_with != signal_quality._thresholds():
             log.warning("model metadata was made with other signal-quality thresholds (%s) than this "
                         "software uses (%s)", trained_with, signal_quality._thresholds())
-        self.interpreter, self.runtime = make_interpreter(model_content, runtime=runtime)
+        self.interpreter, self.runtime = make_interpreter(model_content, runtime=runtime, num_threads=threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._batch = 1
@@ -94,8 +94,10 @@ class Classifier:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike, None] = None, *, runtime: Optional[str] = None,
-             calibration: Union[str, os.PathLike, None] = None) -> "Classifier":
+             calibration: Union[str, os.PathLike, None] = None, threads: int = 2) -> "Classifier":
         """Load a model and its metadata (``.json`` beside it); the bundled one by default.
+
+        ``threads``: interpreter threads (see :func:`model.runtime.make_interpreter`).
 
         ``calibration``: a per-device threshold file (``heartpi model calibrate``), applied
         when it exists and was made for this very model.
@@ -112,7 +114,7 @@ class Classifier:
                                  f"({exc.strerror})") from None
         except ValueError:
             raise ModelFileError(f"model metadata {metadata_path(model_path)} is not valid JSON") from None
-        classifier = cls(content, metadata, path=model_path, runtime=runtime)
+        classifier = cls(content, metadata, path=model_path, runtime=runtime, threads=threads)
         log.info("model loaded: %s sha256 %s (%s)", model_path.name, classifier.sha256[:12], classifier.runtime)
         if calibration and Path(calibration).exists():
             classifier.apply_calibration(calibration)

@@ -34,8 +34,12 @@ def interpreter_class(preferred: Optional[str] = None) -> tuple[type, str]:
 
 
 def make_interpreter(model_content: bytes, *, runtime: Optional[str] = None,
-                     num_threads: int = 1) -> tuple[Any, str]:
-    """Build and allocate an interpreter for the model bytes; returns (interpreter, runtime)."""
+                     num_threads: int = 2) -> tuple[Any, str]:
+    """Build and allocate an interpreter for the model bytes; returns (interpreter, runtime).
+
+    Two threads halve the batched invoke of a recording's windows (measured 0.55 -> 0.29 ms
+    on 2 cores); a Raspberry Pi has four, and nothing else runs while a verdict is made.
+    """
     cls, name = interpreter_class(runtime)
     try:
         interpreter = cls(model_content=model_content, num_threads=num_threads)

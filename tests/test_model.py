@@ -67,6 +67,14 @@ def test_reference_recordings_classify_as_labelled(classifier, label):
         assert verdict.heart_rate_bpm is not None and 35 <= verdict.heart_rate_bpm <= 200
 
 
+def test_interpreter_threads_do_not_change_the_verdict(classifier):
+    """The device runs the network on two threads; one thread must give the same scores."""
+    single = Classifier.load(threads=1)
+    for path in reference_files("normal") + reference_files("abnormal"):
+        one, two = single.classify_file(path), classifier.classify_file(path)
+        assert one.label == two.label and one.p_abnormal == pytest.approx(two.p_abnormal, abs=1e-6)
+
+
 def _poor_recordings():
     rate = 8000
     rng = np.random.default_rng(7)
