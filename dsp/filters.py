@@ -111,9 +111,9 @@ def _strided_dot(x: np.ndarray, taps: np.ndarray, rows: int, step: int) -> np.nd
     """``y[r] = x[r * step : r * step + taps.size] @ taps`` for ``r < rows``, by BLAS.
 
     A strided sliding-window view cannot go to BLAS (numpy loops in C, 2-4x slower when
-    decimating 48 kHz audio). Cut ``x`` into rows of ``step`` samples and ``taps`` into blocks of ``step``: block ``j``
-    meets input row ``r + j``, so one matrix product gives every (row, block) pair and
-    output ``r`` is the sum of that product's ``j``-th column at row ``r + j``.
+    decimating 48 kHz audio). Cut ``x`` into rows of ``step`` samples and ``taps`` into
+    blocks of ``step``: block ``j`` meets input row ``r + j``, so one matrix product gives
+    every (block, row) pair, and output ``r`` sums block ``j``'s product with row ``r + j``.
     """
     if step < 4:  # blocks of 1-3 samples: the product is mostly bookkeeping; loop in C
         window = np.lib.stride_tricks.as_strided(x, shape=(rows, taps.size),
