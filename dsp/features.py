@@ -147,15 +147,30 @@ def rfft_rows(frames: np.ndarray) -> np.ndarray:
     return rfft(frames, axis=-1, overwrite_x=True)
 
 
+def windowed_dft_matrix(window: np.ndarray, first: int, stop: int) -> np.ndarray:
+    """``(n, 2 * (stop - first))`` float64: ``window``-weighted cos and -sin of rfft bins
+    ``first .. stop - 1``, so that ``frames @ matrix`` is ``[real | imag]`` of those bins of
+    the windowed frames' rfft. Callers cache it (and may fold further linear steps in)."""
+    n = window.size
+    angles = 2.0 * np.pi * np.outer(np.arange(n), np.arange(first, stop)) / n
+    weights = np.asarray(window, np.float64)[:, None]
+    return np.concatenate([weights * np.cos(angles), -weights * np.sin(angles)], axis=1)
+
+
 @lru_cache(maxsize=8)
 def _windowed_dft(n_fft: int, first: int, stop: int) -> np.ndarray:
-    """``(n_fft, 2 * (stop - first))`` float32: Hann-windowed cos and -sin of rfft bins
-    ``first .. stop - 1``, so that ``frames @ matrix`` is ``[real | imag]`` of those bins."""
-    angles = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(first, stop)) / n_fft
-    window = _hann(n_fft).astype(np.float64)[:, None]
-    matrix = np.concatenate([window * np.cos(angles), -window * np.sin(angles)], axis=1).astype(np.float32)
+    """The STFT's periodic-Hann :func:`windowed_dft_matrix`, float32, cached."""
+    matrix = windowed_dft_matrix(_hann(n_fft), first, stop).astype(np.float32)
     matrix.setflags(write=False)
     return matrix
+
+
+@lru_cache(maxsize=64)
+def _mel_bins(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[float]) -> tuple[int, int]:
+    """``(first, stop)``: the rfft bins a mel filter bank gives any weight to."""
+    basis = mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    used = np.flatnonzero(basis.any(axis=0))
+    return (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
 
 
 def _power_frames(y: np.ndarray, n_fft: int, hop_length: int, bins: Optional[tuple[int, int]] = None
@@ -216,10 +231,10 @@ def _mel_frames(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, n_mels: 
     """Mel power spectrogram frame-major, ``(frames, n_mels)``, contiguous: elementwise work
     (the dB conversion) on it runs ~2x faster than on the transposed view."""
     y = _validate(y, sr, n_fft, hop_length)
-    basis = mel_filterbank(sr=int(sr), n_fft=int(n_fft), n_mels=int(n_mels), fmin=float(fmin),
-                           fmax=None if fmax is None else float(fmax))
-    used = np.flatnonzero(basis.any(axis=0))
-    first, stop = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+    bank = dict(sr=int(sr), n_fft=int(n_fft), n_mels=int(n_mels), fmin=float(fmin),
+                fmax=None if fmax is None else float(fmax))
+    basis = mel_filterbank(**bank)
+    first, stop = _mel_bins(**bank)
     power = _power_frames(y, n_fft, hop_length, (first, stop))
     return power[:, first:stop] @ basis[:, first:stop].T
 

@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from .features import windowed_dft_matrix
 from .filters import ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, lowpass, resample, to_analysis_rate
 
 TOO_SHORT = "too_short"
@@ -146,11 +147,7 @@ def _centred_hann_dft(nperseg: int) -> np.ndarray:
     """``(nperseg, 2 * bins)`` float32 matrix: remove the segment's mean, Hann window, rfft
     (``[real | imag]``), all three linear, so one matrix product does them for every segment."""
     centring = np.eye(nperseg) - 1.0 / nperseg
-    bins = np.arange(nperseg // 2 + 1)
-    angles = 2.0 * np.pi * np.outer(np.arange(nperseg), bins) / nperseg
-    window = np.hanning(nperseg)[:, None]
-    dft = np.concatenate([window * np.cos(angles), -window * np.sin(angles)], axis=1)
-    matrix = (centring @ dft).astype(np.float32)
+    matrix = (centring @ windowed_dft_matrix(np.hanning(nperseg), 0, nperseg // 2 + 1)).astype(np.float32)
     matrix.setflags(write=False)
     return matrix
 
