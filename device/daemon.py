@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import dsp
+from dsp.heap import release_freed_heap
 
 from . import gpio
 from .capture import AudioSource, Capture
@@ -34,28 +35,6 @@ log = logging.getLogger("heartpi.daemon")
 
 PRESS, HOLD, SHUTDOWN = "press", "hold", "shutdown"
 IDLE, RECORDING, ANALYSING, RESULT, FAULT = "idle", "recording", "analysing", "result", "fault"
-
-
-def release_freed_memory() -> None:
-    """Give the heap that an analysis freed back to the system (glibc's ``malloc_trim``).
-
-    A 48 kHz recording needs tens of megabytes of temporary arrays; glibc keeps freed heap
-    for reuse, so without this the idle daemon would stay ~12 MB larger after its first
-    recording. A no-op where the C library has no ``malloc_trim``.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 @dataclass
@@ -169,7 +148,7 @@ class Daemon:
             log.error("fault: %s", message)
             self._result_until = self.clock() + self.config.device.result_hold_seconds
             result = CycleResult(None, None, error=message)
-        release_freed_memory()
+        release_freed_heap()
         with self.cycle_done:
             self.results.append(result)
             self.cycle_done.notify_all()

@@ -230,6 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from dsp.heap import reuse_freed_heap
+
+    reuse_freed_heap()  # every HeartPi process classifies (daemon, web uploads, classify)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

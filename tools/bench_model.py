@@ -27,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # VmHWM (peak RSS since exec), not ru_maxrss: that one also counts the forked parent's pages.
 RSS_SCRIPT = """
 import sys
+from dsp.heap import reuse_freed_heap
+reuse_freed_heap()
 from model import Classifier
 c = Classifier.load()
 v = c.classify_file(sys.argv[1])
@@ -65,8 +67,11 @@ def main() -> int:
     import tensorflow as tf
 
     import dsp
+    from dsp.heap import reuse_freed_heap
     from model import Classifier
     from model.classifier import ASSETS, DEFAULT_MODEL
+
+    reuse_freed_heap()  # as every HeartPi process does at start (one process: both paths get it)
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     recording = sorted((ASSETS / "reference").glob("abnormal-*.wav"))[0]
