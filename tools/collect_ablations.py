@@ -3,8 +3,8 @@
 
 Usage: tools/collect_ablations.py "VARIANT LABEL=PATH" ...  where PATH is the log of a
 ``--loso-only`` run (its JSON report is the last thing it prints) or the ``heartpi-cnn.json`` of a
-full ``--loso`` run (which adds the test split and the external device). The model card renders
-the table from that file.
+full ``--loso`` run (which adds the test split and the external device). Rows are merged into the
+file by label (a label given again replaces its row). The model card renders the table from it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def main(specs: list[str]) -> int:
         else:
             rows.append({"variant": label, "loso": last_json(text)})
     target = ROOT / "model" / "assets" / "ablations.json"
+    # Merge by variant label: earlier rows stay (their logs need not be kept), a re-run replaces its row.
+    kept = json.loads(target.read_text()) if target.exists() else []
+    new_labels = {row["variant"] for row in rows}
+    rows = [row for row in kept if row["variant"] not in new_labels] + rows
     target.write_text(json.dumps(rows, indent=1) + "\n")
     print(target)
     return 0

@@ -19,7 +19,7 @@ SOURCES = {
     "training-d": "UHAHSDB (Université de Haute Alsace)",
     "training-e": "DLUTHSDB (Dalian University of Technology)",
     "training-f": "SUAHSDB (Shiraz University)",
-    "yaseen2018": "Yaseen et al. 2018 (8 kHz clips; never used for training, but used to choose between two recipes)",
+    "yaseen2018": "Yaseen et al. 2018 (8 kHz clips of 1–4 s, tiled to one window)",
 }
 
 
@@ -80,8 +80,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "so a record-level split is slightly optimistic: the leave-one-source-out figures below are the honest ones.",
         f"- Augmentation: {meta['training_data']['augmentation']}; training weights balance every source × class group.",
         "- Labels: PhysioNet's own (-1 normal, 1 abnormal: murmurs, valve disease, CAD and other pathology alike).",
-        f"- External device never trained on: {SOURCES['yaseen2018']}; licence not stated by the authors, who ask "
-        "that the paper be cited (Applied Sciences 8(12):2344).",
+        ("- Trained on as a seventh source (split 65/15/20 like the others): " if m.get("trained_on_yaseen2018")
+         else "- External device never trained on (but used to choose between recipes): ")
+        + f"{SOURCES['yaseen2018']}; licence not stated by the authors, who ask that the paper be cited "
+        "(Applied Sciences 8(12):2344).",
         "",
         "## Held-out test split (recordings never seen in training or threshold choice)",
         HEADER,

@@ -22,6 +22,7 @@ import dsp
 log = logging.getLogger(__name__)
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PHYSIONET_SOURCES = tuple(f"training-{c}" for c in "abcdef")
+YASEEN = "yaseen2018"  # the second dataset's folder and its single source set
 
 
 @dataclass
@@ -40,7 +41,7 @@ def read_labels(data_dir: Path, dataset: str) -> list[Record]:
         for row in csv.DictReader(handle):
             if row["label"] not in ("normal", "abnormal"):
                 continue
-            source = row["source_set"] if dataset == "physionet2016" else "yaseen2018"
+            source = row["source_set"] if dataset == "physionet2016" else dataset
             sqi = int(row["sqi"]) if row.get("sqi") not in (None, "") else None
             records.append(Record(f"{dataset}/{row['file']}", int(row["label"] == "abnormal"), source, sqi))
     return records
