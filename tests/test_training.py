@@ -21,8 +21,10 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     pytest.importorskip("tensorflow")
     if not (SHARED_DATA / "physionet2016" / "labels.csv").exists():
         pytest.skip("../shared/data not present")
+    # --with-yaseen: the optional seventh source's path too (its records join every split)
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
-                             "--augment", "1", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")],
+                             "--augment", "1", "--with-yaseen", "--out", str(tmp_path),
+                             "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     from model import Classifier
@@ -30,6 +32,12 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     classifier = Classifier.load(tmp_path / "heartpi-cnn.tflite")
     meta = json.loads((tmp_path / "heartpi-cnn.json").read_text())
     assert meta["metrics"]["split"]["test"] > 0 and 0 < meta["threshold"] < 1
+    assert meta["metrics"]["trained_on_yaseen2018"] and "yaseen2018" in meta["metrics"]["test_int8_per_source"]
+    # the headline test figures stay PhysioNet's alone
+    physionet_test = sum(v["n_abnormal"] + v["n_normal"] for k, v in meta["metrics"]["test_int8_per_source"].items()
+                         if k.startswith("training-"))
+    assert meta["metrics"]["test_int8"]["n_abnormal"] + meta["metrics"]["test_int8"]["n_normal"] == physionet_test
+    assert "Trained on as a seventh source" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier._input["dtype"] == np.int8
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
 
