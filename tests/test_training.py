@@ -62,8 +62,26 @@ def test_augmentation_keeps_length_scale_and_finiteness():
     y = heart_sounds(70, 10.0)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        out = augment(y, rng)
-        assert np.all(np.isfinite(out)) and 0.85 * y.size < out.size < 1.15 * y.size
+        for resonance in (False, True):
+            out = augment(y, rng, resonance=resonance)
+            assert np.all(np.isfinite(out)) and 0.85 * y.size < out.size < 1.15 * y.size
+
+
+def test_random_resonance_rings_one_band_and_leaves_the_rest():
+    from model.train.augment import RATE, random_resonance
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(20 * RATE).astype(np.float32)
+    freqs = np.fft.rfftfreq(x.size, 1 / RATE)
+    for _ in range(10):
+        y = random_resonance(x, rng)
+        assert y.shape == x.shape and y.dtype == np.float32 and np.all(np.isfinite(y))
+        gain_db = 20 * np.log10(np.abs(np.fft.rfft(y)) / np.abs(np.fft.rfft(x)))
+        smooth = np.convolve(gain_db, np.ones(101) / 101, mode="same")
+        ringing = (freqs > 30) & (freqs < 600)
+        assert np.max(np.abs(smooth[ringing])) > 1.0  # a peak or a notch in the resonance range
+        assert abs(np.median(smooth[freqs > 800])) < 1.0  # far above it, the sound is left alone
+        assert np.max(np.abs(smooth)) < 14.0
 
 
 def test_metrics_and_threshold():

@@ -25,13 +25,34 @@ def random_eq(samples: np.ndarray, rng: np.random.Generator, max_db: float = 6.0
     return np.fft.irfft(spectrum * 10 ** (curve_db / 20), samples.size).astype(np.float32)
 
 
-def augment(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random recording chain applied to analysis-rate audio."""
+def random_resonance(samples: np.ndarray, rng: np.random.Generator, max_db: float = 12.0) -> np.ndarray:
+    """Convolve with the direct sound plus one decaying resonance (40-500 Hz, 2-25 ms).
+
+    A chest piece, its tubing or a phone's body rings at its own frequency: a peak (or, with
+    the opposite sign, a notch) far narrower than :func:`random_eq`'s smooth curve. The
+    resonance is scaled so that its own peak gain is up to ``max_db``.
+    """
+    t = np.arange(int(0.15 * RATE)) / RATE
+    ring = np.exp(-t / rng.uniform(0.002, 0.025)) * np.sin(2 * np.pi * rng.uniform(40.0, 500.0) * t)
+    ring *= 10 ** (rng.uniform(-6.0, max_db) / 20) / np.abs(np.fft.rfft(ring, 4096)).max()
+    response = ring * rng.choice([-1.0, 1.0])
+    response[0] += 1.0
+    size = samples.size + response.size - 1
+    n_fft = 1 << int(np.ceil(np.log2(size)))
+    out = np.fft.irfft(np.fft.rfft(samples, n_fft) * np.fft.rfft(response, n_fft), n_fft)[:samples.size]
+    return out.astype(np.float32)
+
+
+def augment(samples: np.ndarray, rng: np.random.Generator, *, resonance: bool = False) -> np.ndarray:
+    """One random recording chain applied to analysis-rate audio (``resonance``: half the
+    chains also get :func:`random_resonance`)."""
     y = samples.astype(np.float64)
     if rng.random() < 0.5:  # clock / speed mismatch, +-8 %
         factor = rng.uniform(0.92, 1.08)
         up = int(round(factor * 100))
         y = dsp.resample(y, 100, up).astype(np.float64)
+    if resonance and rng.random() < 0.5:
+        y = random_resonance(y, rng).astype(np.float64)
     if rng.random() < 0.8:
         y = random_eq(y, rng)
     if rng.random() < 0.5:

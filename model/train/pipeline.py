@@ -31,11 +31,11 @@ MAX_TRAIN_WINDOWS_PER_VERSION = 8
 
 
 def _windows_of(args) -> list[np.ndarray]:
-    audio, params, n_aug, seed = args
+    audio, params, n_aug, seed, resonance = args
     rng = np.random.default_rng(seed)
     versions = [dsp.window_features(audio, params)]
     for _ in range(n_aug):
-        versions.append(dsp.window_features(augment(audio, rng), params))
+        versions.append(dsp.window_features(augment(audio, rng, resonance=resonance), params))
     out = []
     for windows in versions:
         if len(windows) > MAX_TRAIN_WINDOWS_PER_VERSION:
@@ -50,12 +50,12 @@ def _record_seed(name: str, seed: int) -> int:
 
 
 def training_versions(records: Sequence[Record], params: dsp.FeatureParams, *, n_aug: int,
-                      seed: int, workers: int = 2) -> dict[str, list[np.ndarray]]:
+                      seed: int, workers: int = 2, resonance: bool = False) -> dict[str, list[np.ndarray]]:
     """Windows of each recording: the original and ``n_aug`` augmented versions.
 
     Computed once per recording (seeded by its name) so that every LOSO fold reuses them.
     """
-    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed)) for r in records]
+    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed), resonance) for r in records]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return {r.name: versions for r, versions in zip(records, pool.map(_windows_of, jobs, chunksize=8))}
 
@@ -256,6 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "label (smoke runs)")
     parser.add_argument("--normalise", choices=["cmvn", "cmn", "none"], default="cmvn")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--resonance", action="store_true", help="augmentation also rings a random "
+                        "resonance (chest piece, tubing, phone body) in half the chains")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -286,11 +288,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # a seventh source, split like the others; cached apart so PhysioNet's cache stays valid
         load_audio(extra, args.data, args.cache, args.workers)
         records += extra
-    report: dict = {"seed": args.seed, "augmentations": args.augment}
+    report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
-                                 workers=args.workers)
+                                 workers=args.workers, resonance=args.resonance)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
@@ -346,8 +348,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        "../shared/data; labels -1 normal, 1 abnormal" + (
                            "; and Yaseen et al. 2018 (N normal; MR, MS, MVP abnormal)" if extra else ""),
             "split": "by recording, stratified by source set and label, seed %d: 65/15/20" % args.seed,
-            "augmentation": (f"{args.augment} random recording chains per recording (EQ, band limits, "
-                             "noise, gain, clock)") if args.augment else "none",
+            "augmentation": (f"{args.augment} random recording chains per recording (EQ, "
+                             + ("resonance, " if args.resonance else "")
+                             + "band limits, noise, gain, clock)") if args.augment else "none",
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
                                       else "yaseen2018 (external device test only)"),
         },
