@@ -256,8 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "label (smoke runs)")
     parser.add_argument("--normalise", choices=["cmvn", "cmn", "none"], default="cmvn")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--resonance", action="store_true", help="augmentation also rings a random "
-                        "resonance (chest piece, tubing, phone body) in half the chains")
+    parser.add_argument("--resonance", action=argparse.BooleanOptionalAction, default=True,
+                        help="augmentation also rings a random resonance (chest piece, tubing, phone "
+                        "body) in half the chains (default: yes; LOSO 0.595 vs 0.557-0.570 without)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
