@@ -3,9 +3,10 @@
 Classifying a 20 s recording allocates and frees a few dozen arrays of 0.1-4 MB. By default
 glibc serves blocks above its mmap threshold (128 KB at start, raised only as far as the
 largest block freed so far) with fresh ``mmap`` calls, and trims the top of the heap back to
-the system; either way every classify faults its temporaries in again. Measured in a
-process that classifies only 2 kHz recordings (the CLI, the web page's uploads): ~830 minor
-page faults per classify, which made it take 5.4 ms instead of 3.4 ms (best of 200).
+the system; either way every classify faults its temporaries in again. Measured by
+``tools/bench_model.py`` in a fresh process that classifies only 2 kHz recordings (as the CLI
+and the web page's uploads do): ~840 minor page faults per classify and a best time of
+5.5-6.5 ms, against none and 3.0-4.0 ms with the settings below.
 Fixed thresholds keep those pages in the heap between uses. The daemon still hands freed
 heap back after each recording with :func:`release_freed_heap`, so its idle size is unchanged.
 
