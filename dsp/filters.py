@@ -45,7 +45,7 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     up, down = int(rate_out) // divisor, int(rate_in) // divisor
     n_in = samples.size
     n_out = -(-n_in * up // down)
-    h, first = _polyphase_design(up, down, n_in)
+    h, first = _polyphase_design(up, down, n_in, n_out)
     return _upfirdn(h, samples, up, down, first, n_out).astype(np.float32)
 
 
@@ -62,13 +62,12 @@ def _polyphase_fir(up: int, down: int) -> np.ndarray:
     return h
 
 
-def _polyphase_design(up: int, down: int, n_in: int) -> tuple[np.ndarray, int]:
+def _polyphase_design(up: int, down: int, n_in: int, n_out: int) -> tuple[np.ndarray, int]:
     """The padded filter and the first output kept, exactly as ``resample_poly`` aligns them."""
     half_len = 10 * max(up, down)
     h = _polyphase_fir(up, down) * up
     n_pre_pad = down - half_len % down
     n_pre_remove = (half_len + n_pre_pad) // down
-    n_out = -(-n_in * up // down)
     # resample_poly's post-padding: the fewest zeros that give n_out + n_pre_remove outputs
     filtered = (n_in - 1) * up + h.size + n_pre_pad - 1
     n_post_pad = max(0, (n_out + n_pre_remove - 1) * down - filtered)

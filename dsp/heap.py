@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from functools import lru_cache
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,17 @@ MMAP_THRESHOLD_BYTES = 4 << 20
 # Free heap kept at the top between analyses, at most (one 48 kHz analysis' working set).
 TRIM_THRESHOLD_BYTES = 16 << 20
 
-_libc: Optional[ctypes.CDLL] = None
-_libc_missing = False
 
-
+@lru_cache(maxsize=1)
 def _glibc() -> Optional[ctypes.CDLL]:
-    global _libc, _libc_missing
-    if _libc is None and not _libc_missing:
-        try:
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.mallopt  # noqa: B018 - glibc has it, musl and others may not
-            _libc.malloc_trim  # noqa: B018
-        except (OSError, AttributeError):
-            _libc, _libc_missing = None, True
-    return _libc
+    """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else None; loaded once."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018 - glibc has them, musl and others may not
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def reuse_freed_heap(mmap_threshold: int = MMAP_THRESHOLD_BYTES,

@@ -240,6 +240,18 @@ def calibrated_evaluation(labels: np.ndarray, scores: np.ndarray, target_specifi
     return result
 
 
+def first_per_group(records: Sequence[Record], n: int) -> list[Record]:
+    """The first ``n`` recordings of each source x label group (smoke runs)."""
+    picked: dict[tuple, int] = {}
+    subset = []
+    for r in records:
+        key = (r.source, r.label)
+        if picked.get(key, 0) < n:
+            picked[key] = picked.get(key, 0) + 1
+            subset.append(r)
+    return subset
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HEARTPI_DATA", DEFAULT_DATA)))
@@ -275,15 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     records = read_labels(args.data, "physionet2016")
     extra = read_labels(args.data, YASEEN) if args.with_yaseen else []
     if args.subset:
-        picked: dict[tuple, int] = {}
-        subset = []
-        for r in records + extra:
-            key = (r.source, r.label)
-            if picked.get(key, 0) < args.subset:
-                picked[key] = picked.get(key, 0) + 1
-                subset.append(r)
-        records = [r for r in subset if r.source != YASEEN]
-        extra = [r for r in subset if r.source == YASEEN]
+        records, extra = first_per_group(records, args.subset), first_per_group(extra, args.subset)
     load_audio(records, args.data, args.cache, args.workers)
     log.info("loaded %d PhysioNet recordings in %.0f s", len(records), time.time() - started)
     if extra:  # a seventh source, split like the others; cached apart so PhysioNet's cache stays valid
