@@ -14,7 +14,7 @@ and the web page into words.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Optional
 
@@ -73,8 +73,8 @@ class QualityReport:
         return [REASON_ADVICE[r] for r in self.reasons]
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("thresholds")
+        # every field is a scalar or a tuple: no need for asdict's recursive deep copy
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "thresholds"}
         data["reasons"] = list(self.reasons)
         data["ok"] = self.ok
         return data
@@ -142,30 +142,40 @@ def heart_rate(samples: np.ndarray, rate: int) -> Optional[float]:
     return 60.0 / period
 
 
-@lru_cache(maxsize=4)
-def _centred_hann_dft(nperseg: int) -> np.ndarray:
-    """``(nperseg, 2 * bins)`` float32 matrix: remove the segment's mean, Hann window, rfft
-    (``[real | imag]``), all three linear, so one matrix product does them for every segment."""
+#: Welch segment length at the analysis rate: ~8 Hz bins, enough for two broad bands.
+_WELCH_SEGMENT = 256
+
+
+@lru_cache(maxsize=8)
+def _welch_matrix(nperseg: int, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(freqs, matrix)`` for the rfft bins in 25-900 Hz, the only ones the band comparison
+    reads. ``matrix`` (float32, ``(nperseg, 2 * bins)``) removes the segment's mean, applies
+    a Hann window and takes those bins (``[real | imag]``): all three linear, so one matrix
+    product does them for every segment."""
+    freqs = np.fft.rfftfreq(nperseg, 1.0 / rate)
+    used = np.flatnonzero((freqs >= HEART_BAND_HZ[0]) & (freqs < UPPER_BAND_HZ))
+    first, stop = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
     centring = np.eye(nperseg) - 1.0 / nperseg
-    matrix = (centring @ windowed_dft_matrix(np.hanning(nperseg), 0, nperseg // 2 + 1)).astype(np.float32)
-    matrix.setflags(write=False)
-    return matrix
+    matrix = (centring @ windowed_dft_matrix(np.hanning(nperseg), first, stop)).astype(np.float32)
+    freqs = freqs[first:stop]
+    for array in (freqs, matrix):
+        array.setflags(write=False)
+    return freqs, matrix
 
 
 def _averaged_spectrum(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Welch-style averaged power spectrum (~8 Hz bins, Hann, 50 % overlap, segment means
-    removed), batched as one matrix product.
+    removed) of the 25-900 Hz bins, batched as one matrix product: ``(freqs, power)``.
 
     A full-length FFT of a 48 kHz recording costs ten times more and says nothing more
     about two broad bands; scipy's welch loops over segments in Python.
     """
-    nperseg = min(samples.size, 256)
+    nperseg = min(samples.size, _WELCH_SEGMENT)
+    freqs, matrix = _welch_matrix(nperseg, int(rate))
     frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float32), nperseg)[::nperseg // 2]
-    parts = np.ascontiguousarray(frames) @ _centred_hann_dft(nperseg)
+    parts = np.ascontiguousarray(frames) @ matrix
     np.square(parts, out=parts)
-    bins = nperseg // 2 + 1
-    spectrum = parts[:, :bins].mean(axis=0) + parts[:, bins:].mean(axis=0)
-    return np.fft.rfftfreq(nperseg, 1.0 / rate), spectrum
+    return freqs, parts[:, :freqs.size].mean(axis=0) + parts[:, freqs.size:].mean(axis=0)
 
 
 def _band_share_db(samples: np.ndarray, rate: int) -> float:
@@ -193,7 +203,8 @@ def _level_stats(samples: np.ndarray) -> tuple[float, float, float]:
     """
     if not samples.size:
         return 0.0, 0.0, 0.0
-    centred = samples - np.float32(samples.mean(dtype=np.float64))
+    # float32 pairwise summation: exact enough to centre, and no float64 copy of the input
+    centred = samples - samples.mean()
     rms = float(np.sqrt(np.dot(centred, centred) / samples.size))
     peak = float(max(samples.max(), -samples.min()))
     if peak <= 0.05:

@@ -127,3 +127,33 @@ def test_too_short_is_reported():
 def test_every_reason_has_advice():
     for reason in (q.TOO_SHORT, q.SILENCE, q.CLIPPING, q.NOISY, q.NO_HEARTBEAT):
         assert reason in dsp.REASON_ADVICE
+
+
+@pytest.mark.parametrize("signal", ["heart", "pink", "white", "heart+hum"])
+def test_band_share_equals_scipy_welch(signal):
+    """The batched, band-only Welch estimate is scipy's Welch (Hann, 256, 50 %, detrended)."""
+    import scipy.signal
+
+    rate = dsp.ANALYSIS_RATE_HZ
+    rng = np.random.default_rng(11)
+    samples = {"heart": lambda: heart_sounds(70, 20.0, rate, seed=2),
+               "pink": lambda: pink_noise(20 * rate, seed=4),
+               "white": lambda: rng.standard_normal(20 * rate).astype(np.float32),
+               "heart+hum": lambda: heart_sounds(70, 20.0, rate, seed=2)
+               + 0.3 * np.sin(2 * np.pi * 50 * np.arange(20 * rate) / rate).astype(np.float32) + 0.2}[signal]()
+    freqs, power = scipy.signal.welch(samples.astype(np.float64), fs=rate, window=np.hanning(256), nperseg=256,
+                                      noverlap=128, detrend="constant")
+    heart = power[(freqs >= 25) & (freqs < 400)].sum() / 375.0
+    above = power[(freqs >= 400) & (freqs < 900)].sum() / 500.0
+    assert q._band_share_db(samples, rate) == pytest.approx(10 * np.log10(heart / above), abs=1e-3)
+
+
+def test_level_statistics_match_float64_with_a_dc_offset():
+    """RMS about the mean stays right when a card adds a DC offset 40 dB above the signal."""
+    rng = np.random.default_rng(5)
+    samples = (0.3 + 0.003 * rng.standard_normal(48000 * 20)).astype(np.float32)
+    rms, peak, clipped = q._level_stats(samples)
+    reference = samples.astype(np.float64)
+    assert rms == pytest.approx(reference.std(), rel=1e-4)
+    assert peak == pytest.approx(np.abs(reference).max())
+    assert clipped < q.CLIP_FRACTION

@@ -20,7 +20,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 import dsp
-from model.classifier import ASSETS, METADATA_FORMAT, Classifier, sha256_bytes, software_version
+from model.classifier import (ASSETS, METADATA_FORMAT, Classifier, logit_spread, sha256_bytes,
+                              software_version)
 from model.metrics import best_threshold, screening_metrics
 from model.train.augment import augment
 from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record, load_audio,
@@ -174,12 +175,9 @@ def per_source(records: Sequence[Record], scores: np.ndarray, threshold: float) 
 
 
 def uncertainty_limit(windows: list[np.ndarray], score, quantile: float = 99.0) -> float:
-    """Window-logit spread above which a clean validation recording would be rare (1%)."""
-    spreads = []
-    for w in windows:
-        if len(w) > 1:
-            p = np.clip(score(w), 1e-4, 1 - 1e-4)
-            spreads.append(float(np.std(np.log(p / (1 - p)))))
+    """Window-logit spread (the device's :func:`~model.classifier.logit_spread`) above which a
+    clean validation recording would be rare (1%)."""
+    spreads = [logit_spread(score(w)) for w in windows if len(w) > 1]
     return float(np.percentile(spreads, quantile)) if spreads else 1e9
 
 
