@@ -53,6 +53,8 @@ class AudioSection:
     card: Union[str, int] = _spec("", help="sound card: name substring or index ('' = default input)")
     sample_rate: int = _spec(48000, help="preferred capture rate in Hz", minimum=8000, maximum=192000)
     record_seconds: float = _spec(20.0, help="recording length in seconds", minimum=5, maximum=120)
+    min_seconds: float = _spec(5.0, help="a recording stopped early before this is 'too short: record "
+                               "again' (uploads need 1 s)", minimum=1, maximum=120)
     frames_per_buffer: int = _spec(1024, help="frames per PyAudio buffer", minimum=64, maximum=16384)
 
 

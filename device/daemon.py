@@ -202,7 +202,7 @@ class Daemon:
         wav = dsp.wav_bytes(capture.samples, capture.rate)
         relative, sha = store_recording(self.config.recordings_dir, wav,
                                         min_free_mb=self.config.storage.min_free_mb)
-        verdict = self.classifier.classify(capture.samples, capture.rate)
+        verdict = self.classifier.classify(capture.samples, capture.rate, min_seconds=self.config.audio.min_seconds)
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
                                      overflows=capture.overflows,
                                      note="stopped early by the button" if capture.stopped_early else "")
@@ -242,7 +242,7 @@ class Daemon:
             try:
                 data = path.read_bytes()
                 samples, rate = dsp.read_wav(data, min_seconds=0.0)
-                verdict = self.classifier.classify(samples, rate)
+                verdict = self.classifier.classify(samples, rate, min_seconds=self.config.audio.min_seconds)
                 self._store_verdict(relative, hashlib.sha256(data).hexdigest(), samples.size / rate, rate,
                                     verdict, note="recovered after an interrupted cycle")
                 recovered += 1

@@ -23,8 +23,9 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Sample-rate range accepted. Heart sounds need content up to ~800 Hz, so 2 kHz is the floor.
 MIN_RATE_HZ = 2000
 MAX_RATE_HZ = 192_000
-#: Duration range accepted for a screening recording.
-MIN_DURATION_S = 5.0
+#: Duration range accepted for a screening recording (the lower end is the shortest clip the
+#: quality check looks at: a phone's or another stethoscope's few cardiac cycles).
+MIN_DURATION_S = 1.0
 MAX_DURATION_S = 180.0
 #: More channels than this is not a stethoscope recording.
 MAX_CHANNELS = 8

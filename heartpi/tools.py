@@ -92,6 +92,7 @@ result_hold_seconds = 30
 card = {card}
 sample_rate = 48000
 record_seconds = 20
+min_seconds = 5
 
 [gpio]
 button = 17

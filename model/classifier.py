@@ -174,11 +174,16 @@ class Classifier:
             return ((y.astype(np.int32) - int(out_zero)) * out_scale).astype(np.float32)
         return y.astype(np.float32)
 
-    def classify(self, samples: np.ndarray, rate: int) -> Verdict:
-        """Verdict for a whole recording: quality gate, windowed scores, mean, threshold."""
+    def classify(self, samples: np.ndarray, rate: int, *,
+                 min_seconds: float = signal_quality.MIN_QUALITY_SECONDS) -> Verdict:
+        """Verdict for a whole recording: quality gate, windowed scores, mean, threshold.
+
+        ``min_seconds``: a shorter recording is ``poor_signal`` (``too_short``); the device
+        passes its own, longer minimum (config ``audio.min_seconds``).
+        """
         resampled = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
         analysis = dsp.bandpass(resampled, dsp.ANALYSIS_RATE_HZ) if samples.size >= rate else None
-        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis)
+        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis, min_seconds=min_seconds)
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0

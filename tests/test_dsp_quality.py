@@ -120,8 +120,23 @@ def test_speech_is_poor(tmp_path):
 
 
 def test_too_short_is_reported():
-    report = dsp.quality(heart_sounds(70, 3.0, 2000), 2000)
+    report = dsp.quality(heart_sounds(70, 0.8, 2000), 2000)
     assert q.TOO_SHORT in report.reasons
+    assert q.TOO_SHORT in dsp.quality(heart_sounds(70, 4.0, 2000), 2000, min_seconds=5.0).reasons
+
+
+@pytest.mark.parametrize("bpm,seconds", [(60, 2.6), (75, 2.2), (100, 1.8), (130, 1.5)])
+def test_short_clip_with_two_beats_passes_and_gives_its_rate(bpm, seconds):
+    """A clip of a few cycles (another device's export) is judged, not refused: the period
+    search stops at half the envelope (0.2 s left out at each end), so two beats must fit."""
+    report = dsp.quality(heart_sounds(bpm, seconds, 8000, seed=bpm), 8000)
+    assert report.ok, report
+    assert report.heart_rate_bpm == pytest.approx(bpm, abs=5)
+
+
+def test_short_clip_with_less_than_two_beats_has_no_heartbeat():
+    report = dsp.quality(heart_sounds(40, 2.0, 8000, seed=1), 8000)
+    assert q.NO_HEARTBEAT in report.reasons
 
 
 def test_every_reason_has_advice():

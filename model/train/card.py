@@ -67,7 +67,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "(the research prototype's four convolution layers, 1-D because it trains 8× faster at equal depth).",
         f"- Decision: abnormal when mean p(abnormal) ≥ **{meta['threshold']:.3f}** (chosen on the validation "
         "split to maximise MAcc = (Se + Sp) / 2 for the int8 model).",
-        "- Poor signal (no verdict, \"record again\"): silence, clipping, too short (< 5 s), energy above the heart band "
+        "- Poor signal (no verdict, \"record again\"): silence, clipping, too short (an upload under "
+        f"{meta['poor_signal']['quality_thresholds']['min_seconds']:g} s; a device recording stopped early under "
+        "`audio.min_seconds`, 5 s), energy above the heart band "
         "(speech, rubbing, noise), no periodic heartbeat in the envelope, or window scores that disagree more than "
         f"{meta['poor_signal']['max_window_logit_std']:.2f} (logit standard deviation; the 99th percentile on clean "
         "validation recordings).",
@@ -145,7 +147,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
               f"clipping when over {100 * q['clip_fraction']:.0f} % of samples sit at the peak; heart-band (25–400 Hz) "
               f"energy per Hz less than {q['min_band_share_db']:g} dB above 400–900 Hz (on the training split speech "
               "scored below 3 dB and 99.5 % of good recordings above 10 dB); envelope autocorrelation peak below "
-              f"{q['min_periodicity']:g} in the 35–200 bpm range; shorter than {q['min_seconds']:g} s.", ""]
+              f"{q['min_periodicity']:g} in the 35–200 bpm range (a clip under 3.5 s: periods up to half its "
+              f"length, so two beats must fit); shorter than {q['min_seconds']:g} s (the device: its "
+              "`audio.min_seconds`, 5 s).", ""]
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if bench:
