@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import gcd
+from typing import NamedTuple
 
 import numpy as np
 
@@ -229,7 +230,23 @@ def _convolve_response(design: tuple, x: np.ndarray, *, reverse: bool = False) -
     return np.fft.irfft(np.fft.rfft(x, size) * spectrum, size)[:size_out]
 
 
-def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
+class Spectrum(NamedTuple):
+    """One-sided FFT of a signal zero-padded to ``size`` samples at ``rate`` Hz: enough to
+    compare the power in bands (:meth:`band_power`)."""
+
+    values: np.ndarray
+    size: int
+    rate: float
+
+    def band_power(self, low_hz: float, high_hz: float) -> float:
+        """Sum of ``|X|^2`` over the bins at ``low_hz <= f < high_hz``."""
+        first = int(np.ceil(low_hz * self.size / self.rate))
+        stop = int(np.ceil(high_hz * self.size / self.rate))
+        part = self.values[first:stop]
+        return float(np.vdot(part, part).real)
+
+
+def _filtfilt(design: tuple, samples: np.ndarray, *, with_spectrum: bool = False):
     """``sosfiltfilt`` (odd extension, steady-state starts) in one FFT pair instead of two.
 
     Forward then backward filtering from rest is a convolution with ``h`` followed by a
@@ -237,6 +254,9 @@ def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
     small and exact to add back: the backward pass starts in steady state for the forward
     output's last sample ``f[N-1]``, and it only sees the forward output up to ``N-1``, so the
     forward tail beyond the end (``L - 1`` samples) is subtracted from the last outputs.
+
+    ``with_spectrum``: also return the input's :class:`Spectrum` that the product used (the
+    odd-extended input less its first sample: the input's spectrum away from 0 Hz).
     """
     h, dc_gain, default_pad = _butterworth(*design)
     x = np.asarray(samples, dtype=np.float64)
@@ -253,8 +273,7 @@ def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
     size = _fast_size(n + 2 * taps - 2)
     _spectrum, power = _response_spectra(design, size)
     spectrum = np.fft.rfft(u.astype(np.float32), size)
-    spectrum *= power
-    out = np.fft.irfft(spectrum, size)[:n]
+    out = np.fft.irfft(spectrum * power, size)[:n]
     # The forward output from sample n - 1 on, from the last ``taps`` inputs.
     head = max(0, n - taps)
     forward = _convolve_response(design, u[head:])[n - 1 - head: n - 1 - head + taps]
@@ -271,7 +290,8 @@ def _filtfilt(design: tuple, samples: np.ndarray) -> np.ndarray:
     out += dc_gain * (dc_gain * x0 + last) - last * cumulative[-1]
     near_end = min(taps - 1, n)  # outputs whose backward sum stops at the last sample
     out[n - near_end:] += last * (cumulative[-1] - cumulative[near_end - 1::-1][:near_end])
-    return (out[padlen:-padlen] if padlen else out).astype(np.float32)
+    out = (out[padlen:-padlen] if padlen else out).astype(np.float32)
+    return (out, Spectrum(spectrum, size, design[3])) if with_spectrum else out
 
 
 def bandpass(samples: np.ndarray, rate: int, *, low_hz: float = HEART_BAND_HZ[0],
@@ -281,9 +301,20 @@ def bandpass(samples: np.ndarray, rate: int, *, low_hz: float = HEART_BAND_HZ[0]
     Zero phase keeps S1/S2 where they are in time, which the envelope-based heart rate and
     the windowing rely on.
     """
+    return _filtfilt(_bandpass_design(rate, low_hz, high_hz, order), samples)
+
+
+def bandpass_with_spectrum(samples: np.ndarray, rate: int) -> tuple[np.ndarray, Spectrum]:
+    """The heart-band :func:`bandpass`, plus the spectrum of its input that the filter's FFT
+    computes anyway: the quality check compares band powers on it instead of transforming
+    the recording a second time."""
+    return _filtfilt(_bandpass_design(rate, *HEART_BAND_HZ, 4), samples, with_spectrum=True)
+
+
+def _bandpass_design(rate: float, low_hz: float, high_hz: float, order: int) -> tuple:
     if not 0 < low_hz < high_hz < rate / 2:
         raise ParameterError(f"band {low_hz}-{high_hz} Hz impossible at {rate} Hz")
-    return _filtfilt((order, float(low_hz), float(high_hz), float(rate), "bandpass"), samples)
+    return (order, float(low_hz), float(high_hz), float(rate), "bandpass")
 
 
 def lowpass(samples: np.ndarray, rate: float, cutoff_hz: float, *, order: int = 4) -> np.ndarray:

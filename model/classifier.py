@@ -182,12 +182,13 @@ class Classifier:
         passes its own, longer minimum (config ``audio.min_seconds``).
         """
         resampled = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
-        analysis = dsp.bandpass(resampled, dsp.ANALYSIS_RATE_HZ) if samples.size >= rate else None
-        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis, min_seconds=min_seconds)
+        analysis, spectrum = dsp.bandpass_with_spectrum(resampled, dsp.ANALYSIS_RATE_HZ)
+        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis, spectrum=spectrum,
+                             min_seconds=min_seconds)
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0
-        if not any(r in reasons for r in NO_SCORE_REASONS) and analysis is not None:
+        if not any(r in reasons for r in NO_SCORE_REASONS):  # too short includes anything under 1 s
             windows = dsp.window_features(analysis, self.params)
             scores = self.score_windows(windows)
             n_windows = len(scores)

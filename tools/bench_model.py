@@ -107,9 +107,11 @@ def worker(path: str, threads: int) -> None:
     from model import Classifier
     from model.classifier import ASSETS
 
+    # Both workers keep freed heap as every HeartPi process does at start: the reference's
+    # temporaries are larger, so leaving it glibc's defaults would flatter our ratio.
+    reuse_freed_heap()
     _, inputs = recording_inputs()
     if path == "ours":
-        reuse_freed_heap()  # as every HeartPi process does at start
         classify = Classifier.load(threads=threads).classify
     else:
         import tensorflow as tf
