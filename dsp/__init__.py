@@ -7,7 +7,8 @@ TensorFlow, no librosa: importing this package must stay cheap on a Raspberry Pi
 from .errors import BadAudioError, DSPError, ParameterError
 from .features import (FeatureParams, mel_filterbank, melspectrogram, mfcc, power_spectrogram,
                        power_to_db, recording_features, window_features)
-from .filters import ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, bandpass_with_spectrum, resample, to_analysis_rate
+from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, bandpass_with_spectrum, resample,
+                      to_analysis_rate)
 from .signal_quality import REASON_ADVICE, QualityReport, heart_rate, quality
 from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN_DURATION_S,
                   MIN_RATE_HZ, read_wav, wav_bytes, write_wav)
@@ -15,9 +16,8 @@ from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN
 __all__ = [
     "ANALYSIS_RATE_HZ", "BadAudioError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
     "MAX_CHANNELS", "MAX_DURATION_S", "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
-    "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass", "bandpass_with_spectrum",
-    "heart_rate",
-    "mel_filterbank", "melspectrogram", "mfcc", "power_spectrogram", "power_to_db", "quality",
-    "read_wav", "recording_features", "resample", "to_analysis_rate", "wav_bytes",
-    "window_features", "write_wav",
+    "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",
+    "bandpass_with_spectrum", "heart_rate", "mel_filterbank", "melspectrogram", "mfcc",
+    "power_spectrogram", "power_to_db", "quality", "read_wav", "recording_features", "resample",
+    "to_analysis_rate", "wav_bytes", "window_features", "write_wav",
 ]

@@ -184,8 +184,8 @@ def quality(samples: np.ndarray, rate: int, *, resampled: Optional[np.ndarray] =
     ``resampled`` (the recording at :data:`ANALYSIS_RATE_HZ`), ``analysis`` and ``spectrum``
     (that band-passed, and its spectrum: :func:`dsp.bandpass_with_spectrum`) may be passed by
     a caller that has them already (the classifier does), so nothing is computed twice; the
-    last two go together. ``min_seconds``: shorter is
-    ``too_short`` (the device, which can simply record again, asks for more than an upload).
+    last two go together. ``min_seconds``: shorter is ``too_short`` (the device, which can
+    simply record again, asks for more than an upload; never less than 1 s).
     """
     samples = np.asarray(samples, dtype=np.float32)
     duration = samples.size / float(rate) if rate > 0 else 0.0
