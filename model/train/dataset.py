@@ -56,8 +56,14 @@ def _load_one(path: str) -> np.ndarray:
 
 def load_audio(records: Sequence[Record], data_dir: Path, cache_dir: Optional[Path] = None,
                workers: int = 2) -> None:
-    """Fill ``record.audio`` for every record, through an on-disk cache when given."""
-    key = hashlib.sha256("\n".join(r.name for r in records).encode()).hexdigest()[:16]
+    """Fill ``record.audio`` for every record, through an on-disk cache when given.
+
+    The cache is keyed by the records *and* the front end's source code: audio cached by an
+    earlier resampler or filter differs by ~1e-8, which training amplifies into a different
+    model, so a stale cache would make a run unreproducible from a fresh clone.
+    """
+    front_end = Path(dsp.filters.__file__).read_bytes()
+    key = hashlib.sha256("\n".join(r.name for r in records).encode() + front_end).hexdigest()[:16]
     cache = cache_dir / f"audio-{key}.npz" if cache_dir else None
     if cache and cache.exists():
         with np.load(cache) as stored:
