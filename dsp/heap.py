@@ -5,8 +5,9 @@ glibc serves blocks above its mmap threshold (128 KB at start, raised only as fa
 largest block freed so far) with fresh ``mmap`` calls, and trims the top of the heap back to
 the system; either way every classify faults its temporaries in again. Measured by
 ``tools/bench_model.py`` in a fresh process that classifies only 2 kHz recordings (as the CLI
-and the web page's uploads do): ~840 minor page faults per classify and a best time of
-5.5-6.5 ms, against none and 3.0-4.0 ms with the settings below.
+and the web page's uploads do): ~430 minor page faults per classify and a best time of
+3.8-4.8 ms, against none and 3.0-3.5 ms with the settings below (before the quality check
+stopped taking its own Welch transform: ~840 faults, 5.5-6.5 ms against 3.0-4.0 ms).
 Fixed thresholds keep those pages in the heap between uses. The daemon still hands freed
 heap back after each recording with :func:`release_freed_heap`, so its idle size is unchanged.
 

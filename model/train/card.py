@@ -132,7 +132,16 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "(0.96 against 0.90), left validation level (MAcc 0.850 against 0.852), and then scored lower "
                   "on the test split (MAcc 0.799 against 0.845, AUC 0.88 against 0.92): a trade of some "
                   "in-distribution accuracy for robustness to unheard devices, reported rather than undone "
-                  "(undoing it would choose the model on the test split).", "",
+                  "(undoing it would choose the model on the test split). "
+                  "That model could not be reproduced from a clone: its audio came from a training cache made by "
+                  "an earlier front end (differences of ~1e-8; the cache is now keyed by the front end's code), "
+                  "and training turns such differences into a different model. So the same recipe was run once "
+                  "from a clean tree and shipped whatever its figures (a rule written before the run): it scores "
+                  "lower than that earlier draw on every split (test MAcc 0.765 against 0.799, validation 0.835 "
+                  "against 0.850, Yaseen AUC 0.92 against 0.96, LOSO 0.580 against 0.595) but higher after "
+                  "per-device calibration (0.660 against 0.592). Another draw of the same recipe, with the "
+                  "filters' main product in float32 (inputs ~1e-7 apart), scored test MAcc 0.819: single runs of "
+                  "this recipe move by about ±0.03 on every figure, more than most differences in the table.", "",
                   "| variant | " + " | ".join(PHYSIONET) + " | LOSO mean | calibrated mean | test split | Yaseen (AUC) |",
                   "|---|" + "---|" * (len(PHYSIONET) + 4)]
         for row in ablations:
