@@ -202,7 +202,8 @@ class Daemon:
         wav = dsp.wav_bytes(capture.samples, capture.rate)
         relative, sha = store_recording(self.config.recordings_dir, wav,
                                         min_free_mb=self.config.storage.min_free_mb)
-        verdict = self.classifier.classify(capture.samples, capture.rate, min_seconds=self.config.audio.min_seconds)
+        verdict = self.classifier.classify(capture.samples, capture.rate,
+                                           min_seconds=self.config.audio.min_seconds)
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
                                      overflows=capture.overflows,
                                      note="stopped early by the button" if capture.stopped_early else "")
