@@ -256,6 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=ASSETS, help="where the .tflite, .json go")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "heartpi-train")
     parser.add_argument("--seed", type=int, default=20161)
+    parser.add_argument("--init-seed", type=int, help="seed of the final model's initialisation and "
+                        "shuffling only (default: --seed); the split and augmentation keep --seed, so "
+                        "runs differing only here are draws of one recipe on one split")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--augment", type=int, default=3, help="augmented copies per recording (see the "
                         "model card for what each choice measured)")
@@ -291,7 +294,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # a seventh source, split like the others; cached apart so PhysioNet's cache stays valid
         load_audio(extra, args.data, args.cache, args.workers)
         records += extra
+    init_seed = args.seed if args.init_seed is None else args.init_seed
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
+    if init_seed != args.seed:
+        report["init_seed"] = init_seed
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
@@ -306,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
 
     model, x_train, val_windows = train_once(splits["train"], splits["validation"], params,
-                                             versions=versions, epochs=args.epochs, seed=args.seed,
+                                             versions=versions, epochs=args.epochs, seed=init_seed,
                                              workers=args.workers)
     rng = np.random.default_rng(args.seed)
     representative = x_train[rng.choice(len(x_train), min(500, len(x_train)), replace=False), ..., 0]
