@@ -183,8 +183,7 @@ class Classifier:
         """
         resampled = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
         analysis, spectrum = dsp.bandpass_with_spectrum(resampled, dsp.ANALYSIS_RATE_HZ)
-        report = dsp.quality(samples, rate, resampled=resampled, analysis=analysis, spectrum=spectrum,
-                             min_seconds=min_seconds)
+        report = dsp.quality(samples, rate, analysis=analysis, spectrum=spectrum, min_seconds=min_seconds)
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0
