@@ -6,7 +6,8 @@ daemon's whole life, for four functions. These are the same mathematics, checked
 
 * resampling is polyphase FIR (``resample_poly``'s Kaiser design, beta 5, 10 zero
   crossings per side, the same alignment), computing only the output samples kept, as
-  float32 matrix products (BLAS);
+  float32 matrix products (BLAS); whole-number decimation (48 kHz -> 2 kHz, the common
+  case) as two banded matrix products (:func:`_decimate`);
 * filtering is ``sosfiltfilt``'s: odd extension, a steady-state start, forward and
   backward passes. A filter started in steady state for input ``x0`` outputs ``G0 * x0``
   plus its response to ``x - x0`` from rest (linearity), and that response is a
@@ -46,6 +47,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     up, down = int(rate_out) // divisor, int(rate_in) // divisor
     n_in = samples.size
     n_out = -(-n_in * up // down)
+    if up == 1:  # whole-number decimation (48, 16, 8 kHz -> 2 kHz; the envelope's 2 kHz -> 100 Hz)
+        return _decimate(samples, down, n_out)
     h, first = _polyphase_design(up, down, n_in, n_out)
     return _upfirdn(h, samples, up, down, first, n_out).astype(np.float32)
 
@@ -61,6 +64,50 @@ def _polyphase_fir(up: int, down: int) -> np.ndarray:
     h /= h.sum()
     h.setflags(write=False)
     return h
+
+
+@lru_cache(maxsize=16)
+def _decimation_matrices(down: int) -> tuple[np.ndarray, np.ndarray]:
+    """The banded matrices of :func:`_decimate`: ``(A, B)``, each ``(outputs * down, outputs)``.
+
+    Output ``q`` of a row is ``sum_k h[k] x[q * down + half - k]`` (``resample_poly``'s
+    alignment); with the input shifted right by ``half``, its samples sit at offsets
+    ``q * down .. q * down + 2 * half`` from the row's start, which fit in two rows once a
+    row holds ``outputs = 2 * half // down`` outputs. ``A`` takes the first row's part,
+    ``B`` the next row's.
+    """
+    h = _polyphase_fir(1, down)
+    half = (h.size - 1) // 2
+    outputs = 2 * half // down
+    q = np.arange(outputs)[:, None]
+    k = np.arange(h.size)[None, :]
+    band = np.zeros((2 * outputs * down, outputs), dtype=np.float32)
+    band[q * down + 2 * half - k, q] = h[k]
+    a, b = band[: outputs * down].copy(), band[outputs * down:].copy()
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+def _decimate(x: np.ndarray, down: int, n_out: int) -> np.ndarray:
+    """``resample_poly(x, 1, down)`` as two float32 matrix products.
+
+    Cut the (shifted, zero-padded) input into rows of ``outputs * down`` samples: every
+    output of row ``s`` is a dot product with rows ``s`` and ``s + 1`` only, so
+    ``rows[:-1] @ A + rows[1:] @ B`` gives them all. Half of each band matrix is zeros, yet
+    these are two large, contiguous BLAS products: at 48 kHz -> 2 kHz about twice as fast
+    as :func:`_upfirdn`'s blocks (short inner products, then a sum of shifted rows).
+    """
+    a, b = _decimation_matrices(down)
+    half = (_polyphase_fir(1, down).size - 1) // 2
+    row_len, outputs = a.shape
+    n_rows = -(-n_out // outputs)
+    padded = np.zeros((n_rows + 1) * row_len, dtype=np.float32)
+    padded[half:half + x.size] = x  # n_out * down >= x.size, and half < row_len: it fits
+    rows = padded.reshape(n_rows + 1, row_len)
+    y = rows[:-1] @ a
+    y += rows[1:] @ b
+    return y.reshape(-1)[:n_out]
 
 
 def _polyphase_design(up: int, down: int, n_in: int, n_out: int) -> tuple[np.ndarray, int]:

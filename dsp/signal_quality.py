@@ -165,15 +165,29 @@ def _level_stats(samples: np.ndarray) -> tuple[float, float, float]:
     """
     if not samples.size:
         return 0.0, 0.0, 0.0
-    # float32 pairwise summation: exact enough to centre, and no float64 copy of the input
-    centred = samples - samples.mean()
+    centred = samples - np.float32(_mean(samples))
     rms = float(np.sqrt(np.dot(centred, centred) / samples.size))
-    peak = float(max(samples.max(), -samples.min()))
+    top, bottom = float(samples.max()), float(samples.min())
+    peak = max(top, -bottom)
     if peak <= 0.05:
         return rms, peak, 0.0
     level = np.float32(0.995 * peak)
-    at_rails = np.count_nonzero(samples >= level) + np.count_nonzero(samples <= -level)
+    # count only the side(s) that reach the level: usually one pass, not two
+    at_rails = ((np.count_nonzero(samples >= level) if top >= level else 0)
+                + (np.count_nonzero(samples <= -level) if -bottom >= level else 0))
     return rms, peak, at_rails / samples.size
+
+
+def _mean(samples: np.ndarray, columns: int = 4096) -> float:
+    """Mean of a float32 array, exact enough to centre it, ~2x faster than ``ndarray.mean``.
+
+    Summing the rows of a ``(-1, columns)`` view keeps ``columns`` running float32 sums
+    (plain vector adds, each over a few hundred samples at most for a 20 s recording);
+    ``mean``'s pairwise summation is more careful than centring needs and slower.
+    """
+    body = samples.size - samples.size % columns
+    total = samples[:body].reshape(-1, columns).sum(axis=0).sum(dtype=np.float64)
+    return float(total + samples[body:].sum(dtype=np.float64)) / samples.size
 
 
 def quality(samples: np.ndarray, rate: int, *, resampled: Optional[np.ndarray] = None,

@@ -191,3 +191,20 @@ def test_level_statistics_match_float64_with_a_dc_offset():
     assert rms == pytest.approx(reference.std(), rel=1e-4)
     assert peak == pytest.approx(np.abs(reference).max())
     assert clipped < q.CLIP_FRACTION
+
+
+@pytest.mark.parametrize("rails", ["top", "bottom", "both", "neither"])
+def test_fraction_at_the_rails_counts_either_side(rails):
+    """A card with an offset clips on one rail only; the fraction must count that rail's
+    samples, whichever it is, and both rails' when both clip."""
+    sine = 0.9 * np.sin(np.arange(48000 * 2) * 0.01)
+    offset = {"top": 0.3, "bottom": -0.3, "both": 0.0, "neither": 0.0}[rails]
+    gain = 1.4 if rails == "both" else 1.0
+    samples = np.clip(offset + gain * sine, -1.0, 1.0).astype(np.float32)
+    _, peak, clipped = q._level_stats(samples)
+    reference = samples.astype(np.float64)
+    expected = np.mean(np.abs(reference) >= 0.995 * np.abs(reference).max())
+    assert peak == pytest.approx(np.abs(reference).max())
+    assert clipped == pytest.approx(expected)
+    if rails != "neither":  # (a bare sine spends ~3 % of its time within 0.5 % of its peak)
+        assert clipped > 0.15
