@@ -94,3 +94,19 @@ def test_metrics_and_threshold():
     assert best_threshold(labels, scores) == pytest.approx(0.25)  # Se 1, Sp 0.8: MAcc 0.9
     low, high = wilson_interval(8, 10)
     assert 0.49 < low < 0.8 < high < 0.95
+
+
+def test_model_file_does_not_depend_on_models_built_before_it():
+    """Leave-one-source-out builds six models before the shipped one; a run without it
+    builds none. The int8 file (hence its sha256) must be the same either way, so every
+    layer is named rather than numbered by Keras's per-process counter."""
+    tf = pytest.importorskip("tensorflow")
+    from model.train.network import build_model
+    from model.train.pipeline import quantize
+
+    representative = np.random.default_rng(0).standard_normal((8, 13, 40)).astype(np.float32)
+    files = []
+    for _ in range(2):
+        tf.keras.utils.set_random_seed(1)
+        files.append(quantize(build_model(13, 40), representative))
+    assert files[0] == files[1]

@@ -18,17 +18,20 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
     """
     import tensorflow as tf
 
+    # Every layer named: Keras numbers unnamed layers per process, and the names go into the
+    # .tflite, so a run that built LOSO folds first would ship different bytes (another sha256).
+    layers = tf.keras.layers
     inputs = tf.keras.Input(shape=(n_mfcc, frames, 1), name="mfcc")
-    x = tf.keras.layers.Reshape((n_mfcc, frames))(inputs)
-    x = tf.keras.layers.Permute((2, 1))(x)  # (frames, n_mfcc): time steps x channels
+    x = layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs)
+    x = layers.Permute((2, 1), name="time_major")(x)  # (frames, n_mfcc): time steps x channels
     pools = (2, 2, 2, None)
-    for width, pool in zip(filters, pools):
-        x = tf.keras.layers.Conv1D(width, kernel, padding="same", use_bias=False)(x)
-        x = tf.keras.layers.BatchNormalization()(x)
-        x = tf.keras.layers.ReLU()(x)
+    for i, (width, pool) in enumerate(zip(filters, pools), start=1):
+        x = layers.Conv1D(width, kernel, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"norm{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
         if pool:
-            x = tf.keras.layers.MaxPooling1D(pool)(x)
-    x = tf.keras.layers.GlobalAveragePooling1D()(x)
-    x = tf.keras.layers.Dropout(dropout)(x)
-    outputs = tf.keras.layers.Dense(1, activation="sigmoid", name="p_abnormal")(x)
+            x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling1D(name="average")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_abnormal")(x)
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
