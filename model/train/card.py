@@ -146,7 +146,16 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "`tools/eval_seed_ensemble.py`, float32) scored validation MAcc 0.833 / 0.861 / 0.840 and "
                   "test 0.776 / 0.807 / 0.798, but Yaseen AUC 0.917 / 0.770 / 0.867: validation does not "
                   "predict the unseen device, and averaging the three (Yaseen AUC 0.875, test 0.789) steadies "
-                  "the figures without raising them.", "",
+                  "the figures without raising them. The shipped file was rewritten once more (2026-11-29) after "
+                  "every layer got a fixed name: the same recipe run again from a committed tree gave weights "
+                  "identical to the previous file's float model and the same figures (Yaseen AUC within 2e-5), "
+                  "only the names and the sha256 changed. Quantisation was checked on validation too: "
+                  "calibrating int8 on 2,000 or 8,000 training windows instead of 500 moved the recordings' "
+                  "scores further from float32 (mean |Δp| 0.0058 and 0.0069 against 0.0054), so 500 stay; the "
+                  "test split's 0.011 int8-vs-float MAcc drop comes from the two thresholds validation chose "
+                  "(0.671 int8, 0.652 float32: int8 calls 5 fewer abnormal and 10 more normal test recordings "
+                  "right), not "
+                  "from lost ranking (test AUC 0.862 int8, 0.861 float32).", "",
                   "| variant | " + " | ".join(PHYSIONET) + " | LOSO mean | calibrated mean | test split | Yaseen (AUC) |",
                   "|---|" + "---|" * (len(PHYSIONET) + 4)]
         for row in ablations:
