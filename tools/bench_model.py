@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-RATES = {"2 kHz source": 2000, "48 kHz USB card": 48000}
+RATES = {"2 kHz source": 2000, "48 kHz USB card": 48000, "44.1 kHz phone": 44100}
 
 # A fresh process that only classifies, as `heartpi classify` and the web page's uploads are:
 # peak RSS (VmHWM: since exec; ru_maxrss would also count the forked parent's pages), then
