@@ -47,7 +47,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     up, down = int(rate_out) // divisor, int(rate_in) // divisor
     n_in = samples.size
     n_out = -(-n_in * up // down)
-    if down >= 2 * up:  # every capture or upload rate above 4 kHz -> 2 kHz; the envelope's 2 kHz -> 100 Hz
+    if down >= 2 * up and _banded_size(up, down) <= _BANDED_MAX_ENTRIES:
+        # every usual capture or upload rate above 4 kHz -> 2 kHz; the envelope's 2 kHz -> 100 Hz
         return _resample_banded(samples, up, down, n_out)
     # Upsampling (tools, tests) and ratios near 1 keep the per-phase products: among them the
     # training's +-8 % clock augmentation, whose arithmetic a reproduced model depends on bit for bit.
@@ -68,6 +69,27 @@ def _polyphase_fir(up: int, down: int) -> np.ndarray:
     return h
 
 
+#: Largest banded matrix built (float32 entries, 4 MB): 48 kHz needs 19,200, 44.1 kHz 17,640,
+#: 11.025 kHz 70,560; an odd rate such as 47,999 Hz (up 2000, down 47999) would need ~10^8.
+_BANDED_MAX_ENTRIES = 1 << 20
+
+
+def _banded_rows(up: int, down: int) -> tuple[int, int]:
+    """``(g, shift)`` of :func:`_banded_matrix`: periods per row and the input's shift."""
+    half = 10 * max(up, down)
+    shift = -(-half // up)
+    g = 1
+    while ((up * g - 1) * down + half) // up + shift >= 2 * down * g:
+        g += 1
+    return g, shift
+
+
+def _banded_size(up: int, down: int) -> int:
+    """Entries of the banded matrix for ``up / down``: ``down * g`` rows, ``2 * up * g`` columns."""
+    g, _ = _banded_rows(up, down)
+    return 2 * up * down * g * g
+
+
 @lru_cache(maxsize=16)
 def _banded_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
     """The matrix of :func:`_resample_banded`, ``(down * g, 2 * up * g)``, and the input's shift.
@@ -81,10 +103,7 @@ def _banded_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
     """
     h = _polyphase_fir(up, down) * up
     half = 10 * max(up, down)
-    shift = -(-half // up)
-    g = 1
-    while ((up * g - 1) * down + half) // up + shift >= 2 * down * g:
-        g += 1
+    g, shift = _banded_rows(up, down)
     row_len, outputs = down * g, up * g
     band = np.zeros((2 * row_len, outputs), dtype=np.float32)
     offsets = np.arange(2 * row_len)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("rate_in,rate_out", [(48000, 2000), (44100, 2000), (2000, 100), (8000, 2000),
                                               (2000, 48000), (22050, 2000), (2000, 8000), (4000, 2000),
                                               (11025, 2000), (2000, 44100), (96000, 2000), (3000, 2000),
-                                              (6000, 2000)])
+                                              (6000, 2000), (44056, 2000)])
 @pytest.mark.parametrize("length", [1, 7, 100, 30011])
 def test_resample_equals_resample_poly(rate_in, rate_out, length):
     x = np.random.default_rng(length).standard_normal(length).astype(np.float32)
