@@ -56,11 +56,16 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return _upfirdn(h, samples, up, down, first, n_out).astype(np.float32)
 
 
+def _half_length(up: int, down: int) -> int:
+    """``resample_poly``'s filter half length: 10 zero crossings per side of the slower rate."""
+    return 10 * max(up, down)
+
+
 @lru_cache(maxsize=16)
 def _polyphase_fir(up: int, down: int) -> np.ndarray:
     """``firwin(2 * 10 * m + 1, 1 / m, window=('kaiser', 5.0))`` with ``m = max(up, down)``."""
     max_rate = max(up, down)
-    taps = 2 * 10 * max_rate + 1
+    taps = 2 * _half_length(up, down) + 1
     n = np.arange(taps) - 0.5 * (taps - 1)
     cutoff = 1.0 / max_rate
     h = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, 5.0)
@@ -77,7 +82,7 @@ _BANDED_MAX_ENTRIES = 1 << 20
 @lru_cache(maxsize=16)
 def _banded_rows(up: int, down: int) -> tuple[int, int]:
     """``(g, shift)`` of :func:`_banded_matrix`: periods per row and the input's shift."""
-    half = 10 * max(up, down)
+    half = _half_length(up, down)
     shift = -(-half // up)
     g = 1
     while ((up * g - 1) * down + half) // up + shift >= 2 * down * g:
@@ -103,7 +108,7 @@ def _banded_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
     meet the row itself, column ``up * g + q`` those that meet the next row.
     """
     h = _polyphase_fir(up, down) * up
-    half = 10 * max(up, down)
+    half = _half_length(up, down)
     g, shift = _banded_rows(up, down)
     row_len, outputs = down * g, up * g
     band = np.zeros((2 * row_len, outputs), dtype=np.float32)
@@ -112,7 +117,7 @@ def _banded_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
         tap = q * down + half - (offsets - shift) * up
         inside = (tap >= 0) & (tap < h.size)
         band[offsets[inside], q] = h[tap[inside]]
-    matrix = np.ascontiguousarray(np.hstack([band[:row_len], band[row_len:]]))
+    matrix = np.hstack([band[:row_len], band[row_len:]])  # a new, contiguous array
     matrix.setflags(write=False)
     return matrix, shift
 
@@ -139,7 +144,7 @@ def _resample_banded(x: np.ndarray, up: int, down: int, n_out: int) -> np.ndarra
 
 def _polyphase_design(up: int, down: int, n_in: int, n_out: int) -> tuple[np.ndarray, int]:
     """The padded filter and the first output kept, exactly as ``resample_poly`` aligns them."""
-    half_len = 10 * max(up, down)
+    half_len = _half_length(up, down)
     h = _polyphase_fir(up, down) * up
     n_pre_pad = down - half_len % down
     n_pre_remove = (half_len + n_pre_pad) // down
@@ -190,7 +195,7 @@ def _strided_dot(x: np.ndarray, taps: np.ndarray, rows: int, step: int) -> np.nd
     every (block, row) pair, and output ``r`` sums block ``j``'s product with row ``r + j``.
     """
     if step < 2:  # blocks of one sample: the product would be all bookkeeping; loop in C
-        # (from 2 on, e.g. 4 kHz -> 2 kHz, blocks beat the strided loop 2-3x)
+        # (from 2 on, e.g. 3 kHz -> 2 kHz, blocks beat the strided loop 2-3x)
         window = np.lib.stride_tricks.as_strided(x, shape=(rows, taps.size),
                                                  strides=(step * x.itemsize, x.itemsize), writeable=False)
         return window @ taps
