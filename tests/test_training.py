@@ -110,3 +110,46 @@ def test_model_file_does_not_depend_on_models_built_before_it():
         tf.keras.utils.set_random_seed(1)
         files.append(quantize(build_model(13, 40), representative))
     assert files[0] == files[1]
+
+
+def test_mix_style_mixes_channel_statistics_in_training_only():
+    """MixStyle must actually restyle windows while training (each channel's mean moves
+    towards another window's) and leave inference, hence the shipped file, untouched."""
+    pytest.importorskip("tensorflow")
+    from model.train.network import mix_style_layer
+
+    rng = np.random.default_rng(0)
+    # 64 windows, 20 steps, 4 channels; each window its own channel means (its "device")
+    x = (rng.standard_normal((64, 20, 4)) + rng.uniform(-5, 5, (64, 1, 4))).astype(np.float32)
+    layer = mix_style_layer(p=1.0, alpha=0.1, seed=3)()
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    styled = np.asarray(layer(x, training=True))
+    means_before, means_after = x.mean(axis=1), styled.mean(axis=1)
+    moved = np.abs(means_after - means_before).max(axis=1) > 0.1
+    assert moved.mean() > 0.5  # most windows took on part of another window's style
+    # the shape of each window over time is kept: per channel, an affine map of the input
+    for window in range(4):
+        for channel in range(4):
+            r = np.corrcoef(x[window, :, channel], styled[window, :, channel])[0, 1]
+            assert r > 0.999
+
+
+def test_network_trained_with_mix_style_converts_to_the_plain_network():
+    """The MixStyle layers hold no weights: stripping them gives the plain network with the
+    same weights, the same scores and the same int8 bytes."""
+    tf = pytest.importorskip("tensorflow")
+    from model.train.network import build_model, without_mix_style
+    from model.train.pipeline import quantize
+
+    tf.keras.utils.set_random_seed(2)
+    trained = build_model(13, 40, mix_style=True)
+    assert [l.name for l in trained.layers if l.name.startswith("mix_style")] == ["mix_style1", "mix_style2"]
+    plain = without_mix_style(trained)
+    assert not any(l.name.startswith("mix_style") for l in plain.layers)
+    windows = np.random.default_rng(1).standard_normal((8, 13, 40, 1)).astype(np.float32)
+    np.testing.assert_allclose(plain(windows, training=False).numpy(),
+                               trained(windows, training=False).numpy(), rtol=1e-6, atol=1e-6)
+    tf.keras.utils.set_random_seed(2)
+    reference = build_model(13, 40)
+    reference.set_weights(plain.get_weights())
+    assert quantize(plain, windows[..., 0]) == quantize(reference, windows[..., 0])

@@ -9,12 +9,53 @@ coefficients. The input keeps the ``(n_mfcc, frames, 1)`` layout the runtime fee
 from __future__ import annotations
 
 
+def mix_style_layer(p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6, seed: int = 0):
+    """MixStyle (Zhou et al., ICLR 2021), a training-only augmentation of recording "style".
+
+    A convolution's per-channel mean and standard deviation over time carry much of what
+    the microphone and chest piece did to the sound. With probability ``p`` per batch, each
+    window's channels are re-normalised to a Beta(alpha, alpha) mix of its own statistics
+    and those of another window of the batch (the batch mixes sources), so the layers after
+    it cannot lean on one stethoscope's style. Outside training it is the identity: the
+    converted model contains none of it.
+    """
+    import keras
+    from keras import ops
+
+    class MixStyle(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seeds = keras.random.SeedGenerator(seed)
+
+        def call(self, x, training=False):
+            if not training:
+                return x
+            mean = ops.stop_gradient(ops.mean(x, axis=1, keepdims=True))
+            std = ops.stop_gradient(ops.sqrt(ops.var(x, axis=1, keepdims=True) + eps))
+            batch = ops.shape(x)[0]
+            # Beta(alpha, alpha) from two gammas; keras.random has no beta sampler
+            a = keras.random.gamma((batch, 1, 1), alpha, seed=self.seeds)
+            b = keras.random.gamma((batch, 1, 1), alpha, seed=self.seeds)
+            mix = a / (a + b + 1e-12)
+            other = keras.random.shuffle(ops.arange(batch), seed=self.seeds)
+            mixed_mean = mix * mean + (1 - mix) * ops.take(mean, other, axis=0)
+            mixed_std = mix * std + (1 - mix) * ops.take(std, other, axis=0)
+            styled = (x - mean) / std * mixed_std + mixed_mean
+            apply = keras.random.uniform((), seed=self.seeds) < p
+            return ops.where(apply, styled, x)
+
+    return MixStyle
+
+
 def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: int = 5,
-                dropout: float = 0.3):
+                dropout: float = 0.3, mix_style: bool = False):
     """4 x (Conv1D -> BatchNorm -> ReLU [-> MaxPool]) -> global average -> sigmoid.
 
     Global average pooling keeps the parameter count (~27k) and the int8 file (~35 KB)
-    small, and makes the score an average of evidence over time.
+    small, and makes the score an average of evidence over time. ``mix_style``: a
+    :func:`mix_style_layer` after the first two blocks (training only; it has no weights,
+    so :func:`without_mix_style` gives the same network without it, for saving and
+    conversion).
     """
     import tensorflow as tf
 
@@ -31,7 +72,22 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         x = layers.ReLU(name=f"relu{i}")(x)
         if pool:
             x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
+        if mix_style and i <= 2:
+            x = mix_style_layer(seed=i)(name=f"mix_style{i}")(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_abnormal")(x)
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
+
+
+def without_mix_style(model):
+    """The same trained network without its MixStyle layers (they hold no weights), so the
+    saved float model and the int8 file are exactly the plain network."""
+    if not any(layer.name.startswith("mix_style") for layer in model.layers):
+        return model
+    inputs = model.input
+    plain = build_model(inputs.shape[1], inputs.shape[2], filters=tuple(
+        model.get_layer(f"conv{i}").filters for i in range(1, 5)),
+        kernel=model.get_layer("conv1").kernel_size[0], dropout=model.get_layer("dropout").rate)
+    plain.set_weights(model.get_weights())
+    return plain
