@@ -134,22 +134,78 @@ def test_mix_style_mixes_channel_statistics_in_training_only():
             assert r > 0.999
 
 
-def test_network_trained_with_mix_style_converts_to_the_plain_network():
-    """The MixStyle layers hold no weights: stripping them gives the plain network with the
-    same weights, the same scores and the same int8 bytes."""
+@pytest.mark.parametrize("tricks", [{"mix_style": True}, {"n_sources": 5}, {"mix_style": True, "n_sources": 3}])
+def test_network_trained_with_training_only_parts_converts_to_the_plain_network(tricks):
+    """MixStyle and the source adversary are training-only: stripping them gives the plain
+    network with the same weights, the same scores and the same int8 bytes."""
     tf = pytest.importorskip("tensorflow")
-    from model.train.network import build_model, without_mix_style
+    from model.train.network import TRAINING_ONLY, build_model, plain_network
     from model.train.pipeline import quantize
 
     tf.keras.utils.set_random_seed(2)
-    trained = build_model(13, 40, mix_style=True)
-    assert [l.name for l in trained.layers if l.name.startswith("mix_style")] == ["mix_style1", "mix_style2"]
-    plain = without_mix_style(trained)
-    assert not any(l.name.startswith("mix_style") for l in plain.layers)
+    trained = build_model(13, 40, adversary_strength=tf.Variable(1.0), **tricks)
+    extra = [l.name for l in trained.layers if l.name.startswith(TRAINING_ONLY)]
+    assert extra == (["mix_style1", "mix_style2"] if "mix_style" in tricks else []) + (
+        ["reverse_gradient", "source_hidden", "source"] if "n_sources" in tricks else [])
+    plain = plain_network(trained)
+    assert not any(l.name.startswith(TRAINING_ONLY) for l in plain.layers)
     windows = np.random.default_rng(1).standard_normal((8, 13, 40, 1)).astype(np.float32)
-    np.testing.assert_allclose(plain(windows, training=False).numpy(),
-                               trained(windows, training=False).numpy(), rtol=1e-6, atol=1e-6)
+    trained_scores = trained(windows, training=False)
+    if isinstance(trained_scores, dict):
+        assert trained_scores["source"].shape == (8, tricks["n_sources"])
+        trained_scores = trained_scores["p_abnormal"]
+    np.testing.assert_allclose(plain(windows, training=False).numpy(), trained_scores.numpy(),
+                               rtol=1e-6, atol=1e-6)
     tf.keras.utils.set_random_seed(2)
     reference = build_model(13, 40)
     reference.set_weights(plain.get_weights())
     assert quantize(plain, windows[..., 0]) == quantize(reference, windows[..., 0])
+
+
+def test_gradient_reversal_is_identity_forwards_and_flips_the_gradient():
+    tf = pytest.importorskip("tensorflow")
+    from model.train.network import gradient_reversal_layer
+
+    strength = tf.Variable(0.25)
+    layer = gradient_reversal_layer(strength)()
+    x = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-0.25, -0.5, -0.75]])
+    strength.assign(1.0)  # the ramp updates the variable; the layer must read it each time
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x))
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-1.0, -1.0, -1.0]])
+
+
+def test_ganin_schedule_rises_from_zero_towards_one():
+    from model.train.pipeline import ganin_strength
+
+    values = [ganin_strength(p) for p in np.linspace(0, 1, 11)]
+    assert values[0] == 0.0 and all(b > a for a, b in zip(values, values[1:])) and 0.99 < values[-1] < 1.0
+
+
+def test_fit_with_source_adversary_learns_the_label_and_returns_the_plain_network():
+    """A few epochs on windows whose label is in one coefficient's level: the adversarial
+    training must still learn it (AUC well above chance) and hand back the plain network."""
+    pytest.importorskip("tensorflow")
+    import dsp
+    from model.train.network import TRAINING_ONLY
+    from model.train.pipeline import Tricks, fit
+
+    params = dsp.FeatureParams()
+    rng = np.random.default_rng(0)
+    n = 256
+    x = rng.standard_normal((n, params.n_mfcc, params.frames_per_window, 1)).astype(np.float32)
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x[:, 2] += 1.5 * y[:, None, None]
+    sources = rng.integers(0, 3, n).astype(np.int32)
+    model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
+                tricks=Tricks(source_adversary=True), sources=(sources, sources[:64]))
+    assert not any(l.name.startswith(TRAINING_ONLY) for l in model.layers)
+    from model.metrics import auc
+    assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9

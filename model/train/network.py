@@ -47,15 +47,36 @@ def mix_style_layer(p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6, seed:
     return MixStyle
 
 
+def gradient_reversal_layer(strength):
+    """Identity forwards; backwards it multiplies the gradient by ``-strength`` (a scalar
+    ``tf.Variable``, so training can ramp it up). Ganin et al., JMLR 2016."""
+    import keras
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def reverse(x):
+        return tf.identity(x), lambda dy: -strength * dy
+
+    class GradientReversal(keras.layers.Layer):
+        def call(self, x):
+            return reverse(x)
+
+    return GradientReversal
+
+
 def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: int = 5,
-                dropout: float = 0.3, mix_style: bool = False):
+                dropout: float = 0.3, mix_style: bool = False, n_sources: int = 0,
+                adversary_strength=None):
     """4 x (Conv1D -> BatchNorm -> ReLU [-> MaxPool]) -> global average -> sigmoid.
 
     Global average pooling keeps the parameter count (~27k) and the int8 file (~35 KB)
     small, and makes the score an average of evidence over time. ``mix_style``: a
-    :func:`mix_style_layer` after the first two blocks (training only; it has no weights,
-    so :func:`without_mix_style` gives the same network without it, for saving and
-    conversion).
+    :func:`mix_style_layer` after the first two blocks (training only). ``n_sources``: a
+    domain-adversarial head (Ganin et al. 2016) that learns to tell the ``n_sources``
+    source sets apart from the pooled features through a :func:`gradient_reversal_layer`
+    (``adversary_strength``), so the network is pushed towards features that do not say
+    which stethoscope recorded the window; the model then has two outputs, ``p_abnormal``
+    and ``source``. Both are training-only: :func:`plain_network` gives the shipped network.
     """
     import tensorflow as tf
 
@@ -75,19 +96,30 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         if mix_style and i <= 2:
             x = mix_style_layer(seed=i)(name=f"mix_style{i}")(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
+    pooled = x
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_abnormal")(x)
+    if n_sources:
+        y = gradient_reversal_layer(adversary_strength)(name="reverse_gradient")(pooled)
+        y = layers.Dense(32, activation="relu", name="source_hidden")(y)
+        source = layers.Dense(n_sources, activation="softmax", name="source")(y)
+        return tf.keras.Model(inputs, {"p_abnormal": outputs, "source": source}, name="heartpi_cnn")
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
 
 
-def without_mix_style(model):
-    """The same trained network without its MixStyle layers (they hold no weights), so the
-    saved float model and the int8 file are exactly the plain network."""
-    if not any(layer.name.startswith("mix_style") for layer in model.layers):
+TRAINING_ONLY = ("mix_style", "reverse_gradient", "source_hidden", "source")
+
+
+def plain_network(model):
+    """The trained network without its training-only parts (MixStyle, the source adversary):
+    the same weights layer by layer, so the saved float model and the int8 file are exactly
+    the plain network."""
+    if not any(layer.name.startswith(TRAINING_ONLY) for layer in model.layers):
         return model
     inputs = model.input
     plain = build_model(inputs.shape[1], inputs.shape[2], filters=tuple(
         model.get_layer(f"conv{i}").filters for i in range(1, 5)),
         kernel=model.get_layer("conv1").kernel_size[0], dropout=model.get_layer("dropout").rate)
-    plain.set_weights(model.get_weights())
+    for layer in plain.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
     return plain

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -99,22 +100,61 @@ def record_scores(windows: list[np.ndarray], score: Callable[[np.ndarray], np.nd
     return np.array([float(np.mean(score(w))) for w in windows])
 
 
+@dataclass(frozen=True)
+class Tricks:
+    """Training-only additions measured against the plain recipe (model card's ablation table);
+    neither changes the shipped network's shape."""
+
+    mix_style: bool = False  #: MixStyle after the first two convolution blocks
+    source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
+
+
+def ganin_strength(progress: float) -> float:
+    """The adversary's gradient-reversal strength at ``progress`` (0..1) through training:
+    0 at the start, rising smoothly towards 1 (Ganin et al. 2016), so the source head first
+    learns to tell the sources apart before its gradient reshapes the features."""
+    return float(2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
+
+
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.FeatureParams, *,
-        epochs: int, seed: int, batch_size: int = 128, mix_style: bool = False):
-    """Train the CNN; returns the plain network (any training-only MixStyle layers removed)."""
+        epochs: int, seed: int, batch_size: int = 128, tricks: Tricks = Tricks(),
+        sources: Optional[tuple[np.ndarray, np.ndarray]] = None):
+    """Train the CNN; returns the plain network (training-only parts removed).
+
+    ``sources``: per-window source indices of the training and validation windows, needed
+    by ``tricks.source_adversary``.
+    """
     import tensorflow as tf
 
-    from model.train.network import build_model, without_mix_style
+    from model.train.network import build_model, plain_network
 
     tf.keras.utils.set_random_seed(seed)
-    model = build_model(params.n_mfcc, params.frames_per_window, mix_style=mix_style)
-    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="binary_crossentropy",
-                  weighted_metrics=[tf.keras.metrics.AUC(name="auc")])
-    stop = tf.keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=4,
-                                            restore_best_weights=True)
+    callbacks = []
+    if tricks.source_adversary:
+        train_sources, val_sources = sources
+        strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
+                            n_sources=int(max(train_sources.max(), val_sources.max())) + 1,
+                            adversary_strength=strength)
+        model.compile(optimizer=tf.keras.optimizers.Adam(2e-3),
+                      loss={"p_abnormal": "binary_crossentropy", "source": "sparse_categorical_crossentropy"},
+                      weighted_metrics={"p_abnormal": [tf.keras.metrics.AUC(name="auc")]})
+        callbacks.append(tf.keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: strength.assign(ganin_strength(epoch / max(1, epochs - 1)))))
+        y = {"p_abnormal": y, "source": train_sources}
+        w = {"p_abnormal": w, "source": w}
+        val = (val[0], {"p_abnormal": val[1], "source": val_sources})
+        monitor = "val_p_abnormal_auc"
+    else:
+        model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style)
+        model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="binary_crossentropy",
+                      weighted_metrics=[tf.keras.metrics.AUC(name="auc")])
+        monitor = "val_auc"
+    callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
+                                                      restore_best_weights=True))
     model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
-              callbacks=[stop], verbose=2, shuffle=True)
-    return without_mix_style(model)
+              callbacks=callbacks, verbose=2, shuffle=True)
+    return plain_network(model)
 
 
 def keras_scorer(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -184,18 +224,24 @@ def uncertainty_limit(windows: list[np.ndarray], score, quantile: float = 99.0) 
 
 def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
                versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int,
-               mix_style: bool = False):
+               tricks: Tricks = Tricks()):
     x, y, w = training_windows(train, versions)
     val_windows = record_windows(validation, params, workers)
     xv = np.concatenate(val_windows)[..., None]
     yv = np.concatenate([np.full(len(win), r.label, np.float32) for win, r in zip(val_windows, validation)])
+    # per-window source indices, in training_windows' order (for the source adversary)
+    index = {name: i for i, name in enumerate(sorted({r.source for r in train}))}
+    sources = (np.concatenate([np.full(len(windows), index[r.source], np.int32)
+                               for r in train for windows in versions[r.name]]),
+               np.concatenate([np.full(len(win), index.get(r.source, 0), np.int32)
+                               for win, r in zip(val_windows, validation)]))
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
-    model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, mix_style=mix_style)
+    model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources)
     return model, x, val_windows
 
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
-         seed: int, workers: int, mix_style: bool = False) -> dict:
+         seed: int, workers: int, tricks: Tricks = Tricks()) -> dict:
     """Leave-one-source-out: train without a PhysioNet source set, test on all of it."""
     results = {}
     for held_out in PHYSIONET_SOURCES:
@@ -206,7 +252,7 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         splits = split_records(rest, seed=seed, test=0.0, validation=0.15)
         model, _, val_windows = train_once(splits["train"], splits["validation"], params,
                                            versions=versions, epochs=epochs, seed=seed, workers=workers,
-                                           mix_style=mix_style)
+                                           tricks=tricks)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
         val_scores = record_scores(val_windows, score)
@@ -278,6 +324,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--mix-style", action="store_true", help="MixStyle after the first two "
                         "convolution blocks while training (mixes windows' channel statistics "
                         "across the batch; the shipped network is unchanged in shape)")
+    parser.add_argument("--source-adversary", action="store_true", help="a domain-adversarial head "
+                        "(gradient reversal) that tries to name the source set from the pooled features "
+                        "while training; the shipped network is unchanged in shape")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -304,8 +353,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
     if init_seed != args.seed:
         report["init_seed"] = init_seed
+    tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary)
     if args.mix_style:
         report["mix_style"] = True
+    if args.source_adversary:
+        report["source_adversary"] = True
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
@@ -313,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
-                              seed=args.seed, workers=args.workers, mix_style=args.mix_style)
+                              seed=args.seed, workers=args.workers, tricks=tricks)
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
             print(json.dumps(report["loso"], indent=1))
@@ -321,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     model, x_train, val_windows = train_once(splits["train"], splits["validation"], params,
                                              versions=versions, epochs=args.epochs, seed=init_seed,
-                                             workers=args.workers, mix_style=args.mix_style)
+                                             workers=args.workers, tricks=tricks)
     rng = np.random.default_rng(args.seed)
     representative = x_train[rng.choice(len(x_train), min(500, len(x_train)), replace=False), ..., 0]
     tflite = quantize(model, representative)
@@ -368,7 +420,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "augmentation": ((f"{args.augment} random recording chains per recording (EQ, "
                              + ("resonance, " if args.resonance else "")
                              + "band limits, noise, gain, clock)") if args.augment else "none")
-                            + ("; MixStyle in training" if args.mix_style else ""),
+                            + ("; MixStyle in training" if args.mix_style else "")
+                            + ("; source-adversarial head in training" if args.source_adversary else ""),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
                                       else "yaseen2018 (external device test only)"),
         },
