@@ -165,7 +165,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "reversal, its strength ramped from 0 to 1; `--source-adversary`), under the same rule: LOSO "
                   "0.590, calibrated 0.598, mean AUC over the six held-out sources 0.684 against 0.701: it moved "
                   "the operating point on some sources (training-b specificity 0.35 against 0.10) but did not "
-                  "restore ranking, so it is not adopted either.", "",
+                  "restore ranking, so it is not adopted either. Its source head stayed near chance (loss "
+                  "about ln 5) once the reversal was on, so the pooled features no longer named the source "
+                  "set, and still the unheard source was ranked no better: what fails to transfer is not "
+                  "(only) a device signature the network could drop.", "",
                   "| variant | " + " | ".join(PHYSIONET) + " | LOSO mean | calibrated mean | test split | Yaseen (AUC) |",
                   "|---|" + "---|" * (len(PHYSIONET) + 4)]
         for row in ablations:
