@@ -168,7 +168,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "restore ranking, so it is not adopted either. Its source head stayed near chance (loss "
                   "about ln 5) once the reversal was on, so the pooled features no longer named the source "
                   "set, and still the unheard source was ranked no better: what fails to transfer is not "
-                  "(only) a device signature the network could drop.", "",
+                  "(only) a device signature the network could drop. Twice the augmentation (`--augment 6`: "
+                  "the same three chains per recording plus three more), under the same rule: LOSO 0.569, "
+                  "calibrated 0.549: more of the same chains does not help; not adopted.", "",
                   "| variant | " + " | ".join(PHYSIONET) + " | LOSO mean | calibrated mean | test split | Yaseen (AUC) |",
                   "|---|" + "---|" * (len(PHYSIONET) + 4)]
         for row in ablations:
