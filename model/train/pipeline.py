@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -129,27 +129,20 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     from model.train.network import build_model, plain_network
 
     tf.keras.utils.set_random_seed(seed)
-    callbacks = []
-    if tricks.source_adversary:
-        train_sources, val_sources = sources
-        strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
-        model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
-                            n_sources=int(max(train_sources.max(), val_sources.max())) + 1,
-                            adversary_strength=strength)
-        model.compile(optimizer=tf.keras.optimizers.Adam(2e-3),
-                      loss={"p_abnormal": "binary_crossentropy", "source": "sparse_categorical_crossentropy"},
-                      weighted_metrics={"p_abnormal": [tf.keras.metrics.AUC(name="auc")]})
+    adversary = tricks.source_adversary
+    strength = tf.Variable(0.0, trainable=False, dtype=tf.float32) if adversary else None
+    model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
+                        n_sources=int(max(s.max() for s in sources)) + 1 if adversary else 0,
+                        adversary_strength=strength)
+    loss, metrics, monitor, callbacks = "binary_crossentropy", [tf.keras.metrics.AUC(name="auc")], "val_auc", []
+    if adversary:  # two outputs: the label's loss and metric by name, the source's loss beside it
+        loss = {"p_abnormal": loss, "source": "sparse_categorical_crossentropy"}
+        metrics, monitor = {"p_abnormal": metrics}, "val_p_abnormal_auc"
         callbacks.append(tf.keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: strength.assign(ganin_strength(epoch / max(1, epochs - 1)))))
-        y = {"p_abnormal": y, "source": train_sources}
-        w = {"p_abnormal": w, "source": w}
-        val = (val[0], {"p_abnormal": val[1], "source": val_sources})
-        monitor = "val_p_abnormal_auc"
-    else:
-        model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style)
-        model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="binary_crossentropy",
-                      weighted_metrics=[tf.keras.metrics.AUC(name="auc")])
-        monitor = "val_auc"
+        y, w = {"p_abnormal": y, "source": sources[0]}, {"p_abnormal": w, "source": w}
+        val = (val[0], {"p_abnormal": val[1], "source": sources[1]})
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss=loss, weighted_metrics=metrics)
     callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
                                                       restore_best_weights=True))
     model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
@@ -229,12 +222,13 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
     val_windows = record_windows(validation, params, workers)
     xv = np.concatenate(val_windows)[..., None]
     yv = np.concatenate([np.full(len(win), r.label, np.float32) for win, r in zip(val_windows, validation)])
-    # per-window source indices, in training_windows' order (for the source adversary)
-    index = {name: i for i, name in enumerate(sorted({r.source for r in train}))}
-    sources = (np.concatenate([np.full(len(windows), index[r.source], np.int32)
-                               for r in train for windows in versions[r.name]]),
-               np.concatenate([np.full(len(win), index.get(r.source, 0), np.int32)
-                               for win, r in zip(val_windows, validation)]))
+    sources = None
+    if tricks.source_adversary:  # per-window source indices, in training_windows' order
+        index = {name: i for i, name in enumerate(sorted({r.source for r in [*train, *validation]}))}
+        sources = (np.concatenate([np.full(len(windows), index[r.source], np.int32)
+                                   for r in train for windows in versions[r.name]]),
+                   np.concatenate([np.full(len(win), index[r.source], np.int32)
+                                   for win, r in zip(val_windows, validation)]))
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
     model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources)
     return model, x, val_windows
@@ -354,10 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if init_seed != args.seed:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary)
-    if args.mix_style:
-        report["mix_style"] = True
-    if args.source_adversary:
-        report["source_adversary"] = True
+    report.update({name: True for name, used in asdict(tricks).items() if used})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
