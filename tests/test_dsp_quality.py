@@ -182,10 +182,13 @@ def test_band_spectrum_is_the_inputs_and_the_filter_output_unchanged():
     assert spectrum.band_power(100, 900) == pytest.approx(float(np.sum(np.abs(reference[band]) ** 2)), rel=0.02)
 
 
-def test_level_statistics_match_float64_with_a_dc_offset():
-    """RMS about the mean stays right when a card adds a DC offset 40 dB above the signal."""
+@pytest.mark.parametrize("offset,spread,size", [(0.3, 0.003, 48000 * 20), (0.002, 0.003, 48000 * 20),
+                                                (0.0, 0.07, 48000 * 20 + 123), (0.01, 0.003, 4000)])
+def test_level_statistics_match_float64_with_a_dc_offset(offset, spread, size):
+    """RMS about the mean stays right when a card adds a DC offset, up to 40 dB above the
+    signal (centred then), or a small one (from the sum of squares then)."""
     rng = np.random.default_rng(5)
-    samples = (0.3 + 0.003 * rng.standard_normal(48000 * 20)).astype(np.float32)
+    samples = (offset + spread * rng.standard_normal(size)).astype(np.float32)
     rms, peak, clipped = q._level_stats(samples)
     reference = samples.astype(np.float64)
     assert rms == pytest.approx(reference.std(), rel=1e-4)
