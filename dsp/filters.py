@@ -268,12 +268,13 @@ def _banded_products_in_place(x: np.ndarray, halves: tuple[np.ndarray, np.ndarra
 
     Row ``r`` is ``x[r * row_len - shift:][:row_len]``: the rows wholly inside ``x`` are
     multiplied as a view of it, and only the first and the last few are copied into a padded
-    buffer (a 48 kHz recording is 4 MB; copying it cost a third as much as the product). Two
-    products, one per half, instead of one and a sum of two column blocks of each row:
+    buffer (a 48 kHz recording is 4 MB; copying it cost about half as much as the product).
+    Two products, one per half, instead of one and a sum of two column blocks of each row:
     with a few outputs per row that sum ran a numpy inner loop per row and cost more than
-    the product. The edge rows' small products may round an output differently in the last
-    bit, so the single stage keeps its padded product: its rounding is what training's
-    features and the shipped poor-signal figures were computed with.
+    the product. Split this way, BLAS chooses its kernels by other shapes and outputs can
+    differ from the padded product's in the last bit, so the single stage keeps its padded
+    product: its rounding is what training's features and the shipped poor-signal figures
+    were computed with (compared bit for bit with the earlier code when this was written).
     """
     row_len, outputs = halves[0].shape
     body = max(0, min((x.size + shift) // row_len - 1, n_rows))  # rows 1 .. body lie inside x
