@@ -48,15 +48,15 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in <= 0 or rate_out <= 0:
         raise ParameterError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
     samples = np.asarray(samples, dtype=np.float32)
+    rate_in, rate_out = int(rate_in), int(rate_out)
     if rate_in == rate_out:
         return samples.copy()
-    n_out = -(-samples.size * int(rate_out) // int(rate_in))
-    plan = _cascade(int(rate_in), int(rate_out))
-    if plan is not None:
-        factor, taps = plan
-        first = _resample_banded(samples, 1, factor, -(-samples.size // factor), taps)
-        return _resample_single(first, int(rate_in), int(rate_out) * factor)[:n_out]
-    return _resample_single(samples, int(rate_in), int(rate_out))
+    plan = _cascade(rate_in, rate_out)
+    if plan is None:
+        return _resample_single(samples, rate_in, rate_out)
+    factor, taps = plan
+    first = _resample_banded(samples, 1, factor, -(-samples.size // factor), taps)
+    return _resample_single(first, rate_in, rate_out * factor)[:-(-samples.size * rate_out // rate_in)]
 
 
 def _resample_single(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -174,18 +174,21 @@ def _polyphase_fir(up: int, down: int) -> np.ndarray:
 _BANDED_MAX_ENTRIES = 1 << 20
 
 
-def _fir(up: int, down: int, taps: int = 0) -> tuple[np.ndarray, int]:
-    """(filter scaled by ``up``, half length): resample_poly's own design, or, given ``taps``,
-    the cascade's first-stage filter (``up`` is then 1)."""
-    if taps:
-        return _prefilter(down, taps), taps // 2
-    return _polyphase_fir(up, down) * up, _half_length(up, down)
+def _fir(up: int, down: int, taps: int = 0) -> np.ndarray:
+    """The filter scaled by ``up``: resample_poly's own design, or, given ``taps``, the
+    cascade's first-stage filter (``up`` is then 1)."""
+    return _prefilter(down, taps) if taps else _polyphase_fir(up, down) * up
+
+
+def _fir_half(up: int, down: int, taps: int = 0) -> int:
+    """Half length of :func:`_fir`'s filter, without designing it."""
+    return taps // 2 if taps else _half_length(up, down)
 
 
 @lru_cache(maxsize=32)
 def _banded_rows(up: int, down: int, taps: int = 0) -> tuple[int, int]:
     """``(g, shift)`` of :func:`_banded_matrix`: periods per row and the input's shift."""
-    half = taps // 2 if taps else _half_length(up, down)
+    half = _fir_half(up, down, taps)
     shift = -(-half // up)
     g = 1
     while ((up * g - 1) * down + half) // up + shift >= 2 * down * g:
@@ -210,7 +213,7 @@ def _banded_matrix(up: int, down: int, taps: int = 0) -> tuple[np.ndarray, int]:
     smallest that keeps them within that row and the next. Column ``q`` holds the taps that
     meet the row itself, column ``up * g + q`` those that meet the next row.
     """
-    h, half = _fir(up, down, taps)
+    h, half = _fir(up, down, taps), _fir_half(up, down, taps)
     g, shift = _banded_rows(up, down, taps)
     row_len, outputs = down * g, up * g
     band = np.zeros((2 * row_len, outputs), dtype=np.float32)
@@ -234,6 +237,8 @@ def _resample_banded(x: np.ndarray, up: int, down: int, n_out: int, taps: int = 
     finishes them. Much of ``M`` is zeros, yet one large, contiguous BLAS product that reads
     the input once beats :func:`_upfirdn`'s per-phase products when decimating: ~2x at
     48 kHz -> 2 kHz, ~6x at 44.1 kHz (whose 20 phases each read the whole input there).
+    The cascade's first stage multiplies the input in place instead, one product per half
+    of ``M`` (:func:`_banded_products_in_place`).
     """
     matrix, shift = _banded_matrix(up, down, taps)
     row_len, outputs = matrix.shape[0], matrix.shape[1] // 2

@@ -180,8 +180,7 @@ def _level_stats(samples: np.ndarray) -> tuple[float, float, float]:
     else:  # an offset 3 dB or more above the signal: subtracting would cancel, so centre
         centred = samples - np.float32(mean)
         rms = float(np.sqrt(np.dot(centred, centred) / samples.size))
-    row_max = rows.max(axis=1) if rows.size else np.empty(0, np.float32)
-    row_min = rows.min(axis=1) if rows.size else np.empty(0, np.float32)
+    row_max, row_min = rows.max(axis=1), rows.min(axis=1)  # empty for under 4,096 samples
     top = float(max(row_max.max(initial=-np.inf), tail.max(initial=-np.inf)))
     bottom = float(min(row_min.min(initial=np.inf), tail.min(initial=np.inf)))
     peak = max(top, -bottom)
@@ -215,7 +214,7 @@ def _mean(samples: np.ndarray, columns: int = _ROW) -> float:
     pairwise summation is more careful than centring needs and slower.
     """
     rows, tail = _rows(samples, columns)
-    total = (rows @ _ones(columns)).sum(dtype=np.float64) if rows.size else 0.0
+    total = (rows @ _ones(columns)).sum(dtype=np.float64)
     return float(total + tail.sum(dtype=np.float64)) / samples.size
 
 

@@ -40,6 +40,15 @@ def single_stage():
         filters._cascade = saved
 
 
+def compare(verdicts, against: list[tuple[str, float]]) -> tuple[int, float, float]:
+    """(verdicts whose label differs, largest and median |change of P(abnormal)|) against
+    ``(label, p_abnormal)`` pairs."""
+    flips = sum(v.label != a[0] for v, a in zip(verdicts, against))
+    deltas = [abs(v.p_abnormal - a[1]) for v, a in zip(verdicts, against)
+              if v.p_abnormal is not None and a[1] is not None]
+    return flips, max(deltas, default=0.0), float(np.median(deltas)) if deltas else 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -68,13 +77,6 @@ def main() -> int:
     for capture in RATES:
         cascade, single = rows[capture]["cascade"], rows[capture]["single"]
         plan = filters._cascade(capture, dsp.ANALYSIS_RATE_HZ)
-
-        def compare(verdicts, against):
-            flips = sum(v.label != a[0] for v, a in zip(verdicts, against))
-            deltas = [abs(v.p_abnormal - a[1]) for v, a in zip(verdicts, against)
-                      if v.p_abnormal is not None and a[1] is not None]
-            return flips, max(deltas, default=0.0), float(np.median(deltas)) if deltas else 0.0
-
         flips, worst, median = compare(cascade, base)
         s_flips, s_worst, s_median = compare(single, base)
         c_flips, c_worst, c_median = compare(cascade, [(v.label, v.p_abnormal) for v in single])
