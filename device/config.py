@@ -122,6 +122,12 @@ class Config:
         return self.data_dir / "models"
 
     @property
+    def clock_dir(self) -> Path:
+        """Clock changes sent from the web page, applied by ``heartpi-clock.service``
+        (:mod:`device.clock`)."""
+        return self.data_dir / "clock"
+
+    @property
     def model_file(self) -> Optional[Path]:
         """The model to load: the configured one, else one installed with ``heartpi model
         install`` (``DATA_DIR/models/current``), else None for the bundled model."""

@@ -97,12 +97,28 @@ def _keyboard(daemon: Daemon) -> None:
     daemon.request_stop()
 
 
+def warn_if_clock_unset(now: Optional[float] = None) -> bool:
+    """Log a warning a technician can act on when the clock cannot be right (a Raspberry Pi
+    without internet starts at its last saved time or at 1970): recordings would be dated
+    wrongly. Returns True when it warned."""
+    from .clock import clock_is_plausible, iso_utc
+
+    now = time.time() if now is None else now
+    if clock_is_plausible(now):
+        return False
+    log.warning("the system clock reads %s, which cannot be right: recordings will carry wrong dates "
+                "until it is set (web page: Device, 'Set the device clock', or connect to the internet)",
+                iso_utc(now))
+    return True
+
+
 def run_daemon(config: Config, *, simulate: bool = False, input_path: Optional[Path] = None,
                presses: Optional[int] = None, realtime: Optional[float] = None,
                interactive: Optional[bool] = None, keep_running: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or, simulated, until the scripted presses are done)."""
     log.info("HeartPi daemon starting (device %s, %s)\n%s", config.device_id,
              "simulation" if simulate else "hardware", config.describe())
+    warn_if_clock_unset()
     if realtime is None:
         realtime = 0.0 if presses is not None else 1.0
     daemon = build_daemon(config, simulate=simulate, input_path=input_path, realtime=realtime,

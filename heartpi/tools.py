@@ -1,4 +1,4 @@
-"""Technician tools: provision, selftest, model install/rollback, export, backup.
+"""Technician tools: provision, selftest, model install/rollback, export, backup, clock.
 
 Each prints one line per step a technician can read and exits non-zero when something
 needs their attention.
@@ -68,6 +68,12 @@ def register(sub, dispatch: Callable) -> None:
     p = sub.add_parser("backup", help="consistent copy of the database (safe while running)")
     p.add_argument("output", type=Path)
     p.set_defaults(func=dispatch, tool="backup")
+
+    p = sub.add_parser("clock", help="the device clock, set from the web page")
+    csub = p.add_subparsers(dest="clock_command", metavar="ACTION", required=True)
+    q = csub.add_parser("apply", help="apply a clock change sent from the web page (run by "
+                        "heartpi-clock.service, which may set the clock)")
+    q.set_defaults(func=dispatch, tool="clock_apply")
 
 
 def _line(ok: bool, what: str, detail: str = "") -> bool:
@@ -465,4 +471,22 @@ def backup(args: argparse.Namespace) -> int:
     store.audit("cli:backup", "backup.create", "", str(args.output))
     store.close()
     print(f"database copied to {args.output}")
+    return EXIT_OK
+
+
+def clock_apply(args: argparse.Namespace) -> int:
+    """Apply the web page's clock request, if any (``heartpi-clock.service``)."""
+    from device.clock import ClockError, apply_clock_request
+
+    config = _config(args)
+    try:
+        result = apply_clock_request(config.clock_dir)
+    except ClockError as exc:
+        _line(False, "device clock", str(exc))
+        return EXIT_FAILED
+    if result is None:
+        print("no clock change requested")
+    else:
+        _line(True, "device clock", f"{result.message} at the request of {result.requested_by}; "
+              f"now {result.applied_at}")
     return EXIT_OK

@@ -155,3 +155,40 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "page scrolls sideways on a phone"
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
+
+
+def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_config):
+    """A device whose clock fell behind (no battery clock, no internet): the page notices from
+    the browser's clock, and the administrator's press sends the difference."""
+    import datetime as dt
+
+    from device.clock import apply_clock_request, pending_request
+    from webui.passwords import hash_password
+
+    base, store = live_server
+    store.add_user(email="boss@clinic.test", password_hash=hash_password(PASSWORD), role="admin", actor="test")
+    page.clock.set_system_time(dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3, minutes=12))
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", "boss@clinic.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings.*"))
+    page.goto(f"{base}/device")
+    mismatch = page.locator("#clock-mismatch")
+    assert mismatch.is_visible()
+    assert mismatch.inner_text() == ("The device clock is 3 h 12 min behind this computer's. "
+                                     "New recordings get wrong dates until it is set.")
+    assert page.locator("#browser-clock").is_visible() and page.locator("#clock-typed").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "05-device-clock-behind.png"), full_page=True)
+
+    page.click("#clock-form button[type=submit]")
+    page.wait_for_selector("text=it will be set within a few seconds")
+    request, _ = pending_request(heartpi_config.clock_dir)
+    assert request.offset_s == pytest.approx(3 * 3600 + 12 * 60, abs=60)
+    assert request.requested_by == "boss@clinic.test"
+
+    set_to = []
+    apply_clock_request(heartpi_config.clock_dir, set_clock=set_to.append)  # what heartpi-clock.service does
+    page.reload()
+    assert re.search(r"clock moved forward by 3 h 1[12] min", page.locator("#clock-last").inner_text())
+    assert not page.console_errors, page.console_errors

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
-TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0}
+TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0, "heartpi-clock.service": 1.5}
+OTHER_UNITS = ("heartpi-clock.path",)
 
 
 def _require(tool: str) -> str:
@@ -30,13 +31,13 @@ def unit_dir(tmp_path):
     """The units with ExecStart pointed at this checkout's heartpi (verify needs it to exist)."""
     heartpi = Path(sys.executable).parent / "heartpi"
     assert heartpi.exists()
-    for unit in TARGETS:
+    for unit in (*TARGETS, *OTHER_UNITS):
         text = (UNITS / unit).read_text().replace("/opt/heartpi/venv/bin/heartpi", str(heartpi))
         (tmp_path / unit).write_text(text)
     return tmp_path
 
 
-@pytest.mark.parametrize("unit", sorted(TARGETS))
+@pytest.mark.parametrize("unit", sorted((*TARGETS, *OTHER_UNITS)))
 def test_unit_verifies_clean(unit_dir, unit):
     tool = _require("systemd-analyze")
     result = subprocess.run([tool, "verify", "--man=no", unit], cwd=unit_dir, capture_output=True, text=True)
@@ -68,6 +69,25 @@ def test_daemon_unit_essentials():
     assert "AF_INET" in web and "PrivateNetwork" not in web
 
 
+def test_only_the_clock_service_may_set_the_clock():
+    """The web page asks, a one-shot service with CAP_SYS_TIME alone answers (device/clock.py)."""
+    from device.clock import REQUEST_FILE
+
+    for unit in ("heartpi-daemon.service", "heartpi-web.service"):
+        text = (UNITS / unit).read_text()
+        assert "ProtectClock=yes" in text and "CapabilityBoundingSet=\n" in text, unit
+    clock = (UNITS / "heartpi-clock.service").read_text()
+    assert "CapabilityBoundingSet=CAP_SYS_TIME\n" in clock and "AmbientCapabilities=CAP_SYS_TIME\n" in clock
+    assert not re.search(r"^(ProtectClock|PrivateUsers)=", clock, re.M)  # either would take the clock away
+    assert "Type=oneshot" in clock and "ExecStart=/opt/heartpi/venv/bin/heartpi clock apply" in clock
+    assert "@clock" in clock.split("SystemCallFilter=@system-service")[1].splitlines()[0]
+    path = (UNITS / "heartpi-clock.path").read_text()
+    assert f"PathExists=/var/lib/heartpi/clock/{REQUEST_FILE}" in path and "Unit=heartpi-clock.service" in path
+    assert re.search(r"^d /var/lib/heartpi/clock\s+2770 heartpi heartpi", (UNITS / "heartpi.tmpfiles.conf").read_text(), re.M)
+    install = (ROOT / "tools/install-pi.sh").read_text()
+    assert "heartpi-clock.path" in install and "heartpi-clock.service" in install
+
+
 def test_sysusers_and_tmpfiles_in_a_scratch_root(tmp_path):
     sysusers, tmpfiles = _require("systemd-sysusers"), _require("systemd-tmpfiles")
     (tmp_path / "usr/lib/sysusers.d").mkdir(parents=True)
@@ -87,6 +107,7 @@ def test_sysusers_and_tmpfiles_in_a_scratch_root(tmp_path):
     data = tmp_path / "var/lib/heartpi"
     assert oct(data.stat().st_mode & 0o7777) == "0o2770"
     assert (data / "recordings").is_dir() and (tmp_path / "etc/heartpi/tls").is_dir()
+    assert oct((data / "clock").stat().st_mode & 0o7777) == "0o2770"
 
 
 def test_install_script_is_idempotent_and_keeps_data(tmp_path):
@@ -104,6 +125,7 @@ def test_install_script_is_idempotent_and_keeps_data(tmp_path):
     assert (data / "heartpi.sqlite3").read_bytes() == b"precious records"
     assert (tmp_path / "etc/heartpi/heartpi.toml").read_text() == '[device]\nid = "box"\n'
     for path in ("etc/systemd/system/heartpi-daemon.service", "etc/systemd/system/heartpi-web.service",
+                 "etc/systemd/system/heartpi-clock.service", "etc/systemd/system/heartpi-clock.path",
                  "usr/lib/sysusers.d/heartpi.conf", "usr/lib/tmpfiles.d/heartpi.conf",
                  "etc/sysctl.d/60-heartpi.conf", "opt/heartpi/README.md"):
         assert (tmp_path / path).is_file(), path

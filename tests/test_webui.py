@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import html
 import io
 import json
 import re
@@ -329,6 +330,84 @@ def test_device_page_shows_state_versions_and_disk(client, auth, web_store):
     auth.login("health_worker")
     page = client.get("/device").get_data(as_text=True)
     assert "test-box" in page and "idle" in page and "MB of" in page and "heartpi-cnn" in page
+
+
+def _device_page(client) -> str:
+    return client.get("/device").get_data(as_text=True)
+
+
+def test_device_page_shows_its_clock_and_only_admins_may_set_it(client, auth, heartpi_config):
+    auth.login("health_worker")
+    page = _device_page(client)
+    epoch_ms = int(re.search(r'id="device-clock" data-epoch-ms="(\d+)"', page).group(1))
+    assert abs(epoch_ms / 1000 - time.time()) < 60
+    assert 'id="clock-form"' not in page and "An administrator can set it" in page
+    token = auth.csrf("/device")
+    refused = client.post("/admin/clock", data={"csrf_token": token, "browser_epoch_ms": str(int(time.time() * 1000))})
+    assert refused.status_code == 403
+    assert not (heartpi_config.clock_dir / "request.json").exists()
+
+
+def test_admin_sends_the_browsers_time_to_the_device(client, auth, web_store, heartpi_config):
+    from device.clock import pending_request
+
+    auth.login("admin")
+    assert 'id="clock-form"' in _device_page(client)
+    token = auth.csrf("/device")
+    ahead_ms = int((time.time() + 3 * 3600 + 12 * 60) * 1000)
+    response = client.post("/admin/clock", data={"csrf_token": token, "browser_epoch_ms": str(ahead_ms)},
+                           follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "The device clock is 3 h 12 min behind; it will be set within a few seconds" in page
+    request, _ = pending_request(heartpi_config.clock_dir)
+    assert request.offset_s == pytest.approx(11520, abs=30) and request.requested_by == "admin@clinic.test"
+    assert "A clock change sent by admin@clinic.test is waiting" in page and "heartpi-clock service" not in page
+    assert ("device.clock", "") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
+
+    same = client.post("/admin/clock", data={"csrf_token": token, "browser_epoch_ms": str(int(time.time() * 1000))},
+                       follow_redirects=True)
+    assert "already agrees with this computer" in same.get_data(as_text=True)
+
+
+def test_clock_form_without_javascript_and_its_mistakes(client, auth, heartpi_config):
+    import datetime as dt
+
+    auth.login("admin")
+    token = auth.csrf("/device")
+    # two days and 31-90 s ahead once the seconds are cut off: "2 d"
+    typed = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2, seconds=90)).strftime("%Y-%m-%d %H:%M")
+    ok = client.post("/admin/clock", data={"csrf_token": token, "utc_time": typed}, follow_redirects=True)
+    assert "The device clock is 2 d behind" in ok.get_data(as_text=True)
+    (heartpi_config.clock_dir / "request.json").unlink()
+    for form, message in (({"utc_time": "tomorrow"}, "enter the current UTC time as YYYY-MM-DD HH:MM"),
+                          ({"browser_epoch_ms": "soon"}, "the browser sent an unreadable time"),
+                          ({"utc_time": "1999-12-31 23:59"}, "the time sent (1999-12-31 23:59 UTC) cannot be right; check this computer")):
+        page = client.post("/admin/clock", data={"csrf_token": token, **form}, follow_redirects=True).get_data(as_text=True)
+        assert "The device clock was not changed: " + message in html.unescape(page), form
+        assert not (heartpi_config.clock_dir / "request.json").exists()
+
+
+def test_device_page_says_when_the_clock_was_set_back_or_the_service_is_missing(client, auth, web_store,
+                                                                               heartpi_config):
+    import os
+
+    from device.clock import apply_clock_request, request_clock_change
+
+    auth.login("clinician")
+    wav = reference_wavs()[0]
+    web_store.add_recording(file=wav.name, sha256="0" * 64, duration_s=20.0, rate=2000,
+                        captured_at="2031-05-01T10:00:00+00:00", source="device", device_id="test-box")
+    assert "behind its newest recording (2031-05-01 10:00 UTC)" in _device_page(client)
+
+    request_clock_change(heartpi_config.clock_dir, time.time() + 7200, requested_by="admin@clinic.test")
+    stale = time.time() - 120
+    os.utime(heartpi_config.clock_dir / "request.json", (stale, stale))
+    assert "the heartpi-clock service is not running" in _device_page(client)
+
+    apply_clock_request(heartpi_config.clock_dir, set_clock=lambda _: None)
+    page = _device_page(client)
+    assert "is waiting" not in page
+    assert re.search(r"asked for by admin@clinic.test:\s+clock moved forward by 2 h\.", page)
 
 
 def test_user_add_cli_reads_password_from_stdin(tmp_path):

@@ -1,13 +1,17 @@
-"""Administration: accounts, self-registration, and the device status page."""
+"""Administration: accounts, self-registration, the device status page and its clock."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import secrets
 import shutil
+import time
+from typing import Optional
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
+from device import clock
 from device.records import ROLES
 
 from . import get_config, get_store
@@ -106,7 +110,66 @@ def device():
     except (OSError, ValueError):
         meta = {}
     usage = shutil.disk_usage(config.data_dir if config.data_dir.exists() else "/")
+    recordings = store.list_recordings(limit=10)
     return render_template("device.html", config=config, software=software_version(), model=meta,
                            model_path=model_path, free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
-                           status=store.status(), recordings=store.list_recordings(limit=10),
-                           n_recordings=store.count_recordings())
+                           status=store.status(), recordings=recordings, n_recordings=store.count_recordings(),
+                           clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None))
+
+
+#: A request older than this means heartpi-clock.service is not picking it up.
+CLOCK_SERVICE_GRACE_S = 30.0
+
+
+def _clock_view(now: float, newest_recording: Optional[str]) -> dict:
+    """What the device page says about the clock: its time, why it may be wrong, and what
+    became of the last change sent from this page."""
+    config = get_config()
+    problem = ""
+    if not clock.clock_is_plausible(now):
+        problem = "The device clock cannot be right: it reads a date before this software existed."
+    elif newest_recording and newest_recording > clock.iso_utc(now + 60):
+        problem = (f"The device clock is behind its newest recording ({newest_recording[:16].replace('T', ' ')} "
+                   "UTC): it was probably set back by a power cut.")
+    pending = clock.pending_request(config.clock_dir)
+    return {"epoch_ms": int(now * 1000), "text": clock.iso_utc(now)[:19].replace("T", " "), "problem": problem,
+            "pending": pending and {"request": pending[0], "stuck": pending[1] > CLOCK_SERVICE_GRACE_S},
+            "last": clock.last_result(config.clock_dir)}
+
+
+@bp.route("/admin/clock", methods=["POST"])
+@roles_required("admin")
+def set_clock():
+    """Send this computer's time to the device (see :mod:`device.clock`). The page's script
+    fills ``browser_epoch_ms`` when the button is pressed; without JavaScript the
+    administrator types the current UTC time."""
+    try:
+        reference = _reference_time(request.form)
+        sent = clock.request_clock_change(get_config().clock_dir, reference, requested_by=g.user["email"])
+    except clock.ClockError as exc:
+        flash(f"The device clock was not changed: {exc}.", "error")
+        return redirect(url_for("admin.device"), code=303)
+    if sent is None:
+        flash("The device clock already agrees with this computer's.", "ok")
+    else:
+        get_store().audit(actor(), "device.clock", "", f"offset {sent.offset_s:+.0f} s")
+        flash(f"The device clock is {clock.describe_offset(sent.offset_s)}; it will be set within a few "
+              "seconds (reload this page to see it).", "ok")
+    return redirect(url_for("admin.device"), code=303)
+
+
+def _reference_time(form) -> float:
+    """Seconds since the epoch from the form: the browser's clock, else a typed UTC time."""
+    browser = form.get("browser_epoch_ms", "").strip()
+    if browser:
+        try:
+            return int(browser) / 1000.0
+        except ValueError:
+            raise clock.ClockError("the browser sent an unreadable time") from None
+    typed = form.get("utc_time", "").strip()
+    for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"):
+        try:
+            return _dt.datetime.strptime(typed, pattern).replace(tzinfo=_dt.timezone.utc).timestamp()
+        except ValueError:
+            continue
+    raise clock.ClockError("enter the current UTC time as YYYY-MM-DD HH:MM")
