@@ -160,11 +160,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     data_dir=args.data_dir, simulate={"auto": None, "yes": True, "no": False}[args.simulate])
 
 
+#: Each package's exception root: what a tool reports in one line (its message says what to do).
+ERROR_ROOTS = (("device.errors", "DeviceError"), ("dsp.errors", "DSPError"), ("model.errors", "ModelError"),
+               ("webui.errors", "WebError"))
+
+
+def _is_reported_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from one of our packages. Looked up among the modules already
+    imported: a package never imported cannot have raised, and ``heartpi clock apply`` (a
+    service started often) should not import numpy just to name an exception class."""
+    roots = tuple(getattr(sys.modules[module], name) for module, name in ERROR_ROOTS if module in sys.modules)
+    return isinstance(exc, roots)
+
+
 def cmd_tool(args: argparse.Namespace) -> int:
-    """Technician tools live in heartpi.tools; imported only when used."""
+    """Technician tools live in heartpi.tools; imported only when used. A bad configuration, a
+    missing model or an unreadable recording ends in one line on stderr, not a traceback."""
     from heartpi import tools
 
-    return getattr(tools, args.tool)(args)
+    try:
+        return getattr(tools, args.tool)(args)
+    except Exception as exc:
+        if not _is_reported_error(exc):
+            raise
+        _error(str(exc))
+        return EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:

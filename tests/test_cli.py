@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from heartpi import __version__
 from tests.conftest import reference_wavs
 
@@ -70,3 +72,19 @@ def test_demo_uses_the_hardware_only_when_gpio_and_a_card_are_there(tmp_path, al
     missing_card = config_from_mapping({"audio": {"card": "Littmann"}}, env={})
     real, why = hardware_present(missing_card, gpio_chip=chip)
     assert not real and "no sound card matching 'Littmann'" in why
+
+
+@pytest.mark.parametrize("argv,config,message", [
+    (["--config", "/nonexistent/heartpi.toml", "backup", "copy.sqlite3"], "",
+     "configuration file /nonexistent/heartpi.toml does not exist"),
+    (["clock", "apply"], "[storage]\ndata_dir = 5\n", "storage.data_dir must be text, got 5"),
+    (["export"], '[storage]\ndata_dir = "data"\n[audio]\nrecord_seconds = 2\n', "audio.record_seconds"),
+])
+def test_technician_tools_report_bad_input_in_one_line(tmp_path, argv, config, message):
+    (tmp_path / "heartpi.toml").write_text(config)
+    env = dict(os.environ, HEARTPI_CONFIG=str(tmp_path / "heartpi.toml"))
+    result = subprocess.run([sys.executable, "-m", "heartpi.cli", *argv], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("heartpi: ") and message in result.stderr, result.stderr

@@ -381,6 +381,7 @@ def test_clock_form_without_javascript_and_its_mistakes(client, auth, heartpi_co
     (heartpi_config.clock_dir / "request.json").unlink()
     for form, message in (({"utc_time": "tomorrow"}, "enter the current UTC time as YYYY-MM-DD HH:MM"),
                           ({"browser_epoch_ms": "soon"}, "the browser sent an unreadable time"),
+                          ({"browser_epoch_ms": "9" * 400}, "the browser sent an unreadable time"),
                           ({"utc_time": "1999-12-31 23:59"}, "the time sent (1999-12-31 23:59 UTC) cannot be right; check this computer")):
         page = client.post("/admin/clock", data={"csrf_token": token, **form}, follow_redirects=True).get_data(as_text=True)
         assert "The device clock was not changed: " + message in html.unescape(page), form

@@ -164,7 +164,7 @@ def _reference_time(form) -> float:
     if browser:
         try:
             return int(browser) / 1000.0
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number; more digits than a float holds
             raise clock.ClockError("the browser sent an unreadable time") from None
     typed = form.get("utc_time", "").strip()
     for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"):
