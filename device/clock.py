@@ -155,11 +155,15 @@ def _set_realtime_clock(epoch_s: float) -> None:
 
 def apply_clock_request(directory: Path, *, set_clock: Callable[[float], None] = _set_realtime_clock,
                         now: Callable[[], float] = time.time,
-                        booted_at: Callable[[], float] = clock_reckoned_boot) -> Optional[ClockResult]:
+                        booted_at: Callable[[], float] = clock_reckoned_boot,
+                        after_set: Optional[Callable[[float, float], str]] = None) -> Optional[ClockResult]:
     """Apply a waiting request (``heartpi clock apply``); None when there is none.
 
     The request is removed whatever happens (a path unit would otherwise start the service
     again and again), and the outcome is written where the device page reads it.
+    ``after_set(offset, clock_boot)`` runs once the clock is set (``clock_boot``: the
+    :func:`clock_reckoned_boot` of the clock that was wrong) and returns words to add to the
+    outcome: the caller re-dates the recordings that clock stamped.
     """
     path = directory / REQUEST_FILE
     try:
@@ -189,6 +193,8 @@ def apply_clock_request(directory: Path, *, set_clock: Callable[[float], None] =
         try:
             set_clock(target)
             ok, message = True, f"clock moved {'forward' if offset > 0 else 'back'} by {duration_text(offset)}"
+            if after_set:
+                message += after_set(offset, measured_at_boot)
         except PermissionError:
             message = ("the clock could not be set: permission denied (heartpi-clock.service needs "
                        "CAP_SYS_TIME; reinstall the units with tools/install-pi.sh)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from .clock import clock_reckoned_boot, iso_utc
 from .errors import StorageError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -101,6 +102,12 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     CREATE INDEX web_sessions_user ON web_sessions(user_id);
+    """,
+    # 3: which clock stamped a recording (device.clock.clock_reckoned_boot), so that recordings
+    # dated by a clock found wrong later can be re-dated exactly
+    """
+    ALTER TABLE recordings ADD COLUMN clock_boot REAL;
+    CREATE INDEX recordings_clock ON recordings(clock_boot);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -234,16 +241,18 @@ class RecordStore:
                       software_version: Optional[str] = None, patient_id: Optional[int] = None,
                       uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
                       note: str = "", actor: str = "device") -> int:
+        # Stamped now: remember which clock did it. A time given by the caller has no known clock.
+        clock_boot = None if captured_at else clock_reckoned_boot()
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
                 "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
-                "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note, "
+                "clock_boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
                  device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
-                 software_version, note))
+                 software_version, note, clock_boot))
             rec_id = cur.lastrowid
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id
@@ -273,6 +282,26 @@ class RecordStore:
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
         return [Recording.from_row(r) for r in rows]
+
+    def redate_recordings(self, offset_s: float, clock_boot: float, *, tolerance_s: float, actor: str) -> int:
+        """Move the recordings stamped by one clock (``clock_boot`` within ``tolerance_s``)
+        by ``offset_s``: that clock was found that far behind and has just been set. Each
+        change goes into the audit log with both times; returns how many moved.
+
+        Recordings stamped after the clock was set carry the new clock's boot
+        (``clock_boot + offset_s``), so they are never moved, whenever this runs.
+        """
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT id, captured_at, clock_boot FROM recordings WHERE clock_boot BETWEEN ? AND ?",
+                                (clock_boot - tolerance_s, clock_boot + tolerance_s)).fetchall()
+            for row in rows:
+                was = _dt.datetime.fromisoformat(row["captured_at"])
+                moved = iso_utc(was.timestamp() + offset_s)
+                conn.execute("UPDATE recordings SET captured_at = ?, clock_boot = ? WHERE id = ?",
+                             (moved, row["clock_boot"] + offset_s, row["id"]))
+                self._audit(conn, actor, "recording.redate", f"recording:{row['id']}",
+                            f"{row['captured_at']} -> {moved} (device clock was {offset_s:+.0f} s off)")
+        return len(rows)
 
     def count_recordings(self) -> int:
         return self._query("SELECT COUNT(*) FROM recordings")[0][0]

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -476,11 +476,10 @@ def backup(args: argparse.Namespace) -> int:
 
 def clock_apply(args: argparse.Namespace) -> int:
     """Apply the web page's clock request, if any (``heartpi-clock.service``)."""
-    from device.clock import ClockError, apply_clock_request
+    from device.clock import ClockError
 
-    config = _config(args)
     try:
-        result = apply_clock_request(config.clock_dir)
+        result = apply_clock_change(_config(args))
     except ClockError as exc:
         _line(False, "device clock", str(exc))
         return EXIT_FAILED
@@ -490,3 +489,34 @@ def clock_apply(args: argparse.Namespace) -> int:
         _line(True, "device clock", f"{result.message} at the request of {result.requested_by}; "
               f"now {result.applied_at}")
     return EXIT_OK
+
+
+def apply_clock_change(config, *, set_clock: Optional[Callable[[float], None]] = None):
+    """Set the clock as requested, then re-date the recordings the wrong clock stamped.
+
+    Only recordings stamped by that very clock move (see :meth:`RecordStore.redate_recordings`);
+    the tolerance is kept below half the correction so that a small correction cannot catch
+    recordings stamped after it.
+    """
+    import sqlite3
+
+    from device.clock import SAME_CLOCK_TOLERANCE_S, apply_clock_request
+    from device.errors import DeviceError
+    from device.records import RecordStore
+
+    def redate(offset: float, clock_boot: float) -> str:
+        try:
+            store = RecordStore(config.database_path)
+            try:
+                moved = store.redate_recordings(offset, clock_boot, actor="clock",
+                                                tolerance_s=min(SAME_CLOCK_TOLERANCE_S, abs(offset) / 2))
+            finally:
+                store.close()
+        except (DeviceError, OSError, sqlite3.Error) as exc:  # the clock is set: say so, and what failed
+            return f"; the recordings made with the wrong time could not be re-dated ({exc})"
+        if not moved:
+            return ""
+        return f"; {moved} recording{' was' if moved == 1 else 's were'} made with the wrong time and re-dated"
+
+    kwargs = {"set_clock": set_clock} if set_clock else {}
+    return apply_clock_request(config.clock_dir, after_set=redate, **kwargs)

@@ -227,3 +227,64 @@ def test_clock_reckoned_boot_stays_put_while_the_clock_runs():
     time.sleep(0.2)
     assert clock_reckoned_boot() == pytest.approx(first, abs=0.05)
     assert clock_reckoned_boot(time.time() + 3600) == pytest.approx(first + 3600, abs=0.05)
+
+
+# -- re-dating the recordings the wrong clock stamped ------------------------------------------------
+def _add(store, name: str, **kwargs) -> int:
+    return store.add_recording(file=name, sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
+                               device_id="box", verdict="normal", **kwargs)
+
+
+def test_recordings_remember_which_clock_dated_them(store):
+    stamped = _add(store, "a.wav")
+    given = _add(store, "b.wav", captured_at="2026-11-01T08:00:00+00:00")
+    rows = {r["id"]: r["clock_boot"] for r in store._query("SELECT id, clock_boot FROM recordings")}
+    assert rows[stamped] == pytest.approx(clock_reckoned_boot(), abs=1)
+    assert rows[given] is None  # a time from elsewhere: no clock of ours to blame
+
+
+def test_clock_change_re_dates_exactly_the_recordings_the_wrong_clock_stamped(heartpi_config, store):
+    """End to end as heartpi-clock.service runs it, the clock itself left alone."""
+    import datetime as dt
+
+    from heartpi.tools import apply_clock_change
+
+    before = [_add(store, f"wrong-{i}.wav") for i in range(2)]
+    other_clock = _add(store, "before-last-power-cut.wav")
+    store._conn.execute("UPDATE recordings SET clock_boot = clock_boot - 86400 WHERE id = ?", (other_clock,))
+    store._conn.commit()
+    unknown = _add(store, "recovered.wav", captured_at="2026-11-01T08:00:00+00:00")
+    was = {r.id: r.captured_at for r in store.list_recordings()}
+
+    request = request_clock_change(heartpi_config.clock_dir, time.time() + 7200, requested_by="admin@clinic.test")
+    set_to = []
+    result = apply_clock_change(heartpi_config, set_clock=set_to.append)
+    assert result.ok and set_to
+    assert result.message == "clock moved forward by 2 h; 2 recordings were made with the wrong time and re-dated"
+    now = {r.id: r.captured_at for r in store.list_recordings()}
+    for rec_id in before:
+        shift = dt.datetime.fromisoformat(now[rec_id]) - dt.datetime.fromisoformat(was[rec_id])
+        assert shift.total_seconds() == pytest.approx(request.offset_s, abs=1)
+    assert now[other_clock] == was[other_clock] and now[unknown] == was[unknown]
+    audit = [e for e in store.audit_entries() if e["action"] == "recording.redate"]
+    assert sorted(e["target"] for e in audit) == sorted(f"recording:{i}" for i in before)
+    assert all(e["actor"] == "clock" and "->" in e["detail"] for e in audit)
+
+    # Recordings stamped once the clock is right carry the new clock's boot: a second
+    # correction of this same clock (a stale double request) finds nothing to move.
+    moved_boot = [r["clock_boot"] for r in store._query("SELECT clock_boot FROM recordings WHERE id IN (?, ?)",
+                                                        tuple(before))]
+    assert moved_boot == pytest.approx([request.booted_at + request.offset_s] * 2, abs=1)
+    assert store.redate_recordings(7200, request.booted_at, tolerance_s=5, actor="clock") == 0
+
+
+def test_clock_is_set_even_when_the_records_cannot_be_re_dated(heartpi_config, tmp_path):
+    from heartpi.tools import apply_clock_change
+
+    heartpi_config.data_dir.mkdir(parents=True, exist_ok=True)
+    heartpi_config.database_path.mkdir()  # a folder where the database should be
+    request_clock_change(heartpi_config.clock_dir, time.time() + 600, requested_by="a")
+    set_to = []
+    result = apply_clock_change(heartpi_config, set_clock=set_to.append)
+    assert set_to and result.ok
+    assert "clock moved forward by 10 min; the recordings made with the wrong time could not be re-dated" in result.message
