@@ -29,6 +29,7 @@ from .config import Config
 from .errors import DeviceError, StorageError
 from .records import RecordStore
 from .sdnotify import Notifier
+from .retention import remove_leftovers
 from .storage import TMP_PREFIX, store_recording
 
 log = logging.getLogger("heartpi.daemon")
@@ -228,13 +229,17 @@ class Daemon:
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> int:
-        """Remove unfinished temporary files; analyse recordings that have no record yet."""
+        """Remove unfinished temporary files and deleted recordings' leftovers; analyse
+        recordings that have no record yet."""
         base = Path(self.config.recordings_dir)
         if not base.exists():
             return 0
         for partial in base.rglob(f"{TMP_PREFIX}*"):
             log.warning("removing unfinished recording %s left by an interrupted write", partial.name)
             partial.unlink(missing_ok=True)
+        leftovers = remove_leftovers(base)
+        if leftovers:
+            log.warning("removed %d file(s) of recordings deleted before an interruption", leftovers)
         recovered = 0
         for path in sorted(base.rglob("*.wav")):
             relative = path.relative_to(base).as_posix()

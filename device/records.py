@@ -303,6 +303,22 @@ class RecordStore:
                             f"{row['captured_at']} -> {moved} (device clock was {offset_s:+.0f} s off)")
         return len(rows)
 
+    def delete_recordings(self, rec_ids: Sequence[int], *, actor: str, reason: str) -> None:
+        """Delete records in one transaction, each with an audit entry saying what it was and
+        why (the files: :func:`device.retention.delete_recordings`, which calls this)."""
+        with self.transaction() as conn:
+            for rec_id in rec_ids:
+                row = conn.execute("SELECT * FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+                if row is None:
+                    raise StorageError(f"recording {rec_id} does not exist (deleted meanwhile?)")
+                conn.execute("DELETE FROM recordings WHERE id = ?", (rec_id,))
+                self._audit(conn, actor, "recording.delete", f"recording:{rec_id}",
+                            f"captured {row['captured_at']}, {row['source']}, verdict {row['verdict']}, "
+                            f"patient {row['patient_id']}, sha256 {row['sha256'][:16]}, file {row['file']}: {reason}")
+
+    def recordings_with_sha256(self, sha256: str) -> list[int]:
+        return [r[0] for r in self._query("SELECT id FROM recordings WHERE sha256 = ?", (sha256,))]
+
     def count_recordings(self) -> int:
         return self._query("SELECT COUNT(*) FROM recordings")[0][0]
 

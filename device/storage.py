@@ -53,7 +53,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageError("disk full: the recording could not be saved. Export and delete "
-                               "old recordings, or replace the SD card.") from None
+                               "old recordings ('heartpi prune'), or replace the SD card.") from None
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise StorageError(f"cannot write recordings to {path.parent} ({exc.strerror}); "
                                "check the data folder's permissions") from None
@@ -82,7 +82,8 @@ def store_recording(recordings_dir: Path, data: bytes, *, min_free_mb: float = 0
     if min_free_mb and free_mb(recordings_dir) < min_free_mb + len(data) / 1e6:
         raise StorageError(f"disk almost full ({free_mb(recordings_dir):.0f} MB free, "
                            f"{min_free_mb:.0f} MB kept in reserve): export and delete old "
-                           "recordings before recording again.")
+                           "recordings ('heartpi prune', or Delete on a recording's web page) "
+                           "before recording again.")
     path, relative = new_recording_path(recordings_dir, prefix=prefix)
     atomic_write(path, data)
     return relative, hashlib.sha256(data).hexdigest()

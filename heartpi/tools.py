@@ -1,4 +1,4 @@
-"""Technician tools: provision, selftest, model install/rollback, export, backup, clock.
+"""Technician tools: provision, selftest, model install/rollback, export, backup, prune, clock.
 
 Each prints one line per step a technician can read and exits non-zero when something
 needs their attention.
@@ -68,6 +68,13 @@ def register(sub, dispatch: Callable) -> None:
     p = sub.add_parser("backup", help="consistent copy of the database (safe while running)")
     p.add_argument("output", type=Path)
     p.set_defaults(func=dispatch, tool="backup")
+
+    p = sub.add_parser("prune", help="delete old recordings to free space (after a backup and an export)")
+    p.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="recordings made before this day (UTC)")
+    p.add_argument("--verdict", choices=("normal", "abnormal", "poor_signal"), help="only these")
+    p.add_argument("--reason", default="deleted to free space", help="kept in the audit log")
+    p.add_argument("--yes", action="store_true", help="delete them; without it, only say what would go")
+    p.set_defaults(func=dispatch, tool="prune")
 
     p = sub.add_parser("clock", help="the device clock, set from the web page")
     csub = p.add_subparsers(dest="clock_command", metavar="ACTION", required=True)
@@ -471,6 +478,40 @@ def backup(args: argparse.Namespace) -> int:
     store.audit("cli:backup", "backup.create", "", str(args.output))
     store.close()
     print(f"database copied to {args.output}")
+    return EXIT_OK
+
+
+def prune(args: argparse.Namespace) -> int:
+    """Delete the recordings made before a day (see :mod:`device.retention`); a dry run
+    unless ``--yes``."""
+    from device.records import RecordStore
+    from device.retention import delete_recordings
+    from device.storage import resolve
+
+    try:
+        day = _dt.date.fromisoformat(args.before)
+    except ValueError:
+        _line(False, "prune", f"--before {args.before!r} is not a date: use YYYY-MM-DD")
+        return EXIT_FAILED
+    config = _config(args)
+    store = RecordStore(config.database_path)
+    try:
+        old = store.list_recordings(until=day.isoformat(), verdict=args.verdict, limit=1 << 40)
+        kind = f"{args.verdict} " if args.verdict else ""
+        if not args.yes:
+            size = 0
+            for rec in old:
+                path = resolve(config.recordings_dir, rec.file)
+                size += path.stat().st_size if path.exists() else 0
+            print(f"would delete {len(old)} {kind}recording(s) made before {day} ({size / 1e6:.1f} MB); "
+                  "back up ('heartpi backup') and export ('heartpi export') first, then run again with --yes")
+            return EXIT_OK
+        deleted = delete_recordings(store, config.recordings_dir, config.data_dir / "cache", old,
+                                    actor="cli:prune", reason=args.reason)
+    finally:
+        store.close()
+    _line(True, "prune", f"deleted {deleted.recordings} {kind}recording(s) made before {day}, "
+          f"{deleted.bytes_freed / 1e6:.1f} MB freed")
     return EXIT_OK
 
 

@@ -192,3 +192,30 @@ def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_con
     page.reload()
     assert re.search(r"clock moved forward by 3 h 1[12] min", page.locator("#clock-last").inner_text())
     assert not page.console_errors, page.console_errors
+
+
+def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_config):
+    from device.storage import store_recording
+    from webui.passwords import hash_password
+
+    base, store = live_server
+    store.add_user(email="boss@clinic.test", password_hash=hash_password(PASSWORD), role="admin", actor="test")
+    relative, sha = store_recording(heartpi_config.recordings_dir, reference_wavs()[0].read_bytes())
+    rec_id = store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                                 device_id="test-box", verdict="poor_signal")
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", "boss@clinic.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings.*"))
+    page.goto(f"{base}/recordings/{rec_id}")
+    page.click("#delete button[type=submit]")  # the browser itself insists on a reason and the tick
+    assert page.url.endswith(f"/recordings/{rec_id}") and store.get_recording(rec_id) is not None
+    page.fill("#delete input[name=reason]", "test recording")
+    page.check("#delete input[name=confirm]")
+    page.screenshot(path=str(ARTIFACTS / "06-delete-recording.png"), full_page=True)
+    page.click("#delete button[type=submit]")
+    page.wait_for_selector(f"text=Recording {rec_id} deleted")
+    assert store.get_recording(rec_id) is None
+    assert not (heartpi_config.recordings_dir / relative).exists()
+    assert not page.console_errors, page.console_errors

@@ -411,6 +411,49 @@ def test_device_page_says_when_the_clock_was_set_back_or_the_service_is_missing(
     assert re.search(r"asked for by admin@clinic.test:\s+clock moved forward by 2 h\.", page)
 
 
+def _stored_recording(config, store) -> int:
+    from device.storage import store_recording
+
+    relative, sha = store_recording(config.recordings_dir, reference_wavs()[0].read_bytes())
+    return store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                               device_id="test-box", verdict="normal")
+
+
+def test_admin_deletes_a_recording_with_a_reason(client, auth, web_store, heartpi_config):
+    rec_id = _stored_recording(heartpi_config, web_store)
+    path = heartpi_config.recordings_dir / web_store.get_recording(rec_id).file
+    auth.login("admin")
+    assert 'id="delete"' in client.get(f"/recordings/{rec_id}").get_data(as_text=True)
+    token = auth.csrf(f"/recordings/{rec_id}")
+    unconfirmed = client.post(f"/recordings/{rec_id}/delete", data={"csrf_token": token, "reason": "test"},
+                              follow_redirects=True)
+    assert "Tick the box to confirm" in unconfirmed.get_data(as_text=True)
+    no_reason = client.post(f"/recordings/{rec_id}/delete", data={"csrf_token": token, "confirm": "yes"},
+                            follow_redirects=True)
+    assert "was not deleted: say why" in no_reason.get_data(as_text=True)
+    assert web_store.get_recording(rec_id) is not None and path.exists()
+
+    done = client.post(f"/recordings/{rec_id}/delete", data={"csrf_token": token, "confirm": "yes",
+                                                             "reason": "wrong patient"})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/recordings")
+    assert f"Recording {rec_id} deleted" in client.get("/recordings").get_data(as_text=True)
+    assert web_store.get_recording(rec_id) is None and not path.exists()
+    assert client.get(f"/recordings/{rec_id}").status_code == 404
+    (entry,) = [e for e in web_store.audit_entries() if e["action"] == "recording.delete"]
+    assert entry["actor"].endswith("admin@clinic.test") and entry["detail"].endswith(": wrong patient")
+
+
+@pytest.mark.parametrize("role", ["clinician", "health_worker"])
+def test_only_admins_may_delete_recordings(client, auth, web_store, heartpi_config, role):
+    rec_id = _stored_recording(heartpi_config, web_store)
+    auth.login(role)
+    assert 'id="delete"' not in client.get(f"/recordings/{rec_id}").get_data(as_text=True)
+    token = auth.csrf(f"/recordings/{rec_id}")
+    refused = client.post(f"/recordings/{rec_id}/delete", data={"csrf_token": token, "confirm": "yes",
+                                                                "reason": "tidying up"})
+    assert refused.status_code == 403 and web_store.get_recording(rec_id) is not None
+
+
 def test_user_add_cli_reads_password_from_stdin(tmp_path):
     import os
     import subprocess

@@ -1,4 +1,4 @@
-"""Recordings: list, detail (verdict, audio, pictures), assign to a patient, upload."""
+"""Recordings: list, detail (verdict, audio, pictures), assign to a patient, upload, delete."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from flask import (Blueprint, abort, flash, g, redirect, render_template, reques
 
 import dsp
 from device.errors import StorageError
+from device.retention import delete_recordings
 from device.storage import resolve, store_recording
 
 from . import classify, get_config, get_store
@@ -136,6 +137,26 @@ def assign(rec_id: int):
     store.assign_recording(rec_id, patient_id, actor=actor())
     flash("Recording assigned." if patient_id else "Recording unassigned.", "ok")
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
+
+
+@bp.route("/recordings/<int:rec_id>/delete", methods=["POST"])
+@roles_required("admin")
+def delete(rec_id: int):
+    """Delete a recording for good (file, record, pictures), with a reason for the audit log:
+    a test or mistaken recording, a withdrawn consent, a full card after an export."""
+    rec = _recording_or_404(rec_id)
+    if request.form.get("confirm") != "yes":
+        flash("Tick the box to confirm: a deleted recording cannot be brought back.", "error")
+        return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
+    config = get_config()
+    try:
+        deleted = delete_recordings(get_store(), config.recordings_dir, config.data_dir / "cache", [rec],
+                                    actor=actor(), reason=request.form.get("reason", ""))
+    except StorageError as exc:
+        flash(f"Recording {rec_id} was not deleted: {exc}.", "error")
+        return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
+    flash(f"Recording {rec_id} deleted ({deleted.bytes_freed / 1e6:.1f} MB freed).", "ok")
+    return redirect(url_for("recordings.list_recordings"), code=303)
 
 
 @bp.route("/upload", methods=["GET", "POST"])

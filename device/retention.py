@@ -1,0 +1,94 @@
+"""Deleting recordings: the one way a recording leaves the device, each deletion audited.
+
+An SD card fills up (a 20 s recording at 48 kHz is ~2 MB), a test recording or one made on
+the wrong patient must go, and a patient may withdraw consent. Deleting has to lose nothing
+else and leave nothing half-done, whatever fails or is killed part-way:
+
+1. each file is renamed to ``NAME.wav.deleted`` (the daemon's start-up recovery, which
+   re-analyses any ``.wav`` without a record, no longer sees it as a recording);
+2. the records go in one transaction, each with an audit-log entry saying what it was and why;
+3. the renamed files and their cached pictures are removed.
+
+If step 2 fails, the files are renamed back. A ``.deleted`` file left by a crash after it is
+removed at the daemon's next start (:func:`remove_leftovers`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import StorageError
+from .records import Recording, RecordStore
+from .storage import resolve
+
+log = logging.getLogger(__name__)
+
+DELETED_SUFFIX = ".deleted"
+#: A deletion must say why (it stays in the audit log); this short is not a reason.
+MIN_REASON_CHARS = 3
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a deletion removed."""
+
+    recordings: int
+    bytes_freed: int
+
+
+def delete_recordings(store: RecordStore, recordings_dir: Path, cache_dir: Path,
+                      recordings: Sequence[Recording], *, actor: str, reason: str) -> Deleted:
+    """Delete ``recordings`` (records, files, cached pictures); see the module docstring."""
+    reason = " ".join(reason.split())
+    if len(reason) < MIN_REASON_CHARS:
+        raise StorageError("say why the recordings are deleted (it is kept in the audit log)")
+    if not recordings:
+        return Deleted(0, 0)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for rec in recordings:
+            path = resolve(recordings_dir, rec.file)
+            if path.exists():
+                trash = path.with_name(path.name + DELETED_SUFFIX)
+                path.rename(trash)
+                moved.append((path, trash))
+        store.delete_recordings([rec.id for rec in recordings], actor=actor, reason=reason)
+    except (OSError, StorageError) as exc:
+        for path, trash in reversed(moved):
+            try:
+                trash.rename(path)
+            except OSError:
+                log.error("could not put back %s after a failed deletion", path)
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"recordings could not be deleted ({exc.strerror}); check the "
+                           "permissions of the recordings folder") from None
+    freed = 0
+    for _, trash in moved:
+        try:
+            size = trash.stat().st_size
+            trash.unlink()
+            freed += size
+        except OSError as exc:  # removed at the daemon's next start
+            log.warning("deleted recording's file %s not removed yet: %s", trash, exc.strerror)
+    for sha256 in {rec.sha256 for rec in recordings}:
+        if not store.recordings_with_sha256(sha256):  # the same audio uploaded twice keeps its pictures
+            for picture in Path(cache_dir).glob(f"{sha256}-*"):
+                picture.unlink(missing_ok=True)
+    log.info("%s deleted %d recording(s), %.1f MB freed: %s", actor, len(recordings), freed / 1e6, reason)
+    return Deleted(len(recordings), freed)
+
+
+def remove_leftovers(recordings_dir: Path) -> int:
+    """Remove files of deleted recordings that a crash left behind; returns how many."""
+    removed = 0
+    base = Path(recordings_dir)
+    if not base.exists():
+        return 0
+    for leftover in base.rglob(f"*{DELETED_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,136 @@
+"""Deleting recordings: files, records and pictures go together, each deletion audited; a
+failure part-way loses nothing and a crash part-way never brings a deleted recording back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device.errors import StorageError
+from device.retention import DELETED_SUFFIX, delete_recordings, remove_leftovers
+from device.storage import store_recording
+from tests.conftest import reference_wavs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _record(config, store, wav: Path, **kwargs) -> int:
+    relative, sha = store_recording(config.recordings_dir, wav.read_bytes())
+    return store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                               device_id="box", verdict=kwargs.pop("verdict", "normal"), **kwargs)
+
+
+def _cache(config) -> Path:
+    return config.data_dir / "cache"
+
+
+def test_delete_removes_record_file_and_pictures_and_audits_why(heartpi_config, store):
+    wav = reference_wavs()[0]
+    keep = _record(heartpi_config, store, reference_wavs()[1])
+    gone = _record(heartpi_config, store, wav, patient_id=None)
+    rec = store.get_recording(gone)
+    path = heartpi_config.recordings_dir / rec.file
+    _cache(heartpi_config).mkdir(parents=True)
+    picture = _cache(heartpi_config) / f"{rec.sha256}-waveform.svg"
+    picture.write_text("<svg/>")
+    size = path.stat().st_size
+
+    deleted = delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec],
+                                actor="user:1:boss@clinic.test", reason="  test   recording ")
+    assert (deleted.recordings, deleted.bytes_freed) == (1, size)
+    assert store.get_recording(gone) is None and store.get_recording(keep) is not None
+    assert not path.exists() and not path.with_name(path.name + DELETED_SUFFIX).exists()
+    assert not picture.exists()
+    (entry,) = [e for e in store.audit_entries() if e["action"] == "recording.delete"]
+    assert entry["target"] == f"recording:{gone}" and entry["actor"] == "user:1:boss@clinic.test"
+    assert entry["detail"].endswith(f"file {rec.file}: test recording")
+    assert f"verdict normal" in entry["detail"] and rec.sha256[:16] in entry["detail"]
+
+
+def test_pictures_stay_while_another_recording_has_the_same_audio(heartpi_config, store):
+    wav = reference_wavs()[0]
+    first, second = _record(heartpi_config, store, wav), _record(heartpi_config, store, wav)
+    rec = store.get_recording(first)
+    _cache(heartpi_config).mkdir(parents=True)
+    picture = _cache(heartpi_config) / f"{rec.sha256}-spectrogram.png"
+    picture.write_bytes(b"png")
+    delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec], actor="a",
+                      reason="uploaded twice")
+    assert picture.exists() and store.get_recording(second) is not None
+
+
+def test_a_reason_is_required(heartpi_config, store):
+    rec = store.get_recording(_record(heartpi_config, store, reference_wavs()[0]))
+    with pytest.raises(StorageError, match="say why"):
+        delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec], actor="a", reason=" x ")
+    assert store.get_recording(rec.id) is not None and (heartpi_config.recordings_dir / rec.file).exists()
+
+
+def test_failed_database_step_puts_the_files_back(heartpi_config, store):
+    ids = [_record(heartpi_config, store, w) for w in reference_wavs()[:2]]
+    recs = [store.get_recording(i) for i in ids]
+    store.delete_recordings([ids[1]], actor="someone else", reason="deleted meanwhile")  # the 2nd vanishes
+    with pytest.raises(StorageError, match=f"recording {ids[1]} does not exist"):
+        delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), recs, actor="a",
+                          reason="both")
+    assert store.get_recording(ids[0]) is not None
+    assert (heartpi_config.recordings_dir / recs[0].file).exists()  # renamed back: nothing lost
+    assert not list(heartpi_config.recordings_dir.rglob(f"*{DELETED_SUFFIX}"))
+
+
+def test_crash_after_the_records_went_never_brings_a_recording_back(heartpi_config, store, classifier):
+    """A ``.deleted`` file left by a kill is removed at the daemon's start, not re-analysed
+    as a recording without a record."""
+    from device.runner import build_daemon
+
+    rec = store.get_recording(_record(heartpi_config, store, reference_wavs()[0]))
+    path = heartpi_config.recordings_dir / rec.file
+    path.rename(path.with_name(path.name + DELETED_SUFFIX))  # step 1 done ...
+    store.delete_recordings([rec.id], actor="a", reason="killed before the files went")  # ... step 2 done
+    daemon = build_daemon(heartpi_config, simulate=True, classifier=classifier)
+    try:
+        assert daemon.recover() == 0
+    finally:
+        daemon.store.close()
+        daemon.indicator.close()
+    assert store.count_recordings() == 0
+    assert not list(heartpi_config.recordings_dir.rglob("*.wav*"))
+    assert remove_leftovers(heartpi_config.recordings_dir) == 0
+
+
+def _heartpi(config_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HEARTPI_CONFIG=str(config_path))
+    return subprocess.run([sys.executable, "-m", "heartpi.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+def test_prune_frees_space_only_when_told_to(heartpi_config, store, tmp_path):
+    old = [_record(heartpi_config, store, w, captured_at=f"2026-0{i + 1}-15T09:00:00+00:00",
+                   verdict=("poor_signal", "normal")[i % 2]) for i, w in enumerate(reference_wavs()[:3])]
+    new = _record(heartpi_config, store, reference_wavs()[3], captured_at="2026-11-20T09:00:00+00:00")
+    config_path = tmp_path / "heartpi.toml"
+    config_path.write_text(f'[storage]\ndata_dir = "{heartpi_config.data_dir}"\n')
+    sizes = {i: (heartpi_config.recordings_dir / store.get_recording(i).file).stat().st_size for i in old}
+
+    dry = _heartpi(config_path, "prune", "--before", "2026-03-01")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete 2 recording(s) made before 2026-03-01 ({(sizes[old[0]] + sizes[old[1]]) / 1e6:.1f} MB)" in dry.stdout
+    assert store.count_recordings() == 4
+
+    only_poor = _heartpi(config_path, "prune", "--before", "2026-11-01", "--verdict", "poor_signal", "--yes")
+    assert only_poor.returncode == 0, only_poor.stderr
+    assert "PASS  prune: deleted 2 poor_signal recording(s) made before 2026-11-01" in only_poor.stdout
+    assert {r.id for r in store.list_recordings()} == {old[1], new}
+
+    everything_old = _heartpi(config_path, "prune", "--before", "2026-11-01", "--yes", "--reason", "card full")
+    assert "deleted 1 recording(s)" in everything_old.stdout
+    assert {r.id for r in store.list_recordings()} == {new}
+    assert [e["detail"].rsplit(": ", 1)[1] for e in store.audit_entries() if e["action"] == "recording.delete"
+            ].count("card full") == 1
+
+    bad = _heartpi(config_path, "prune", "--before", "last year")
+    assert bad.returncode == 1 and "is not a date: use YYYY-MM-DD" in bad.stdout
