@@ -288,6 +288,7 @@ def selftest(args: argparse.Namespace) -> int:
     except ModelError as exc:
         results.append(_line(False, "model", str(exc)))
 
+    results.append(_clock_check(time.time()))
     free = free_mb(config.data_dir)
     results.append(_line(free >= config.storage.min_free_mb, "disk space",
                          f"{free:.0f} MB free in {config.data_dir} (need {config.storage.min_free_mb} MB)"))
@@ -302,6 +303,17 @@ def selftest(args: argparse.Namespace) -> int:
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _clock_check(now: float) -> bool:
+    """The clock dates every recording: it must at least be possible (see device/clock.py)."""
+    from device.clock import clock_is_plausible, iso_utc
+
+    shown = iso_utc(now)[:16].replace("T", " ") + " UTC"
+    if clock_is_plausible(now):
+        return _line(True, "clock", f"{shown}; compare with a phone (web page, Device, sets it)")
+    return _line(False, "clock", f"{shown} cannot be right: set it from the web page's Device page, "
+                 "or connect the device to the internet once")
 
 
 def _reference_checks(classifier) -> list[bool]:

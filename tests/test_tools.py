@@ -99,7 +99,7 @@ def test_selftest_passes_with_card_pins_and_a_button_press(selftest_config, mock
     code, out = _selftest(selftest_config, "--button-timeout", "10")
     assert code == 0, out
     for check in ("sound card: stetho", "capture level", "LEDs", "button: press seen", "model: sha256",
-                  "disk space", "database", "reference normal-", "reference abnormal-"):
+                  "clock", "disk space", "database", "reference normal-", "reference abnormal-"):
         assert f"PASS  {check}" in out, check
     assert "FAIL" not in out
 
@@ -112,6 +112,16 @@ def test_selftest_fails_without_card_and_without_press(tmp_path, alsa_device, mo
     assert "FAIL  sound card: no sound card matching 'USB Stethoscope'" in out
     assert "FAIL  button: no press seen" in out
     assert "PASS  model" in out
+
+
+def test_selftest_clock_line_fails_for_a_clock_that_cannot_be_right(capsys):
+    from heartpi.tools import _clock_check
+
+    assert _clock_check(1_795_000_000.0) is True
+    assert _clock_check(86400.0 * 365) is False
+    out = capsys.readouterr().out
+    assert "PASS  clock: 2026-11-18 11:06 UTC" in out
+    assert "FAIL  clock: 1971-01-01 00:00 UTC cannot be right: set it from the web page's Device page" in out
 
 
 def test_model_install_rollback_and_corrupt_model(tmp_path):
