@@ -354,6 +354,21 @@ class RecordStore:
                 raise KeyError(f"patient {patient_id} does not exist")
             self._audit(conn, actor, "patient.update", f"patient:{patient_id}", ",".join(sorted(fields)))
 
+    def delete_patient(self, patient_id: int, *, actor: str, reason: str) -> int:
+        """Delete a patient (consent withdrawn, a duplicate). Their recordings stay, unassigned
+        (deleting those first is the caller's choice: :mod:`device.retention`). The audit entry
+        names no personal data, only the id, what became of the recordings, and why. Returns
+        how many recordings were unassigned."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM patients WHERE id = ?", (patient_id,)).fetchone() is None:
+                raise KeyError(f"patient {patient_id} does not exist")
+            kept = conn.execute("SELECT COUNT(*) FROM recordings WHERE patient_id = ?", (patient_id,)).fetchone()[0]
+            conn.execute("UPDATE recordings SET patient_id = NULL WHERE patient_id = ?", (patient_id,))
+            conn.execute("DELETE FROM patients WHERE id = ?", (patient_id,))
+            self._audit(conn, actor, "patient.delete", f"patient:{patient_id}",
+                        f"{kept} recording(s) kept, unassigned: {reason}")
+        return kept
+
     def get_patient(self, patient_id: int) -> Optional[dict]:
         rows = self._query("SELECT * FROM patients WHERE id = ?", (patient_id,))
         return dict(rows[0]) if rows else None

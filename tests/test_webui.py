@@ -454,6 +454,43 @@ def test_only_admins_may_delete_recordings(client, auth, web_store, heartpi_conf
     assert refused.status_code == 403 and web_store.get_recording(rec_id) is not None
 
 
+@pytest.mark.parametrize("with_recordings", [False, True])
+def test_admin_deletes_a_patient_keeping_or_deleting_their_recordings(client, auth, web_store, heartpi_config,
+                                                                       with_recordings):
+    pid = web_store.add_patient(name="Ama Owusu", external_id="AO-1", actor="test")
+    rec_id = _stored_recording(heartpi_config, web_store)
+    web_store.assign_recording(rec_id, pid, actor="test")
+    path = heartpi_config.recordings_dir / web_store.get_recording(rec_id).file
+    auth.login("admin")
+    assert 'id="delete"' in client.get(f"/patients/{pid}").get_data(as_text=True)
+    token = auth.csrf(f"/patients/{pid}")
+    form = {"csrf_token": token, "reason": "consent withdrawn"}
+    unconfirmed = client.post(f"/patients/{pid}/delete", data=form, follow_redirects=True)
+    assert "Tick the box to confirm" in unconfirmed.get_data(as_text=True) and web_store.get_patient(pid)
+
+    form.update(confirm="yes", **({"with_recordings": "yes"} if with_recordings else {}))
+    page = client.post(f"/patients/{pid}/delete", data=form, follow_redirects=True).get_data(as_text=True)
+    assert web_store.get_patient(pid) is None and client.get(f"/patients/{pid}").status_code == 404
+    if with_recordings:
+        assert "1 recording(s) deleted, 0 kept" in page
+        assert web_store.get_recording(rec_id) is None and not path.exists()
+    else:
+        assert "0 recording(s) deleted, 1 kept without a patient" in page
+        assert web_store.get_recording(rec_id).patient_id is None and path.exists()
+    entries = [e for e in web_store.audit_entries() if e["action"] in ("patient.delete", "recording.delete")]
+    assert [e["action"] for e in entries].count("recording.delete") == int(with_recordings)
+    assert all("Ama" not in e["detail"] and "AO-1" not in e["detail"] for e in web_store.audit_entries())
+
+
+def test_only_admins_may_delete_patients(client, auth, web_store):
+    pid = web_store.add_patient(name="Kwame", actor="test")
+    auth.login("clinician")
+    assert 'id="delete"' not in client.get(f"/patients/{pid}").get_data(as_text=True)
+    token = auth.csrf(f"/patients/{pid}")
+    refused = client.post(f"/patients/{pid}/delete", data={"csrf_token": token, "confirm": "yes", "reason": "dup"})
+    assert refused.status_code == 403 and web_store.get_patient(pid) is not None
+
+
 def test_user_add_cli_reads_password_from_stdin(tmp_path):
     import os
     import subprocess

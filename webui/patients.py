@@ -1,4 +1,4 @@
-"""Patients: search, create, edit, and one patient's recordings over time."""
+"""Patients: search, create, edit, delete, and one patient's recordings over time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import datetime as _dt
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from . import get_store
+from device.errors import StorageError
+from device.retention import MIN_REASON_CHARS, delete_recordings
+
+from . import get_config, get_store
 from .auth import actor, roles_required
 
 bp = Blueprint("patients", __name__)
@@ -82,3 +85,34 @@ def edit(patient_id: int):
         flash("Patient updated.", "ok")
         return redirect(url_for("patients.view", patient_id=patient_id), code=303)
     return render_template("patient_form.html", form=patient, sexes=SEXES, patient=patient)
+
+
+@bp.route("/patients/<int:patient_id>/delete", methods=["POST"])
+@roles_required("admin")
+def delete(patient_id: int):
+    """Delete a patient, for instance when consent is withdrawn; their recordings are deleted
+    too when asked, else kept unassigned. Each step is in the audit log, without personal data."""
+    store = get_store()
+    if store.get_patient(patient_id) is None:
+        abort(404)
+    reason = " ".join(request.form.get("reason", "").split())
+    back = redirect(url_for("patients.view", patient_id=patient_id), code=303)
+    if request.form.get("confirm") != "yes":
+        flash("Tick the box to confirm: a deleted patient cannot be brought back.", "error")
+        return back
+    if len(reason) < MIN_REASON_CHARS:
+        flash("Say why the patient is deleted (it is kept in the audit log).", "error")
+        return back
+    deleted = 0
+    if request.form.get("with_recordings") == "yes":
+        config = get_config()
+        recordings = store.list_recordings(patient_id=patient_id, limit=1 << 40)
+        try:
+            deleted = delete_recordings(store, config.recordings_dir, config.data_dir / "cache", recordings,
+                                        actor=actor(), reason=f"patient {patient_id} deleted: {reason}").recordings
+        except StorageError as exc:
+            flash(f"The patient was not deleted: their recordings could not be deleted ({exc}).", "error")
+            return back
+    kept = store.delete_patient(patient_id, actor=actor(), reason=reason)
+    flash(f"Patient deleted; {deleted} recording(s) deleted, {kept} kept without a patient.", "ok")
+    return redirect(url_for("patients.list_patients"), code=303)
