@@ -237,9 +237,9 @@ class Daemon:
         for partial in base.rglob(f"{TMP_PREFIX}*"):
             log.warning("removing unfinished recording %s left by an interrupted write", partial.name)
             partial.unlink(missing_ok=True)
-        leftovers = remove_leftovers(base)
-        if leftovers:
-            log.warning("removed %d file(s) of recordings deleted before an interruption", leftovers)
+        removed, restored = remove_leftovers(base, self.store)
+        if removed or restored:
+            log.warning("finished %d and undid %d deletion(s) of recordings that were interrupted", removed, restored)
         recovered = 0
         for path in sorted(base.rglob("*.wav")):
             relative = path.relative_to(base).as_posix()

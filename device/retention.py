@@ -9,8 +9,9 @@ else and leave nothing half-done, whatever fails or is killed part-way:
 2. the records go in one transaction, each with an audit-log entry saying what it was and why;
 3. the renamed files and their cached pictures are removed.
 
-If step 2 fails, the files are renamed back. A ``.deleted`` file left by a crash after it is
-removed at the daemon's next start (:func:`remove_leftovers`).
+If step 2 fails, the files are renamed back. After a crash, the daemon's next start finishes
+or undoes what it finds (:func:`remove_leftovers`): a ``.deleted`` file whose record is gone
+is removed, one whose record is still there (killed between steps 1 and 2) is renamed back.
 """
 
 from __future__ import annotations
@@ -82,13 +83,18 @@ def delete_recordings(store: RecordStore, recordings_dir: Path, cache_dir: Path,
     return Deleted(len(recordings), freed)
 
 
-def remove_leftovers(recordings_dir: Path) -> int:
-    """Remove files of deleted recordings that a crash left behind; returns how many."""
-    removed = 0
+def remove_leftovers(recordings_dir: Path, store: RecordStore) -> tuple[int, int]:
+    """Finish or undo deletions a crash interrupted; returns (files removed, files put back)."""
+    removed = restored = 0
     base = Path(recordings_dir)
     if not base.exists():
-        return 0
+        return 0, 0
     for leftover in base.rglob(f"*{DELETED_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
-    return removed
+        original = leftover.with_name(leftover.name[: -len(DELETED_SUFFIX)])
+        if store.recording_by_file(original.relative_to(base).as_posix()) is not None:
+            leftover.rename(original)  # its record never went: the deletion did not happen
+            restored += 1
+        else:
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed, restored

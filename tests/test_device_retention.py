@@ -99,7 +99,17 @@ def test_crash_after_the_records_went_never_brings_a_recording_back(heartpi_conf
         daemon.indicator.close()
     assert store.count_recordings() == 0
     assert not list(heartpi_config.recordings_dir.rglob("*.wav*"))
-    assert remove_leftovers(heartpi_config.recordings_dir) == 0
+    assert remove_leftovers(heartpi_config.recordings_dir, store) == (0, 0)
+
+
+def test_crash_before_the_records_went_keeps_the_recording(heartpi_config, store):
+    """Killed between renaming the file and deleting the record: the deletion never happened,
+    so the file is put back, not removed from under its record."""
+    rec = store.get_recording(_record(heartpi_config, store, reference_wavs()[0]))
+    path = heartpi_config.recordings_dir / rec.file
+    path.rename(path.with_name(path.name + DELETED_SUFFIX))
+    assert remove_leftovers(heartpi_config.recordings_dir, store) == (0, 1)
+    assert path.exists() and store.get_recording(rec.id) is not None
 
 
 def _heartpi(config_path: Path, *args: str) -> subprocess.CompletedProcess:
