@@ -87,10 +87,10 @@ def _poll(page, selector: str, expression: str, timeout: float = 10.0):
     raise AssertionError(f"{selector}: {expression} still false after {timeout} s")
 
 
-def _login(page, base):
+def _login(page, base, email: str = "nurse@clinic.test"):
     page.goto(f"{base}/recordings")
     assert "/login" in page.url
-    page.fill("input[name=email]", "nurse@clinic.test")
+    page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r".*/recordings.*"))
@@ -168,11 +168,7 @@ def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_con
     base, store = live_server
     store.add_user(email="boss@clinic.test", password_hash=hash_password(PASSWORD), role="admin", actor="test")
     page.clock.set_system_time(dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3, minutes=12))
-    page.goto(f"{base}/login")
-    page.fill("input[name=email]", "boss@clinic.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(re.compile(r".*/recordings.*"))
+    _login(page, base, "boss@clinic.test")
     page.goto(f"{base}/device")
     mismatch = page.locator("#clock-mismatch")
     assert mismatch.is_visible()
@@ -203,11 +199,7 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     relative, sha = store_recording(heartpi_config.recordings_dir, reference_wavs()[0].read_bytes())
     rec_id = store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
                                  device_id="test-box", verdict="poor_signal")
-    page.goto(f"{base}/login")
-    page.fill("input[name=email]", "boss@clinic.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(re.compile(r".*/recordings.*"))
+    _login(page, base, "boss@clinic.test")
     page.goto(f"{base}/recordings/{rec_id}")
     page.click("#delete button[type=submit]")  # the browser itself insists on a reason and the tick
     assert page.url.endswith(f"/recordings/{rec_id}") and store.get_recording(rec_id) is not None
