@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, Spectrum, bandpass_with_spectrum, lowpass, resample,
-                      to_analysis_rate)
+from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, Spectrum, _fast_size, bandpass_with_spectrum, lowpass,
+                      resample, to_analysis_rate)
 
 TOO_SHORT = "too_short"
 SILENCE = "silence"
@@ -103,9 +103,13 @@ def envelope(analysis_samples: np.ndarray, rate: int = ANALYSIS_RATE_HZ) -> np.n
 
 
 def _autocorrelation(env: np.ndarray) -> np.ndarray:
+    """Biased autocorrelation, normalised to 1 at lag 0, by FFT: zero-padded to at least
+    ``2n - 1`` so no lag wraps, to a length numpy's FFT handles fast (a 20 s envelope's
+    3,920 = 2^4 * 5 * 7^2 took 1.6x as long as 4,000)."""
     n = env.size
-    spectrum = np.fft.rfft(env, 2 * n)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum))[:n]
+    size = _fast_size(2 * n - 1)
+    spectrum = np.fft.rfft(env, size)
+    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
     return acf / acf[0] if acf[0] > 0 else np.zeros(n)
 
 

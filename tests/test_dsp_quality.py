@@ -211,3 +211,13 @@ def test_fraction_at_the_rails_counts_either_side(rails):
     assert clipped == pytest.approx(expected)
     if rails != "neither":  # (a bare sine spends ~3 % of its time within 0.5 % of its peak)
         assert clipped > 0.15
+
+
+@pytest.mark.parametrize("n", [100, 101, 1960, 1961, 3001])
+def test_autocorrelation_equals_the_direct_sum_at_every_lag(n):
+    """The FFT length is only padded to a fast size: no lag may wrap around."""
+    from dsp.signal_quality import _autocorrelation
+
+    env = np.random.default_rng(n).standard_normal(n)
+    direct = np.correlate(env, env, mode="full")[n - 1:]
+    np.testing.assert_allclose(_autocorrelation(env), direct / direct[0], atol=1e-12)
