@@ -167,8 +167,8 @@ ERROR_ROOTS = (("device.errors", "DeviceError"), ("dsp.errors", "DSPError"), ("m
 
 def _is_reported_error(exc: BaseException) -> bool:
     """Whether ``exc`` comes from one of our packages. Looked up among the modules already
-    imported: a package never imported cannot have raised, and ``heartpi clock apply`` (a
-    service started often) should not import numpy just to name an exception class."""
+    imported: a package never imported cannot have raised, and a tool that never needed the
+    model (``backup``, ``clock apply``) should not load it just to name an exception class."""
     roots = tuple(getattr(sys.modules[module], name) for module, name in ERROR_ROOTS if module in sys.modules)
     return isinstance(exc, roots)
 

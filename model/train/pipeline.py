@@ -311,6 +311,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--subset", type=int, default=0, help="at most N recordings per source x "
                         "label (smoke runs)")
     parser.add_argument("--normalise", choices=["cmvn", "cmn", "none"], default="cmvn")
+    parser.add_argument("--fmin", type=float, default=dsp.FeatureParams.fmin, help="lowest mel band "
+                        "edge in Hz (band-limiting ablation; the metadata records it for the device)")
+    parser.add_argument("--fmax", type=float, default=dsp.FeatureParams.fmax, help="highest mel band edge in Hz")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resonance", action=argparse.BooleanOptionalAction, default=True,
                         help="augmentation also rings a random resonance (chest piece, tubing, phone "
@@ -332,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.workers)
     tf.config.experimental.enable_op_determinism()
     started = time.time()
-    params = dsp.FeatureParams(normalise=args.normalise)
+    params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax)
 
     records = read_labels(args.data, "physionet2016")
     extra = read_labels(args.data, YASEEN) if args.with_yaseen else []
