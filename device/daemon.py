@@ -25,11 +25,12 @@ from dsp.heap import release_freed_heap
 
 from . import gpio
 from .capture import AudioSource, Capture
+from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, describe_offset
 from .config import Config
 from .errors import DeviceError, StorageError
 from .records import RecordStore
-from .sdnotify import Notifier
 from .retention import remove_leftovers
+from .sdnotify import Notifier
 from .storage import TMP_PREFIX, store_recording
 
 log = logging.getLogger("heartpi.daemon")
@@ -50,7 +51,8 @@ class CycleResult:
 class Daemon:
     def __init__(self, *, config: Config, source: AudioSource, indicator: gpio.Indicator,
                  store: RecordStore, classifier, notifier: Optional[Notifier] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 clock_boot: Callable[[], float] = clock_reckoned_boot) -> None:
         self.config = config
         self.source = source
         self.indicator = indicator
@@ -58,6 +60,8 @@ class Daemon:
         self.classifier = classifier
         self.notifier = notifier or Notifier(env={})
         self.clock = clock
+        self.clock_boot = clock_boot
+        self._clock_boot_seen = clock_boot()
         self.events: "queue.Queue[str]" = queue.Queue()
         self.state = IDLE
         self.results: list[CycleResult] = []
@@ -92,6 +96,27 @@ class Daemon:
             self.notifier.watchdog()
             self._last_ping = now
 
+    def follow_clock_steps(self) -> int:
+        """Re-date this boot's recordings when the wall clock has been stepped since they were
+        stamped (a time server reached at last, the web page's clock setting, ``date -s``), so
+        that all of them agree with the clock as it is now. Within one boot the step is known
+        exactly: how far the boot moment, as the wall clock reckons it, has moved. Called
+        between events (at least every watchdog interval). Returns how many moved."""
+        now_boot = self.clock_boot()
+        step = now_boot - self._clock_boot_seen
+        if abs(step) <= SAME_CLOCK_TOLERANCE_S:
+            return 0
+        try:
+            moved = self.store.redate_recordings(step, self._clock_boot_seen, actor="daemon",
+                                                 tolerance_s=min(SAME_CLOCK_TOLERANCE_S, abs(step) / 2))
+        except DeviceError as exc:  # tried again at the next event
+            log.warning("the clock was stepped but recordings could not be re-dated: %s", exc)
+            return 0
+        self._clock_boot_seen = now_boot
+        log.warning("the wall clock was stepped (it had been %s); %d recording(s) re-dated to match",
+                    describe_offset(step), moved)
+        return moved
+
     def _wait_event(self, timeout: Optional[float]) -> Optional[str]:
         interval = self.notifier.watchdog_interval
         if interval:
@@ -102,6 +127,7 @@ class Daemon:
             return None
         finally:
             self._ping()
+            self.follow_clock_steps()
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:

@@ -288,3 +288,32 @@ def test_clock_is_set_even_when_the_records_cannot_be_re_dated(heartpi_config, t
     result = apply_clock_change(heartpi_config, set_clock=set_to.append)
     assert set_to and result.ok
     assert "clock moved forward by 10 min; the recordings made with the wrong time could not be re-dated" in result.message
+
+
+def test_daemon_follows_a_clock_step_by_re_dating_this_boots_recordings(heartpi_config, store, classifier):
+    """A time server reached at last (or ``date -s``) steps the clock: the daemon notices
+    between events and moves the recordings that clock stamped by exactly the step."""
+    import datetime as dt
+
+    from device.runner import build_daemon
+
+    stamped = [_add(store, f"r{i}.wav") for i in range(2)]
+    given = _add(store, "recovered.wav", captured_at="2026-11-01T08:00:00+00:00")
+    was = {r.id: r.captured_at for r in store.list_recordings()}
+    daemon = build_daemon(heartpi_config, simulate=True, classifier=classifier)
+    try:
+        before = daemon._clock_boot_seen
+        daemon.clock_boot = lambda: before + 3.0  # a slew-sized move: not a step
+        assert daemon.follow_clock_steps() == 0
+        daemon.clock_boot = lambda: before + 3600.0
+        assert daemon._wait_event(0.01) is None  # the daemon's idle wait checks
+        assert daemon.follow_clock_steps() == 0  # already followed: nothing left to move
+    finally:
+        daemon.store.close()
+        daemon.indicator.close()
+    now = {r.id: r.captured_at for r in store.list_recordings()}
+    for rec_id in stamped:
+        assert (dt.datetime.fromisoformat(now[rec_id]) - dt.datetime.fromisoformat(was[rec_id])).total_seconds() == 3600
+    assert now[given] == was[given]
+    actors = [e["actor"] for e in store.audit_entries() if e["action"] == "recording.redate"]
+    assert actors == ["daemon", "daemon"]
