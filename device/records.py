@@ -454,11 +454,18 @@ class RecordStore:
         with self.transaction() as conn:
             self._audit(conn, actor, action, target, detail)
 
-    def audit_entries(self, limit: int = 200, target: Optional[str] = None) -> list[dict]:
+    def audit_entries(self, limit: int = 200, target: Optional[str] = None,
+                      action: Optional[str] = None) -> list[dict]:
+        """Newest first; ``target`` exact (``patient:7``), ``action`` a prefix (``recording.``)."""
+        clauses, args = [], []
         if target:
-            rows = self._query("SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit))
-        else:
-            rows = self._query("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+            clauses.append("target = ?")
+            args.append(target)
+        if action:
+            clauses.append("action LIKE ? ESCAPE '\\'")
+            args.append(action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*args, int(limit)))
         return [dict(r) for r in rows]
 
     def get_setting(self, key: str, default: str = "") -> str:

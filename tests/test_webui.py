@@ -491,6 +491,40 @@ def test_only_admins_may_delete_patients(client, auth, web_store):
     assert refused.status_code == 403 and web_store.get_patient(pid) is not None
 
 
+def test_admin_reads_and_downloads_the_audit_log(client, auth, web_store):
+    pid = web_store.add_patient(name="Esi", actor="test")
+    other = web_store.add_patient(name="Yaw", actor="test")
+    auth.login("clinician", email="nurse@clinic.test")
+    client.get(f"/patients/{pid}")
+    client.get(f"/patients/{other}")
+    auth.logout()
+    auth.login("admin")
+    assert 'id="patient-audit"' in client.get(f"/patients/{pid}").get_data(as_text=True)
+    page = client.get(f"/admin/audit?target=patient:{pid}").get_data(as_text=True)
+    rows = re.findall(r"<tr><td>[^<]+</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>", page)
+    assert ("user:", "patient.view") in {(who[:5], action) for who, action, _ in rows}
+    assert any(who.endswith("nurse@clinic.test") for who, _, _ in rows)
+    assert {about for _, _, about in rows} == {f"patient:{pid}"}  # the other patient's views are not shown
+    only_creations = client.get("/admin/audit?action=patient.cr").get_data(as_text=True)
+    assert "patient.create" in only_creations and "patient.view" not in only_creations
+    assert "No entries." in client.get("/admin/audit?action=100%").get_data(as_text=True)  # % is literal
+
+    csv_response = client.get(f"/admin/audit.csv?target=patient:{pid}")
+    assert csv_response.mimetype == "text/csv"
+    lines = list(csv.reader(io.StringIO(csv_response.get_data(as_text=True))))
+    assert lines[0] == ["id", "at", "actor", "action", "target", "detail"]
+    assert all(line[4] == f"patient:{pid}" for line in lines[1:]) and len(lines) >= 3
+    assert ("audit.export", f"patient:{pid}") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
+
+
+@pytest.mark.parametrize("role", ["clinician", "health_worker"])
+def test_only_admins_read_the_audit_log(client, auth, role):
+    auth.login(role)
+    assert client.get("/admin/audit").status_code == 403
+    assert client.get("/admin/audit.csv").status_code == 403
+    assert 'href="/admin/audit"' not in client.get("/recordings").get_data(as_text=True)
+
+
 def test_user_add_cli_reads_password_from_stdin(tmp_path):
     import os
     import subprocess

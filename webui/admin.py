@@ -1,15 +1,17 @@
-"""Administration: accounts, self-registration, the device status page and its clock."""
+"""Administration: accounts, self-registration, the audit log, the device status page and its clock."""
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import json
 import secrets
 import shutil
 import time
 from typing import Optional
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from device import clock
 from device.records import ROLES
@@ -94,6 +96,41 @@ def settings():
     get_store().set_setting("self_registration", value, actor=actor())
     flash(f"Self-registration is now {value}.", "ok")
     return redirect(url_for("admin.users"), code=303)
+
+
+#: The audit page shows this many entries, newest first; the CSV holds up to AUDIT_CSV_ROWS.
+AUDIT_PAGE_ROWS = 500
+AUDIT_CSV_ROWS = 1_000_000
+AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "detail")
+
+
+def _audit_filters() -> dict:
+    return {"target": request.args.get("target", "").strip()[:100] or None,
+            "action": request.args.get("action", "").strip()[:100] or None}
+
+
+@bp.route("/admin/audit")
+@roles_required("admin")
+def audit():
+    """Who did what: every view of a patient, every export, deletion, clock change and account
+    change, newest first; filter by what was touched (``patient:7``) or by kind of action."""
+    filters = _audit_filters()
+    entries = get_store().audit_entries(limit=AUDIT_PAGE_ROWS, **filters)
+    return render_template("audit.html", entries=entries, filters=filters, limit=AUDIT_PAGE_ROWS)
+
+
+@bp.route("/admin/audit.csv")
+@roles_required("admin")
+def audit_csv():
+    filters = _audit_filters()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(AUDIT_COLUMNS)
+    for entry in get_store().audit_entries(limit=AUDIT_CSV_ROWS, **filters):
+        writer.writerow([entry[c] for c in AUDIT_COLUMNS])
+    get_store().audit(actor(), "audit.export", filters["target"] or "", filters["action"] or "")
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=heartpi-audit.csv"})
 
 
 @bp.route("/device")
