@@ -210,4 +210,9 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     page.wait_for_selector(f"text=Recording {rec_id} deleted")
     assert store.get_recording(rec_id) is None
     assert not (heartpi_config.recordings_dir / relative).exists()
+    page.click("header nav a:text-is('Audit')")
+    page.fill("#audit-filters input[name=action]", "recording.delete")
+    page.click("#audit-filters button[type=submit]")
+    row = page.locator("#audit tbody tr").first.inner_text()
+    assert "boss@clinic.test" in row and f"recording:{rec_id}" in row and row.endswith("test recording")
     assert not page.console_errors, page.console_errors
