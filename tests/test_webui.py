@@ -517,6 +517,13 @@ def test_admin_reads_and_downloads_the_audit_log(client, auth, web_store):
     assert ("audit.export", f"patient:{pid}") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
 
 
+def test_audit_csv_cannot_carry_a_spreadsheet_formula(client, auth, web_store):
+    web_store.audit("user:9:x@clinic.test", "recording.delete", "recording:1", '=HYPERLINK("http://evil")')
+    auth.login("admin")
+    lines = list(csv.reader(io.StringIO(client.get("/admin/audit.csv?action=recording.delete").get_data(as_text=True))))
+    assert lines[1][5] == "'=HYPERLINK(\"http://evil\")"
+
+
 @pytest.mark.parametrize("role", ["clinician", "health_worker"])
 def test_only_admins_read_the_audit_log(client, auth, role):
     auth.login(role)

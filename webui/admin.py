@@ -18,6 +18,7 @@ from device.records import ROLES
 
 from . import get_config, get_store
 from .auth import actor, roles_required
+from .exporting import safe_cell
 from .passwords import hash_password
 
 bp = Blueprint("admin", __name__)
@@ -127,7 +128,7 @@ def audit_csv():
     writer = csv.writer(out)
     writer.writerow(AUDIT_COLUMNS)
     for entry in get_store().audit_entries(limit=AUDIT_CSV_ROWS, **filters):
-        writer.writerow([entry[c] for c in AUDIT_COLUMNS])
+        writer.writerow([safe_cell(entry[c]) for c in AUDIT_COLUMNS])  # reasons are typed by users
     get_store().audit(actor(), "audit.export", filters["target"] or "", filters["action"] or "")
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=heartpi-audit.csv"})

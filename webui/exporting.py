@@ -29,7 +29,7 @@ def select(store: RecordStore, *, patient_id: Optional[int] = None, since: Optio
     return store.list_recordings(patient_id=patient_id, since=since, until=until, limit=1_000_000)
 
 
-def _safe_cell(value) -> str:
+def safe_cell(value) -> str:
     """Spreadsheet-safe cell: text starting with = + - @ is prefixed so it is not a formula."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -49,7 +49,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
                "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file)
-        writer.writerow([_safe_cell(v) if isinstance(v, str) else v for v in row])
+        writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
 
