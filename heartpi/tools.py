@@ -18,7 +18,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:  # the tools import the packages only when a command needs them
+    from device.clock import ClockResult
+    from device.config import Config
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -544,7 +548,8 @@ def clock_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def apply_clock_change(config, *, set_clock: Optional[Callable[[float], None]] = None):
+def apply_clock_change(config: "Config", *, set_clock: Optional[Callable[[float], None]] = None
+                       ) -> "Optional[ClockResult]":
     """Set the clock as requested, then re-date the recordings the wrong clock stamped.
 
     Only recordings stamped by that very clock move (see :meth:`RecordStore.redate_recordings`);

@@ -9,7 +9,7 @@ import json
 import secrets
 import shutil
 import time
-from typing import Optional
+from typing import Mapping, Optional
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
@@ -112,7 +112,7 @@ def _audit_filters() -> dict:
 
 @bp.route("/admin/audit")
 @roles_required("admin")
-def audit():
+def audit() -> str:
     """Who did what: every view of a patient, every export, deletion, clock change and account
     change, newest first; filter by what was touched (``patient:7``) or by kind of action."""
     filters = _audit_filters()
@@ -122,7 +122,7 @@ def audit():
 
 @bp.route("/admin/audit.csv")
 @roles_required("admin")
-def audit_csv():
+def audit_csv() -> Response:
     filters = _audit_filters()
     out = io.StringIO()
     writer = csv.writer(out)
@@ -196,7 +196,7 @@ def set_clock():
     return redirect(url_for("admin.device"), code=303)
 
 
-def _reference_time(form) -> float:
+def _reference_time(form: Mapping[str, str]) -> float:
     """Seconds since the epoch from the form: the browser's clock, else a typed UTC time."""
     browser = form.get("browser_epoch_ms", "").strip()
     if browser:
