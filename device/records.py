@@ -455,9 +455,13 @@ class RecordStore:
             self._audit(conn, actor, action, target, detail)
 
     def audit_entries(self, limit: int = 200, target: Optional[str] = None,
-                      action: Optional[str] = None) -> list[dict]:
-        """Newest first; ``target`` exact (``patient:7``), ``action`` a prefix (``recording.``)."""
+                      action: Optional[str] = None, before_id: Optional[int] = None) -> list[dict]:
+        """Newest first; ``target`` exact (``patient:7``), ``action`` a prefix (``recording.``),
+        ``before_id`` for the next page."""
         clauses, args = [], []
+        if before_id is not None:
+            clauses.append("id < ?")
+            args.append(int(before_id))
         if target:
             clauses.append("target = ?")
             args.append(target)

@@ -517,6 +517,17 @@ def test_admin_reads_and_downloads_the_audit_log(client, auth, web_store):
     assert ("audit.export", f"patient:{pid}") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
 
 
+def test_audit_csv_streams_every_entry_in_pages(client, auth, web_store, monkeypatch):
+    from webui import admin
+
+    monkeypatch.setattr(admin, "AUDIT_CSV_PAGE", 3)
+    for i in range(10):
+        web_store.audit("test", "paging.check", f"item:{i}")
+    auth.login("admin")
+    lines = list(csv.reader(io.StringIO(client.get("/admin/audit.csv?action=paging.").get_data(as_text=True))))
+    assert [line[4] for line in lines[1:]] == [f"item:{i}" for i in reversed(range(10))]
+
+
 def test_audit_csv_cannot_carry_a_spreadsheet_formula(client, auth, web_store):
     web_store.audit("user:9:x@clinic.test", "recording.delete", "recording:1", '=HYPERLINK("http://evil")')
     auth.login("admin")
