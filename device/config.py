@@ -122,6 +122,11 @@ class Config:
         return self.data_dir / "models"
 
     @property
+    def cache_dir(self) -> Path:
+        """Pictures and playable copies computed from recordings, named by their sha256."""
+        return self.data_dir / "cache"
+
+    @property
     def clock_dir(self) -> Path:
         """Clock changes sent from the web page, applied by ``heartpi-clock.service``
         (:mod:`device.clock`)."""

@@ -107,8 +107,7 @@ class Daemon:
         if abs(step) <= SAME_CLOCK_TOLERANCE_S:
             return 0
         try:
-            moved = self.store.redate_recordings(step, self._clock_boot_seen, actor="daemon",
-                                                 tolerance_s=min(SAME_CLOCK_TOLERANCE_S, abs(step) / 2))
+            moved = self.store.redate_recordings(step, self._clock_boot_seen, actor="daemon")
         except DeviceError as exc:  # tried again at the next event
             log.warning("the clock was stepped but recordings could not be re-dated: %s", exc)
             return 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
-from .clock import clock_reckoned_boot, iso_utc
+from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, iso_utc
 from .errors import StorageError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -283,14 +283,16 @@ class RecordStore:
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
         return [Recording.from_row(r) for r in rows]
 
-    def redate_recordings(self, offset_s: float, clock_boot: float, *, tolerance_s: float, actor: str) -> int:
-        """Move the recordings stamped by one clock (``clock_boot`` within ``tolerance_s``)
-        by ``offset_s``: that clock was found that far behind and has just been set. Each
-        change goes into the audit log with both times; returns how many moved.
+    def redate_recordings(self, offset_s: float, clock_boot: float, *, actor: str) -> int:
+        """Move the recordings stamped by one clock (``clock_boot``, within the clock's own
+        tolerance) by ``offset_s``: that clock was found that far behind and has just been set.
+        Each change goes into the audit log with both times; returns how many moved.
 
         Recordings stamped after the clock was set carry the new clock's boot
-        (``clock_boot + offset_s``), so they are never moved, whenever this runs.
+        (``clock_boot + offset_s``), so they are never moved, whenever this runs: the tolerance
+        is kept below half the correction, so a small correction cannot reach them either.
         """
+        tolerance_s = min(SAME_CLOCK_TOLERANCE_S, abs(offset_s) / 2)
         with self.transaction() as conn:
             rows = conn.execute("SELECT id, captured_at, clock_boot FROM recordings WHERE clock_boot BETWEEN ? AND ?",
                                 (clock_boot - tolerance_s, clock_boot + tolerance_s)).fetchall()

@@ -32,6 +32,15 @@ DELETED_SUFFIX = ".deleted"
 MIN_REASON_CHARS = 3
 
 
+def audit_reason(reason: str, deleted: str) -> str:
+    """The reason for a deletion, whitespace tidied, as the audit log keeps it; StorageError
+    when it is too short to be one (``deleted``: "the recordings are", "the patient is")."""
+    reason = " ".join(reason.split())
+    if len(reason) < MIN_REASON_CHARS:
+        raise StorageError(f"say why {deleted} deleted (it is kept in the audit log)")
+    return reason
+
+
 @dataclass(frozen=True)
 class Deleted:
     """What a deletion removed."""
@@ -43,9 +52,7 @@ class Deleted:
 def delete_recordings(store: RecordStore, recordings_dir: Path, cache_dir: Path,
                       recordings: Sequence[Recording], *, actor: str, reason: str) -> Deleted:
     """Delete ``recordings`` (records, files, cached pictures); see the module docstring."""
-    reason = " ".join(reason.split())
-    if len(reason) < MIN_REASON_CHARS:
-        raise StorageError("say why the recordings are deleted (it is kept in the audit log)")
+    reason = audit_reason(reason, "the recordings are")
     if not recordings:
         return Deleted(0, 0)
     moved: list[tuple[Path, Path]] = []

@@ -522,7 +522,7 @@ def prune(args: argparse.Namespace) -> int:
             print(f"would delete {len(old)} {kind}recording(s) made before {day} ({size / 1e6:.1f} MB); "
                   "back up ('heartpi backup') and export ('heartpi export') first, then run again with --yes")
             return EXIT_OK
-        deleted = delete_recordings(store, config.recordings_dir, config.data_dir / "cache", old,
+        deleted = delete_recordings(store, config.recordings_dir, config.cache_dir, old,
                                     actor="cli:prune", reason=args.reason)
     finally:
         store.close()
@@ -552,13 +552,11 @@ def apply_clock_change(config: "Config", *, set_clock: Optional[Callable[[float]
                        ) -> "Optional[ClockResult]":
     """Set the clock as requested, then re-date the recordings the wrong clock stamped.
 
-    Only recordings stamped by that very clock move (see :meth:`RecordStore.redate_recordings`);
-    the tolerance is kept below half the correction so that a small correction cannot catch
-    recordings stamped after it.
+    Only recordings stamped by that very clock move (see :meth:`RecordStore.redate_recordings`).
     """
     import sqlite3
 
-    from device.clock import SAME_CLOCK_TOLERANCE_S, apply_clock_request
+    from device.clock import apply_clock_request
     from device.errors import DeviceError
     from device.records import RecordStore
 
@@ -566,8 +564,7 @@ def apply_clock_change(config: "Config", *, set_clock: Optional[Callable[[float]
         try:
             store = RecordStore(config.database_path)
             try:
-                moved = store.redate_recordings(offset, clock_boot, actor="clock",
-                                                tolerance_s=min(SAME_CLOCK_TOLERANCE_S, abs(offset) / 2))
+                moved = store.redate_recordings(offset, clock_boot, actor="clock")
             finally:
                 store.close()
         except (DeviceError, OSError, sqlite3.Error) as exc:  # the clock is set: say so, and what failed

@@ -275,7 +275,7 @@ def test_clock_change_re_dates_exactly_the_recordings_the_wrong_clock_stamped(he
     moved_boot = [r["clock_boot"] for r in store._query("SELECT clock_boot FROM recordings WHERE id IN (?, ?)",
                                                         tuple(before))]
     assert moved_boot == pytest.approx([request.booted_at + request.offset_s] * 2, abs=1)
-    assert store.redate_recordings(7200, request.booted_at, tolerance_s=5, actor="clock") == 0
+    assert store.redate_recordings(7200, request.booted_at, actor="clock") == 0
 
 
 def test_clock_is_set_even_when_the_records_cannot_be_re_dated(heartpi_config, tmp_path):

@@ -467,6 +467,10 @@ def test_admin_deletes_a_patient_keeping_or_deleting_their_recordings(client, au
     form = {"csrf_token": token, "reason": "consent withdrawn"}
     unconfirmed = client.post(f"/patients/{pid}/delete", data=form, follow_redirects=True)
     assert "Tick the box to confirm" in unconfirmed.get_data(as_text=True) and web_store.get_patient(pid)
+    no_reason = client.post(f"/patients/{pid}/delete", data={**form, "confirm": "yes", "reason": " x "},
+                            follow_redirects=True)
+    assert "Say why the patient is deleted (it is kept in the audit log)." in no_reason.get_data(as_text=True)
+    assert web_store.get_patient(pid)
 
     form.update(confirm="yes", **({"with_recordings": "yes"} if with_recordings else {}))
     page = client.post(f"/patients/{pid}/delete", data=form, follow_redirects=True).get_data(as_text=True)

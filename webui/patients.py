@@ -7,7 +7,7 @@ import datetime as _dt
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from device.errors import StorageError
-from device.retention import MIN_REASON_CHARS, delete_recordings
+from device.retention import audit_reason, delete_recordings
 
 from . import get_config, get_store
 from .auth import actor, roles_required
@@ -95,20 +95,21 @@ def delete(patient_id: int):
     store = get_store()
     if store.get_patient(patient_id) is None:
         abort(404)
-    reason = " ".join(request.form.get("reason", "").split())
     back = redirect(url_for("patients.view", patient_id=patient_id), code=303)
     if request.form.get("confirm") != "yes":
         flash("Tick the box to confirm: a deleted patient cannot be brought back.", "error")
         return back
-    if len(reason) < MIN_REASON_CHARS:
-        flash("Say why the patient is deleted (it is kept in the audit log).", "error")
+    try:
+        reason = audit_reason(request.form.get("reason", ""), "the patient is")
+    except StorageError as exc:
+        flash(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", "error")
         return back
     deleted = 0
     if request.form.get("with_recordings") == "yes":
         config = get_config()
         recordings = store.list_recordings(patient_id=patient_id, limit=1 << 40)
         try:
-            deleted = delete_recordings(store, config.recordings_dir, config.data_dir / "cache", recordings,
+            deleted = delete_recordings(store, config.recordings_dir, config.cache_dir, recordings,
                                         actor=actor(), reason=f"patient {patient_id} deleted: {reason}").recordings
         except StorageError as exc:
             flash(f"The patient was not deleted: their recordings could not be deleted ({exc}).", "error")

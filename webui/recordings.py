@@ -103,7 +103,7 @@ def _derived(rec, suffix: str, make):
         samples, rate = dsp.read_wav(path, min_seconds=0.0)
         return make(samples, rate)
 
-    return cached(get_config().data_dir / "cache", rec.sha256, suffix, render)
+    return cached(get_config().cache_dir, rec.sha256, suffix, render)
 
 
 def _picture(rec_id: int, suffix: str, make, mimetype: str):
@@ -150,7 +150,7 @@ def delete(rec_id: int):
         return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
     config = get_config()
     try:
-        deleted = delete_recordings(get_store(), config.recordings_dir, config.data_dir / "cache", [rec],
+        deleted = delete_recordings(get_store(), config.recordings_dir, config.cache_dir, [rec],
                                     actor=actor(), reason=request.form.get("reason", ""))
     except StorageError as exc:
         flash(f"Recording {rec_id} was not deleted: {exc}.", "error")
