@@ -17,3 +17,7 @@ class SoundCardError(DeviceError, OSError):
 
 class StorageError(DeviceError, OSError):
     """A recording or record could not be stored (disk full, read-only, database locked)."""
+
+
+class BackupError(DeviceError):
+    """A backup could not be made or restored (no space, a damaged archive, HeartPi running)."""

@@ -324,6 +324,9 @@ class RecordStore:
     def count_recordings(self) -> int:
         return self._query("SELECT COUNT(*) FROM recordings")[0][0]
 
+    def count_patients(self) -> int:
+        return self._query("SELECT COUNT(*) FROM patients")[0][0]
+
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
         with self.transaction() as conn:
             cur = conn.execute("UPDATE recordings SET patient_id = ? WHERE id = ?", (patient_id, rec_id))
@@ -445,6 +448,11 @@ class RecordStore:
     def end_user_sessions(self, user_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user_id,))
+
+    def end_all_sessions(self) -> None:
+        """Log everyone out (a restored database's sessions belong to another device's page)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM web_sessions")
 
     # -- audit, settings, status --------------------------------------------------------
     @staticmethod

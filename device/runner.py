@@ -115,7 +115,17 @@ def warn_if_clock_unset(now: Optional[float] = None) -> bool:
 def run_daemon(config: Config, *, simulate: bool = False, input_path: Optional[Path] = None,
                presses: Optional[int] = None, realtime: Optional[float] = None,
                interactive: Optional[bool] = None, keep_running: bool = False) -> int:
-    """Run until SIGTERM/SIGINT (or, simulated, until the scripted presses are done)."""
+    """Run until SIGTERM/SIGINT (or, simulated, until the scripted presses are done), holding
+    the data folder so that a restore from a backup cannot swap the database underneath."""
+    from .backup import data_dir_in_use
+
+    with data_dir_in_use(config):
+        return _run_daemon(config, simulate=simulate, input_path=input_path, presses=presses,
+                           realtime=realtime, interactive=interactive, keep_running=keep_running)
+
+
+def _run_daemon(config: Config, *, simulate: bool, input_path: Optional[Path], presses: Optional[int],
+                realtime: Optional[float], interactive: Optional[bool], keep_running: bool) -> int:
     log.info("HeartPi daemon starting (device %s, %s)\n%s", config.device_id,
              "simulation" if simulate else "hardware", config.describe())
     warn_if_clock_unset()

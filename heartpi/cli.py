@@ -110,15 +110,17 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     from device import DeviceError
+    from device.backup import data_dir_in_use
     from webui import WebError, create_app
     from webui.serve import serve
 
     setup_logging(args.verbose)
     try:
         config = _config(args)
-        app = create_app({"HEARTPI_CONFIG": config})
-        serve(app, args.host or config.web.host, args.port or config.web.port,
-              tls_cert=config.web.tls_cert, tls_key=config.web.tls_key)
+        with data_dir_in_use(config):  # a restore waits for the page to stop, and the page for it
+            app = create_app({"HEARTPI_CONFIG": config})
+            serve(app, args.host or config.web.host, args.port or config.web.port,
+                  tls_cert=config.web.tls_cert, tls_key=config.web.tls_key)
     except (DeviceError, WebError) as exc:
         _error(str(exc))
         return EXIT_FAILED

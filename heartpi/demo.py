@@ -40,16 +40,25 @@ def hardware_present(config, gpio_chip: Path = GPIO_CHIP) -> tuple[bool, str]:
 
 def run_demo(*, host: str = "127.0.0.1", port: int = 8080, presses: int = 4, once: bool = False,
              data_dir: Optional[Path] = None, simulate: Optional[bool] = None) -> int:
+    from device.backup import data_dir_in_use
     from device.config import load_config
+
+    data_dir = Path(data_dir or os.environ.get("HEARTPI_DATA_DIR") or Path.cwd() / "var" / "demo").resolve()
+    env = dict(os.environ, HEARTPI_DATA_DIR=str(data_dir))
+    config = load_config(os.environ.get("HEARTPI_CONFIG") or None, env=env)
+    with data_dir_in_use(config):
+        return _run_demo(config, host=host, port=port, presses=presses, once=once, data_dir=data_dir,
+                         simulate=simulate)
+
+
+def _run_demo(config, *, host: str, port: int, presses: int, once: bool, data_dir: Path,
+              simulate: Optional[bool]) -> int:
     from device.records import RecordStore
     from device.runner import run_daemon
     from webui import create_app
     from webui.passwords import hash_password
     from webui.serve import make_server, url_of
 
-    data_dir = Path(data_dir or os.environ.get("HEARTPI_DATA_DIR") or Path.cwd() / "var" / "demo").resolve()
-    env = dict(os.environ, HEARTPI_DATA_DIR=str(data_dir))
-    config = load_config(os.environ.get("HEARTPI_CONFIG") or None, env=env)
     store = RecordStore(config.database_path)
     password = secrets.token_urlsafe(12)
     existing = store.user_by_email(DEMO_ADMIN)

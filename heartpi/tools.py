@@ -1,4 +1,4 @@
-"""Technician tools: provision, selftest, model install/rollback, export, backup, prune, clock.
+"""Technician tools: provision, selftest, model install/rollback, export, backup/restore, prune, clock.
 
 Each prints one line per step a technician can read and exits non-zero when something
 needs their attention.
@@ -69,9 +69,17 @@ def register(sub, dispatch: Callable) -> None:
     p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
     p.set_defaults(func=dispatch, tool="export")
 
-    p = sub.add_parser("backup", help="consistent copy of the database (safe while running)")
-    p.add_argument("output", type=Path)
+    p = sub.add_parser("backup", help="back up records, recordings and models to a .tar (safe while running)",
+                       description="OUTPUT.tar: the whole device (database, recordings, models), restored "
+                       "with 'heartpi restore'. OUTPUT.sqlite3: a copy of the database alone.")
+    p.add_argument("output", type=Path, metavar="OUTPUT.tar")
     p.set_defaults(func=dispatch, tool="backup")
+
+    p = sub.add_parser("restore", help="put a backup (.tar) onto this device: a new SD card, a replaced device")
+    p.add_argument("archive", type=Path, metavar="BACKUP.tar")
+    p.add_argument("--force", action="store_true", help="replace the records this device already holds "
+                   "(they are moved aside, not deleted)")
+    p.set_defaults(func=dispatch, tool="restore")
 
     p = sub.add_parser("prune", help="delete old recordings to free space (after a backup and an export)")
     p.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="recordings made before this day (UTC)")
@@ -486,14 +494,49 @@ def export(args: argparse.Namespace) -> int:
 
 
 def backup(args: argparse.Namespace) -> int:
+    """A whole-device archive (``.tar``, :mod:`device.backup`) or the database alone (``.sqlite3``)."""
     from device.records import RecordStore
 
     config = _config(args)
-    store = RecordStore(config.database_path)
-    store.backup(args.output)
-    store.audit("cli:backup", "backup.create", "", str(args.output))
-    store.close()
-    print(f"database copied to {args.output}")
+    output: Path = args.output
+    if output.suffix in (".sqlite3", ".sqlite", ".db"):
+        store = RecordStore(config.database_path)
+        try:
+            store.backup(output)
+            store.audit("cli:backup", "backup.database", "", str(output))
+        finally:
+            store.close()
+        _line(True, "backup", f"database copied to {output} (the recordings are not in it: name the "
+              "output .tar for a whole-device backup)")
+        return EXIT_OK
+    if output.suffix != ".tar":
+        _line(False, "backup", f"{output}: name it .tar for the whole device (records, recordings, models) "
+              "or .sqlite3 for the database alone")
+        return EXIT_FAILED
+    from device.backup import create_backup
+
+    summary = create_backup(config, output)
+    _line(True, "backup", f"{summary.recordings} recording(s), {summary.bytes / 1e6:.1f} MB of audio, "
+          f"written to {output}; it holds patients' records: keep it as safe as the device")
+    if summary.missing:
+        _line(False, "missing recordings", f"{len(summary.missing)} recording(s) had no audio file on the "
+              f"device (first: {summary.missing[0]}); their records are in the backup")
+    if summary.damaged:
+        _line(False, "damaged recordings", f"{len(summary.damaged)} audio file(s) no longer match their "
+              f"checksum (first: {summary.damaged[0]}): the SD card may be failing; replace it soon")
+    return EXIT_FAILED if summary.missing or summary.damaged else EXIT_OK
+
+
+def restore(args: argparse.Namespace) -> int:
+    from device.backup import restore_backup
+
+    config = _config(args)
+    summary = restore_backup(config, args.archive, force=args.force)
+    _line(True, "restore", f"{summary.recordings} recording(s) and {summary.patients} patient(s) from "
+          f"device {summary.device_id}'s backup of {summary.created}; everyone logs in again")
+    if summary.replaced:
+        print(f"the data it replaced is in {summary.replaced} (delete it once the restore is checked)")
+    print("start HeartPi again: sudo systemctl start heartpi-daemon heartpi-web")
     return EXIT_OK
 
 
