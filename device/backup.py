@@ -138,26 +138,106 @@ class BackupSummary:
     damaged: list[str] = field(default_factory=list)
 
 
-def _sha256_of(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+class _Chunks(io.RawIOBase):
+    """A write-only stream that hands out what was written since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
 
 
-def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> dict:
-    """Add ``path`` as ``name``, hashing what was actually written (a file that changes or goes
-    between a stat and a read is caught, not archived half)."""
-    data = path.read_bytes()  # recordings are a few MB; models and the database copy small
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o640
-    info.mtime = int(path.stat().st_mtime)
-    tar.addfile(info, io.BytesIO(data))
-    return {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+class BackupArchive:
+    """One backup in the making: a snapshot of the database and the files it names.
+
+    :meth:`chunks` streams the archive, so the same bytes go to a USB drive (:func:`create_backup`)
+    or straight to an administrator's browser (the web page's Export page) without a second copy
+    on the SD card. Files are read and hashed as they are written: one that changed since the
+    snapshot is named as damaged, one deleted since (a prune running) as missing.
+    """
+
+    def __init__(self, config: Config, store: RecordStore, snapshot: Path) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        store.backup(snapshot)
+        with contextlib.closing(sqlite3.connect(snapshot, isolation_level=None)) as copy:
+            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal
+            self._rows = copy.execute("SELECT file, sha256 FROM recordings ORDER BY id").fetchall()
+            self.schema = copy.execute("PRAGMA user_version").fetchone()[0]
+        self.missing: list[str] = []
+        self.damaged: list[str] = []
+        self._wanted: list[tuple[str, Path, str]] = []
+        for file, sha256 in self._rows:
+            path = _recording_path(config.recordings_dir, file)
+            if path.is_file():
+                self._wanted.append((file, path, sha256))
+            else:
+                self.missing.append(file)
+        self._model_files, self.links = _model_files(config.models_dir)
+        self.audio_bytes = 0
+
+    @property
+    def recordings(self) -> int:
+        return len(self._rows) - len(self.missing)
+
+    def estimated_size(self) -> int:
+        files = [self.snapshot, *(p for _, p, _ in self._wanted), *(p for _, p in self._model_files)]
+        return sum(p.stat().st_size + 1536 for p in files) + 64 * 1024
+
+    def chunks(self) -> Iterator[bytes]:
+        """The archive, a piece at a time (see the module docstring for its layout)."""
+        sink = _Chunks()
+        entries: list[dict] = []
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            database = self._add(tar, DATABASE_MEMBER, self.snapshot.read_bytes(), self.snapshot)
+            self.snapshot.unlink(missing_ok=True)  # archived: a long download keeps no copy on the card
+            yield sink.take()
+            for file, path, sha256 in self._wanted:
+                try:
+                    data = path.read_bytes()  # a few MB each; read once, hashed as archived
+                except FileNotFoundError:
+                    self.missing.append(file)
+                    continue
+                entry = self._add(tar, f"recordings/{file}", data, path)
+                if entry["sha256"] != sha256:
+                    self.damaged.append(file)
+                entries.append(entry)
+                self.audio_bytes += entry["bytes"]
+                yield sink.take()
+            for name, path in self._model_files:
+                entries.append(self._add(tar, name, path.read_bytes(), path))
+            manifest = {
+                "format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "device_id": self.config.device_id, "software_version": _software_version(),
+                "schema_version": self.schema, "database": database, "files": entries, "links": self.links,
+                "recordings": self.recordings, "missing": self.missing, "damaged": self.damaged,
+            }
+            self._add(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), None)
+        yield sink.take()
+
+    @staticmethod
+    def _add(tar: tarfile.TarFile, name: str, data: bytes, path: Optional[Path]) -> dict:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o640
+        info.mtime = int(path.stat().st_mtime) if path else int(_dt.datetime.now().timestamp())
+        tar.addfile(info, io.BytesIO(data))
+        return {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def audit_detail(self) -> str:
+        return (f"{self.recordings} recordings, {self.audio_bytes / 1e6:.1f} MB of audio, "
+                f"{len(self.missing)} missing, {len(self.damaged)} damaged")
 
 
 def _model_files(models_dir: Path) -> tuple[list[tuple[str, Path]], dict[str, str]]:
@@ -182,64 +262,22 @@ def create_backup(config: Config, output: Union[str, os.PathLike], *, actor: str
     output = Path(output)
     if output.suffix != ".tar":
         raise BackupError(f"{output}: a full backup is a .tar file (name it e.g. heartpi-backup.tar)")
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".partial-{output.name}")
     snapshot = output.with_name(f".partial-{output.stem}.sqlite3")
     store = RecordStore(config.database_path)
     try:
         try:
-            store.backup(snapshot)
-            with contextlib.closing(sqlite3.connect(snapshot, isolation_level=None)) as copy:
-                copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal
-                rows = copy.execute("SELECT file, sha256 FROM recordings ORDER BY id").fetchall()
-                schema = copy.execute("PRAGMA user_version").fetchone()[0]
-            wanted: list[tuple[str, Path, str]] = []
-            missing: list[str] = []
-            for file, sha256 in rows:
-                path = _recording_path(config.recordings_dir, file)
-                if path.is_file():
-                    wanted.append((f"recordings/{file}", path, sha256))
-                else:
-                    missing.append(file)
-            model_files, links = _model_files(config.models_dir)
-            need = snapshot.stat().st_size + sum(p.stat().st_size for _, p, _ in wanted)
-            need += sum(p.stat().st_size for _, p in model_files) + 512 * (len(wanted) + len(model_files) + 8)
-            free = shutil.disk_usage(output.parent).free
+            output.parent.mkdir(parents=True, exist_ok=True)
+            archive = BackupArchive(config, store, snapshot)
+            need, free = archive.estimated_size(), shutil.disk_usage(output.parent).free
             if free < need:
                 raise BackupError(f"not enough space for the backup on {output.parent}: it needs "
                                   f"{need / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; use a larger USB "
                                   "drive or free some space")
-            damaged: list[str] = []
-            entries = []
-            total = 0
             with open(partial, "wb") as raw:
                 os.fchmod(raw.fileno(), 0o600)  # patients' records: readable by root only
-                with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    database = _add_file(tar, DATABASE_MEMBER, snapshot)
-                    for name, path, sha256 in wanted:
-                        try:
-                            entry = _add_file(tar, name, path)
-                        except FileNotFoundError:  # deleted since the snapshot (a prune running)
-                            missing.append(name.split("/", 1)[1])
-                            continue
-                        if entry["sha256"] != sha256:
-                            damaged.append(name.split("/", 1)[1])
-                        entries.append(entry)
-                        total += entry["bytes"]
-                    for name, path in model_files:
-                        entries.append(_add_file(tar, name, path))
-                    manifest = {
-                        "format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION,
-                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        "device_id": config.device_id, "software_version": _software_version(),
-                        "schema_version": schema, "database": database, "files": entries, "links": links,
-                        "recordings": len(rows) - len(missing), "missing": missing, "damaged": damaged,
-                    }
-                    data = json.dumps(manifest, indent=1).encode()
-                    info = tarfile.TarInfo(MANIFEST)
-                    info.size = len(data)
-                    info.mode = 0o640
-                    tar.addfile(info, io.BytesIO(data))
+                for chunk in archive.chunks():
+                    raw.write(chunk)
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(partial, output)
@@ -250,13 +288,11 @@ def create_backup(config: Config, output: Union[str, os.PathLike], *, actor: str
         finally:
             for leftover in (snapshot, partial):
                 leftover.unlink(missing_ok=True)
-        store.audit(actor, "backup.create", "", f"{len(rows) - len(missing)} recordings, "
-                    f"{total / 1e6:.1f} MB of audio, {len(missing)} missing, {len(damaged)} damaged")
+        store.audit(actor, "backup.create", "", archive.audit_detail())
     finally:
         store.close()
-    summary = BackupSummary(output, len(rows) - len(missing), total, missing, damaged)
-    log.info("backup %s: %d recordings, %.1f MB of audio", output, summary.recordings, total / 1e6)
-    return summary
+    log.info("backup %s: %s", output, archive.audit_detail())
+    return BackupSummary(output, archive.recordings, archive.audio_bytes, archive.missing, archive.damaged)
 
 
 def _recording_path(recordings_dir: Path, relative: str) -> Path:
@@ -266,12 +302,9 @@ def _recording_path(recordings_dir: Path, relative: str) -> Path:
 
 
 def _software_version() -> str:
-    try:
-        from importlib.metadata import version
+    from model.classifier import software_version  # the version every verdict carries
 
-        return version("heartpi")
-    except Exception:  # not installed (a source tree): the manifest says so
-        return "unknown"
+    return software_version()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -200,6 +200,12 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     rec_id = store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
                                  device_id="test-box", verdict="poor_signal")
     _login(page, base, "boss@clinic.test")
+    page.goto(f"{base}/export")  # first a whole-device backup, streamed by the real server
+    with page.expect_download() as info:
+        page.click("#backup-archive")
+    archive = heartpi_config.data_dir.parent / "backup.tar"
+    info.value.save_as(archive)
+    assert info.value.suggested_filename.startswith("heartpi-test-box-")
     page.goto(f"{base}/recordings/{rec_id}")
     page.click("#delete button[type=submit]")  # the browser itself insists on a reason and the tick
     assert page.url.endswith(f"/recordings/{rec_id}") and store.get_recording(rec_id) is not None
@@ -216,3 +222,10 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     row = page.locator("#audit tbody tr").first.inner_text()
     assert "boss@clinic.test" in row and f"recording:{rec_id}" in row and row.endswith("test recording")
     assert not page.console_errors, page.console_errors
+
+    from device.backup import restore_backup
+    from device.config import config_from_mapping
+
+    spare = config_from_mapping({"storage": {"data_dir": str(heartpi_config.data_dir.parent / "spare")}}, env={})
+    assert restore_backup(spare, archive).recordings == 1  # the backup still holds what was deleted
+    assert (spare.recordings_dir / relative).read_bytes() == reference_wavs()[0].read_bytes()

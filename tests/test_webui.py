@@ -67,6 +67,7 @@ def test_every_post_route_requires_a_csrf_token(app, client, auth):
     ("health_worker", "/recordings", 200), ("health_worker", "/patients", 200),
     ("health_worker", "/upload", 200), ("health_worker", "/device", 200),
     ("admin", "/admin/users", 200), ("admin", "/export/backup.sqlite3", 200),
+    ("clinician", "/export/backup.tar", 403), ("admin", "/export/backup.tar", 200),
 ])
 def test_roles(client, auth, web_store, role, url, status):
     web_store.add_patient(name="P", actor="t")
@@ -323,6 +324,36 @@ def test_backup_download_is_a_valid_database(client, auth, tmp_path):
     conn = sqlite3.connect(target)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] >= 1
+
+
+def test_whole_device_backup_download_restores_on_another_device(client, auth, web_store, heartpi_config,
+                                                                   tmp_path):
+    from device.backup import restore_backup
+    from device.config import config_from_mapping
+    from device.storage import store_recording
+
+    patient = web_store.add_patient(name="Amina K.", actor="t")
+    for wav in reference_wavs()[:2]:
+        relative, sha = store_recording(heartpi_config.recordings_dir, wav.read_bytes())
+        web_store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                                device_id="test-box", verdict="normal", patient_id=patient)
+    auth.login("admin")
+    page = client.get("/export").get_data(as_text=True)
+    assert 'href="/export/backup.tar"' in page and "keep it as safe as the device" in page
+    response = client.get("/export/backup.tar")
+    assert response.status_code == 200 and response.mimetype == "application/x-tar"
+    assert f"heartpi-test-box-" in response.headers["Content-Disposition"]
+    archive = tmp_path / "download.tar"
+    archive.write_bytes(response.get_data())
+    assert not list(heartpi_config.cache_dir.glob(".backup-*"))  # the snapshot is gone once streamed
+    (entry,) = [e for e in web_store.audit_entries() if e["action"] == "backup.download"]
+    assert entry["detail"] == "whole device: 2 recordings" and entry["actor"].startswith("user:")
+
+    other = config_from_mapping({"storage": {"data_dir": str(tmp_path / "replacement")}}, env={})
+    result = restore_backup(other, archive)
+    assert (result.recordings, result.patients, result.device_id) == (2, 1, "test-box")
+    for rec in web_store.list_recordings():
+        assert (other.recordings_dir / rec.file).read_bytes() == (heartpi_config.recordings_dir / rec.file).read_bytes()
 
 
 def test_device_page_shows_state_versions_and_disk(client, auth, web_store):

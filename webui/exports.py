@@ -1,9 +1,13 @@
-"""Export routes: CSV and FHIR R4 of a patient or a date range; admin database backup."""
+"""Export routes: CSV and FHIR R4 of a patient or a date range; admin backups (database, whole device)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
+import re
 import tempfile
+import time
+from pathlib import Path
 
 from flask import Blueprint, Response, abort, after_this_request, render_template, request, send_file
 
@@ -73,3 +77,41 @@ def backup():
 
     return send_file(name, mimetype="application/vnd.sqlite3", as_attachment=True,
                      download_name="heartpi-backup.sqlite3")
+
+
+#: A snapshot older than this was left by a process killed before streaming began.
+STALE_SNAPSHOT_S = 3600
+
+
+@bp.route("/export/backup.tar")
+@roles_required("admin")
+def backup_archive():
+    """The whole device (records, recordings, models) as ``heartpi restore`` reads it, streamed:
+    the database snapshot is the only copy made on the SD card, and it goes once archived."""
+    from device.backup import BackupArchive
+
+    config = get_config()
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in config.cache_dir.glob(".backup-*.sqlite3"):
+        if time.time() - stale.stat().st_mtime > STALE_SNAPSHOT_S:
+            stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".backup-", suffix=".sqlite3", dir=config.cache_dir)
+    os.close(fd)
+    snapshot = Path(name)
+    try:
+        archive = BackupArchive(config, get_store(), snapshot)
+    except BaseException:
+        snapshot.unlink(missing_ok=True)
+        raise
+    get_store().audit(actor(), "backup.download", "", f"whole device: {archive.recordings} recordings")
+
+    def stream():
+        try:
+            yield from archive.chunks()
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    device = re.sub(r"[^A-Za-z0-9._-]+", "-", config.device_id) or "heartpi"
+    filename = f"heartpi-{device}-{_dt.date.today().isoformat()}.tar"
+    return Response(stream(), mimetype="application/x-tar",
+                    headers={"Content-Disposition": f"attachment; filename={filename}"})
