@@ -356,6 +356,31 @@ def test_whole_device_backup_download_restores_on_another_device(client, auth, w
         assert (other.recordings_dir / rec.file).read_bytes() == (heartpi_config.recordings_dir / rec.file).read_bytes()
 
 
+def test_device_page_asks_for_a_backup_until_one_is_made(client, auth, web_store, heartpi_config):
+    from device.storage import store_recording
+
+    auth.login("admin")
+    assert 'class="flash error"' not in _last_backup(client)  # nothing recorded: nothing to lose yet
+    relative, sha = store_recording(heartpi_config.recordings_dir, reference_wavs()[0].read_bytes())
+    web_store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                            device_id="test-box", verdict="normal")
+    due = _last_backup(client)
+    assert "never" in due and 'class="flash error"' in due and 'href="/export"' in due
+    client.get("/export/backup.sqlite3")  # the database alone is not a whole-device backup
+    assert "never" in _last_backup(client)
+    assert client.get("/export/backup.tar").status_code == 200
+    done = _last_backup(client)
+    assert "(0 days ago)" in done and "flash error" not in done
+    auth.logout()
+    auth.login("health_worker")
+    assert "(0 days ago)" in _last_backup(client)
+
+
+def _last_backup(client) -> str:
+    page = client.get("/device").get_data(as_text=True)
+    return page[page.index('<dd id="last-backup"'):].split("</dd>")[0]
+
+
 def test_device_page_shows_state_versions_and_disk(client, auth, web_store):
     web_store.set_status("state", "idle")
     auth.login("health_worker")

@@ -167,7 +167,26 @@ def device():
     return render_template("device.html", config=config, software=software_version(), model=meta,
                            model_path=model_path, free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
                            status=store.status(), recordings=recordings, n_recordings=store.count_recordings(),
-                           clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None))
+                           clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
+                           backup=_backup_view(store, time.time()))
+
+
+#: The Device page asks for a whole-device backup when the last is older than this.
+BACKUP_DUE_DAYS = 30
+
+
+def _backup_view(store, now: float) -> dict:
+    """When the whole device was last backed up (``heartpi backup X.tar`` or the Export page's
+    download), and whether one is due: an SD card fails without warning."""
+    made = store.audit_entries(limit=1, action="backup.create")
+    downloads = [e for e in store.audit_entries(limit=50, action="backup.download")
+                 if e["detail"].startswith("whole device")]
+    last = max([e["at"] for e in made + downloads], default=None)
+    days = None
+    if last:
+        days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
+    return {"at": last and last[:16].replace("T", " "), "days": days,
+            "due": store.count_recordings() > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
 
 
 #: A request older than this means heartpi-clock.service is not picking it up.
