@@ -411,3 +411,46 @@ def test_cli_backup_and_restore(tmp_path):
     assert f"PASS  restore: {len(reference_wavs())} recording(s) and 1 patient(s) from device " in done.stdout
     again = run_cli("restore", str(tmp_path / "b.tar"), env=target)
     assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_a_backup_from_an_older_heartpi_is_migrated_forward(tmp_path):
+    """Schema 1 (before web sessions and clock stamps), archived as that version would have."""
+    import sqlite3
+
+    from device import records
+
+    wav = reference_wavs()[0].read_bytes()
+    old_db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(old_db)
+    for statement in records._split_sql(records.MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, verdict) "
+                 "VALUES ('2025/03/rec-1.wav', ?, 20, 2000, '2025-03-01T10:00:00+00:00', 'device', 'old', 'normal')",
+                 (hashlib.sha256(wav).hexdigest(),))
+    conn.commit()
+    conn.close()
+    members = {"database/heartpi.sqlite3": old_db.read_bytes(), "recordings/2025/03/rec-1.wav": wav}
+    entry = {name: {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+             for name, data in members.items()}
+    manifest = {"format": "heartpi-backup", "version": 1, "created": "2025-03-02T00:00:00+00:00",
+                "device_id": "old", "schema_version": 1, "database": entry["database/heartpi.sqlite3"],
+                "files": [entry["recordings/2025/03/rec-1.wav"]], "links": {}}
+    members[MANIFEST] = json.dumps(manifest).encode()
+    archive = tmp_path / "old.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    device = _config(tmp_path / "device")
+    assert restore_backup(device, archive).recordings == 1
+    store = RecordStore(device.database_path)
+    try:
+        assert store.schema_version() == records.SCHEMA_VERSION
+        (rec,) = store.list_recordings()
+        assert rec.captured_at == "2025-03-01T10:00:00+00:00"
+        assert (device.recordings_dir / rec.file).read_bytes() == wav
+    finally:
+        store.close()
