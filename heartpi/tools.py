@@ -533,7 +533,8 @@ def restore(args: argparse.Namespace) -> int:
     config = _config(args)
     summary = restore_backup(config, args.archive, force=args.force)
     _line(True, "restore", f"{summary.recordings} recording(s) and {summary.patients} patient(s) from "
-          f"device {summary.device_id}'s backup of {summary.created}; everyone logs in again")
+          f"device {summary.device_id}'s backup of {summary.created}; everyone logs in again, with the "
+          "backup's accounts and passwords")
     if summary.replaced:
         print(f"the data it replaced is in {summary.replaced} (delete it once the restore is checked)")
     print("start HeartPi again: sudo systemctl start heartpi-daemon heartpi-web")

@@ -454,3 +454,20 @@ def test_a_backup_from_an_older_heartpi_is_migrated_forward(tmp_path):
         assert (device.recordings_dir / rec.file).read_bytes() == wav
     finally:
         store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away (what 'sudo heartpi restore' does)")
+def test_a_restore_run_as_root_leaves_files_the_daemon_can_write(tmp_path):
+    source = _config(tmp_path / "source")
+    _filled_device(source)
+    archive = create_backup(source, tmp_path / "b.tar").path
+    device = _config(tmp_path / "device")
+    device.data_dir.mkdir()
+    os.chown(device.data_dir, 65534, 65534)  # as tmpfiles.d makes it: owned by the daemon's user
+    restore_backup(device, archive)
+    owned = [device.database_path, device.recordings_dir, *device.recordings_dir.rglob("*"),
+             *device.models_dir.rglob("*"), device.data_dir / ".heartpi.lock"]
+    assert len(owned) > 8
+    for path in owned:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (65534, 65534), path
