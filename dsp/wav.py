@@ -37,6 +37,33 @@ _ENCODING_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011
                    0x0055: "MP3", 0x0050: "MPEG"}
 _RE_EXPORT = "Export or save the recording as an uncompressed WAV (PCM) file and try again."
 
+
+def sniff_other_format(data: bytes) -> str:
+    """Name the audio format of a file that is not a WAV, from its first bytes, or "".
+
+    Phones' voice recorders save M4A (AAC), 3GP or AMR, and stethoscope apps MP3, OGG or
+    FLAC: a health worker told which one it is knows what to change in the app.
+    """
+    head = data[:16]
+    if head[4:8] == b"ftyp":
+        brand = head[8:11]
+        return "a 3GP phone recording" if brand.startswith(b"3g") else "an M4A/MP4 (AAC) recording"
+    if head.startswith(b"#!AMR"):
+        return "an AMR phone recording"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "an MP3 recording"
+    if head.startswith(b"OggS"):
+        return "an OGG (Vorbis/Opus) recording"
+    if head.startswith(b"fLaC"):
+        return "a FLAC recording"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "a WebM recording"
+    if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC"):
+        return "an AIFF recording"
+    if head.startswith(b"caff"):
+        return "a CAF (Apple) recording"
+    return ""
+
 #: Sizes at or above this are the placeholders streaming writers (arecord, sox or espeak-ng to a
 #: pipe) leave in the header: "until the end of the file", not a claim about the length.
 STREAMING_SIZE = 0x7FFF0000
@@ -133,6 +160,10 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         if data[:4] == b"RF64":
             raise BadAudioError("RF64 (very large) WAV files are not supported. " + _RE_EXPORT)
+        kind = sniff_other_format(data)
+        if kind:
+            raise BadAudioError(f"this is {kind}, not a WAV recording. Use a recorder app or stethoscope "
+                                "software that saves WAV, or convert the file to WAV (PCM) and try again.")
         raise BadAudioError("this file is not a WAV recording. " + _RE_EXPORT)
     riff_size = struct.unpack("<I", data[4:8])[0]
     if riff_size >= STREAMING_SIZE:

@@ -123,6 +123,30 @@ def test_broken_files_raise_bad_audio_error_with_words(name):
     assert isinstance(info.value, ValueError) and isinstance(info.value, dsp.DSPError)
 
 
+@pytest.mark.parametrize("head, named", [
+    (b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00", "M4A/MP4 (AAC)"),    # iPhone Voice Memos, Android recorders
+    (b"\x00\x00\x00\x18ftyp3gp4\x00\x00\x00\x00", "3GP phone"),
+    (b"#!AMR\n\x3c\x91", "AMR phone"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x00", "MP3"),
+    (b"\xff\xfb\x90\x64\x00", "MP3"),                                      # MP3 without a tag
+    (b"OggS\x00\x02\x00\x00", "OGG (Vorbis/Opus)"),
+    (b"fLaC\x00\x00\x00\x22", "FLAC"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "WebM"),
+    (b"FORM\x00\x00\x10\x00AIFFCOMM", "AIFF"),
+    (b"caff\x00\x01\x00\x00", "CAF (Apple)"),
+])
+def test_other_audio_formats_are_named_so_the_app_can_be_changed(head, named):
+    with pytest.raises(dsp.BadAudioError) as info:
+        dsp.read_wav(head + bytes(200))
+    message = str(info.value)
+    assert f"{named} recording, not a WAV recording" in message and "saves WAV" in message
+
+
+def test_a_file_that_is_no_audio_at_all_is_not_given_a_format():
+    with pytest.raises(dsp.BadAudioError, match="^this file is not a WAV recording"):
+        dsp.read_wav(b"Dear patient, your appointment is" + bytes(100))
+
+
 def test_corpus_is_large_enough():
     assert len(BROKEN) >= 25
 
