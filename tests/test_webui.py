@@ -8,6 +8,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import sqlite3
 import time
@@ -337,6 +338,11 @@ def test_whole_device_backup_download_restores_on_another_device(client, auth, w
         relative, sha = store_recording(heartpi_config.recordings_dir, wav.read_bytes())
         web_store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
                                 device_id="test-box", verdict="normal", patient_id=patient)
+    heartpi_config.cache_dir.mkdir(parents=True, exist_ok=True)
+    stale, fresh = heartpi_config.cache_dir / ".backup-killed.sqlite3", heartpi_config.cache_dir / ".backup-now.sqlite3"
+    stale.write_bytes(b"left by a killed download")
+    fresh.write_bytes(b"another download's, still streaming")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     auth.login("admin")
     page = client.get("/export").get_data(as_text=True)
     assert 'href="/export/backup.tar"' in page and "keep it as safe as the device" in page
@@ -345,7 +351,7 @@ def test_whole_device_backup_download_restores_on_another_device(client, auth, w
     assert f"heartpi-test-box-" in response.headers["Content-Disposition"]
     archive = tmp_path / "download.tar"
     archive.write_bytes(response.get_data())
-    assert not list(heartpi_config.cache_dir.glob(".backup-*"))  # the snapshot is gone once streamed
+    assert list(heartpi_config.cache_dir.glob(".backup-*")) == [fresh]  # ours gone once streamed, the stale too
     (entry,) = [e for e in web_store.audit_entries() if e["action"] == "backup.download"]
     assert entry["detail"] == "whole device: 2 recordings" and entry["actor"].startswith("user:")
 

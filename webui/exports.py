@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
@@ -93,8 +94,9 @@ def backup_archive():
     config = get_config()
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in config.cache_dir.glob(".backup-*.sqlite3"):
-        if time.time() - stale.stat().st_mtime > STALE_SNAPSHOT_S:
-            stale.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another download may be removing it right now
+            if time.time() - stale.stat().st_mtime > STALE_SNAPSHOT_S:
+                stale.unlink()
     fd, name = tempfile.mkstemp(prefix=".backup-", suffix=".sqlite3", dir=config.cache_dir)
     os.close(fd)
     snapshot = Path(name)
