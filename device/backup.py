@@ -47,6 +47,7 @@ from typing import IO, Iterator, Optional, Union
 from .config import Config
 from .errors import BackupError
 from .records import SCHEMA_VERSION, RecordStore
+from .storage import TMP_PREFIX, atomic_write, fsync_dir, resolve
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,11 @@ def data_dir_in_use(config: Config) -> Iterator[None]:
     A lock that cannot be taken at all (a read-only folder) is logged, not fatal: the device
     must still record.
     """
-    path = config.data_dir / LOCK_FILE
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o660)
+        fd = _open_lock(config)
     except OSError as exc:
         log.warning("cannot take the data folder's lock %s (%s): a restore would not know that "
-                    "HeartPi is running", path, exc.strerror)
+                    "HeartPi is running", config.data_dir / LOCK_FILE, exc.strerror)
         yield
         return
     try:
@@ -106,15 +105,24 @@ def data_dir_in_use(config: Config) -> Iterator[None]:
         os.close(fd)
 
 
+def _open_lock(config: Config) -> int:
+    """The data folder's lock file, opened (and made, owned like the folder, if missing)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config.data_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o660)
+    owner = _owner_of(config.data_dir)
+    if owner:  # made by root's restore: the daemon and the web page must still open it
+        try:
+            os.fchown(fd, *owner)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
 @contextlib.contextmanager
 def _data_dir_exclusive(config: Config) -> Iterator[None]:
-    path = config.data_dir / LOCK_FILE
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o660)
+    fd = _open_lock(config)
     try:
-        owner = _owner_of(config.data_dir)
-        if owner:  # made by root's restore: the daemon and the web page must still open it
-            os.fchown(fd, *owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -178,7 +186,7 @@ class BackupArchive:
         self.damaged: list[str] = []
         self._wanted: list[tuple[str, Path, str]] = []
         for file, sha256 in self._rows:
-            path = _recording_path(config.recordings_dir, file)
+            path = resolve(config.recordings_dir, file)
             if path.is_file():
                 self._wanted.append((file, path, sha256))
             else:
@@ -262,8 +270,8 @@ def create_backup(config: Config, output: Union[str, os.PathLike], *, actor: str
     output = Path(output)
     if output.suffix != ".tar":
         raise BackupError(f"{output}: a full backup is a .tar file (name it e.g. heartpi-backup.tar)")
-    partial = output.with_name(f".partial-{output.name}")
-    snapshot = output.with_name(f".partial-{output.stem}.sqlite3")
+    partial = output.with_name(f"{TMP_PREFIX}{output.name}")
+    snapshot = output.with_name(f"{TMP_PREFIX}{output.stem}.sqlite3")
     store = RecordStore(config.database_path)
     try:
         try:
@@ -281,7 +289,7 @@ def create_backup(config: Config, output: Union[str, os.PathLike], *, actor: str
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(partial, output)
-            _fsync_dir(output.parent)
+            fsync_dir(output.parent)
         except (OSError, sqlite3.Error) as exc:
             raise BackupError(f"the backup could not be written to {output}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
@@ -295,24 +303,10 @@ def create_backup(config: Config, output: Union[str, os.PathLike], *, actor: str
     return BackupSummary(output, archive.recordings, archive.audio_bytes, archive.missing, archive.damaged)
 
 
-def _recording_path(recordings_dir: Path, relative: str) -> Path:
-    from .storage import resolve
-
-    return resolve(recordings_dir, relative)
-
-
 def _software_version() -> str:
     from model.classifier import software_version  # the version every verdict carries
 
     return software_version()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -501,8 +495,6 @@ def restore_backup(config: Config, archive: Union[str, os.PathLike], *, force: b
         if (staging / "models").exists():
             items.append(("models", str(config.models_dir)))
         journal = {"staging": str(staging), "replaced": str(replaced), "items": items}
-        from .storage import atomic_write
-
         atomic_write(config.data_dir / JOURNAL_FILE, json.dumps(journal, indent=1).encode())
         _swap(journal)
     moved_aside = replaced if replaced.exists() else None
@@ -549,7 +541,7 @@ def _swap(journal: dict) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), str(target))
     for directory in {Path(t).parent for _, t in journal["items"]}:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     (Path(journal["staging"]).parent / JOURNAL_FILE).unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
     with contextlib.suppress(OSError):

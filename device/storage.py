@@ -27,6 +27,15 @@ def free_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / 1e6
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (the folder's own metadata)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (see module docstring)."""
     path = Path(path)
@@ -43,11 +52,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     except OSError as exc:
         with _suppress():
             tmp.unlink()
