@@ -109,8 +109,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recordings ADD COLUMN clock_boot REAL;
     CREATE INDEX recordings_clock ON recordings(clock_boot);
     """,
+    # 4: one patient's recordings by time, and the unassigned ones newest first, straight from
+    # an index (the patient picker's "most recently seen" and the patient page): after years of
+    # use these were scans. It serves every lookup by patient, so it replaces the old index.
+    """
+    CREATE INDEX recordings_patient_time ON recordings(patient_id, captured_at);
+    DROP INDEX recordings_patient;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _patient_search(search: str) -> tuple[str, list]:
+    """WHERE clause matching ``search`` anywhere in a patient's name or number, literally
+    (``%`` and ``_`` typed by a user are not wildcards)."""
+    search = search.strip()
+    if not search:
+        return "", []
+    like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return ("WHERE p.name LIKE ? ESCAPE '\\' OR IFNULL(p.external_id, '') LIKE ? ESCAPE '\\'",
+            [like, like])
 
 
 def utcnow() -> str:
@@ -265,10 +283,12 @@ class RecordStore:
         rows = self._query("SELECT * FROM recordings WHERE file = ?", (file,))
         return Recording.from_row(rows[0]) if rows else None
 
-    def list_recordings(self, *, verdict: Optional[str] = None, since: Optional[str] = None,
-                        until: Optional[str] = None, device_id: Optional[str] = None,
-                        patient_id: Optional[int] = None, unassigned: bool = False,
-                        limit: int = 200, offset: int = 0) -> list[Recording]:
+    @staticmethod
+    def _recording_filters(*, verdict: Optional[str] = None, since: Optional[str] = None,
+                           until: Optional[str] = None, device_id: Optional[str] = None,
+                           patient_id: Optional[int] = None, unassigned: bool = False
+                           ) -> tuple[str, list]:
+        """The WHERE clause (and its arguments) that the list and its count share."""
         clauses, args = [], []
         for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
                                   ("captured_at", "<", until), ("device_id", "=", device_id),
@@ -278,7 +298,12 @@ class RecordStore:
                 args.append(value)
         if unassigned:
             clauses.append("patient_id IS NULL")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+    def list_recordings(self, *, limit: int = 200, offset: int = 0, **filters: Any) -> list[Recording]:
+        """Newest first; ``filters``: verdict, since, until (ISO dates), device_id, patient_id,
+        unassigned."""
+        where, args = self._recording_filters(**filters)
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
         return [Recording.from_row(r) for r in rows]
@@ -321,11 +346,15 @@ class RecordStore:
     def recordings_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._query("SELECT id FROM recordings WHERE sha256 = ?", (sha256,))]
 
-    def count_recordings(self) -> int:
-        return self._query("SELECT COUNT(*) FROM recordings")[0][0]
+    def count_recordings(self, **filters: Any) -> int:
+        """How many recordings :meth:`list_recordings` would list without a limit."""
+        where, args = self._recording_filters(**filters)
+        return self._query(f"SELECT COUNT(*) FROM recordings {where}", args)[0][0]
 
-    def count_patients(self) -> int:
-        return self._query("SELECT COUNT(*) FROM patients")[0][0]
+    def count_patients(self, search: str = "") -> int:
+        """How many patients :meth:`list_patients` would list without a limit."""
+        where, args = _patient_search(search)
+        return self._query(f"SELECT COUNT(*) FROM patients p {where}", args)[0][0]
 
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
         with self.transaction() as conn:
@@ -378,13 +407,29 @@ class RecordStore:
         rows = self._query("SELECT * FROM patients WHERE id = ?", (patient_id,))
         return dict(rows[0]) if rows else None
 
-    def list_patients(self, search: str = "", limit: int = 200) -> list[dict]:
-        like = f"%{search.strip()}%"
+    def list_patients(self, search: str = "", limit: int = 200, offset: int = 0, *,
+                      recent_first: bool = False) -> list[dict]:
+        """Patients whose name or patient number contains ``search``, by name; or, with
+        ``recent_first``, the ones created, edited or recorded most recently first (the patient
+        a health worker is seeing today is almost always among those)."""
+        where, args = _patient_search(search)
+        order = ("MAX(p.updated_at, IFNULL((SELECT MAX(r.captured_at) FROM recordings r "
+                 "WHERE r.patient_id = p.id), '')) DESC, p.id DESC" if recent_first
+                 else "p.name COLLATE NOCASE, p.id")
         rows = self._query("SELECT p.*, (SELECT COUNT(*) FROM recordings r WHERE r.patient_id = p.id) "
-                           "AS n_recordings FROM patients p WHERE p.name LIKE ? OR "
-                           "IFNULL(p.external_id, '') LIKE ? ORDER BY p.name COLLATE NOCASE LIMIT ?",
-                           (like, like, int(limit)))
+                           f"AS n_recordings FROM patients p {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                           (*args, int(limit), int(offset)))
         return [dict(r) for r in rows]
+
+    def patient_names(self, patient_ids: Sequence[int]) -> dict[int, str]:
+        """``{id: name}`` for the given patients (those that exist)."""
+        ids = sorted({int(i) for i in patient_ids if i is not None})
+        names: dict[int, str] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[start:start + 500]
+            names.update((r[0], r[1]) for r in self._query(
+                f"SELECT id, name FROM patients WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return names
 
     # -- users --------------------------------------------------------------------------
     def add_user(self, *, email: str, password_hash: str, role: str, approved: bool = True,

@@ -111,7 +111,7 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
     page.goto(f"{base}/upload")
     page.set_input_files("input[name=file]", str(abnormal))
-    page.click("main button[type=submit]")
+    page.click("#upload-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/recordings/\d+$"))
     page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
     assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
@@ -149,7 +149,7 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.goto(f"{base}/upload")
     page.set_input_files("input[name=file]", files=[{"name": "voice-memo.wav", "mimeType": "audio/wav",
                                                       "buffer": b"ID3 this is an mp3"}])
-    page.click("main button[type=submit]")
+    page.click("#upload-form button[type=submit]")
     error = page.locator("#upload-error").inner_text()
     assert "this is an MP3 recording, not a WAV recording" in error and store.count_recordings() == 0
     width = page.evaluate("document.documentElement.scrollWidth")
@@ -229,3 +229,45 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     spare = config_from_mapping({"storage": {"data_dir": str(heartpi_config.data_dir.parent / "spare")}}, env={})
     assert restore_backup(spare, archive).recordings == 1  # the backup still holds what was deleted
     assert (spare.recordings_dir / relative).read_bytes() == reference_wavs()[0].read_bytes()
+
+
+def test_a_crowded_clinic_finds_pages_and_assigns_in_a_real_browser(live_server, page):
+    """A year of use: 300 patients, 150 recordings. The browser pages through the recordings,
+    finds a rarely seen patient by name and assigns a recording to them, then uploads one from
+    the patient's page with the patient already chosen."""
+    from tests.crowd import bulk_patients, bulk_recordings
+
+    base, store = live_server
+    zainab = bulk_patients(store, ["Zainab Yusuf"], updated_at="2025-01-01T00:00:00+00:00")[0]
+    bulk_patients(store, [f"Abebe {i:03d}" for i in range(299)], numbers="A")
+    bulk_recordings(store, 150)
+    _login(page, base)
+    assert "Recordings 1–100 of 150" in page.inner_text("nav.pager")
+    page.click("nav.pager >> text=Older →")
+    page.wait_for_url(re.compile(r".*page=2.*"))
+    assert "Recordings 101–150 of 150" in page.inner_text("nav.pager")
+
+    page.click("#recordings tbody tr >> nth=0 >> text=Open")
+    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    rec_id = int(page.url.rsplit("/", 1)[1])
+    assert "Zainab Yusuf" not in page.inner_text("#assign-patient")
+    page.fill("input[name=find]", "yusuf")
+    page.click("button:text-is('Find')")
+    page.wait_for_url(re.compile(r".*find=yusuf#patient$"))
+    assert page.eval_on_selector("#assign-patient", "s => s.options[s.selectedIndex].text") == "Zainab Yusuf (N-00000)"
+    page.screenshot(path=str(ARTIFACTS / "09-find-patient.png"), full_page=True)
+    page.click("button:text-is('Assign')")
+    page.wait_for_selector("text=Recording assigned.")
+    assert store.get_recording(rec_id).patient_id == zainab
+    assert all("404" in e for e in page.console_errors)  # bulk records have no audio behind them
+    page.console_errors.clear()
+
+    page.click("#patient >> text=Zainab Yusuf")
+    page.wait_for_url(re.compile(rf".*/patients/{zainab}$"))
+    page.click("#upload-for-patient")
+    assert page.eval_on_selector("#upload-patient", "s => s.value") == str(zainab)
+    page.set_input_files("input[name=file]", str(reference_wavs()[0]))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    assert store.get_recording(int(page.url.rsplit("/", 1)[1])).patient_id == zainab
+    assert page.console_errors == []

@@ -71,6 +71,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.extensions["heartpi_classifier_lock"] = threading.Lock()
 
     from . import admin, auth, exports, patients, recordings
+    from .paging import args_for_page
+
+    app.jinja_env.globals["args_for_page"] = args_for_page
 
     auth.init_app(app)
     for module in (auth, recordings, patients, exports, admin):

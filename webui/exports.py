@@ -15,6 +15,7 @@ from flask import Blueprint, Response, abort, after_this_request, render_templat
 from . import get_config, get_store
 from .auth import actor, roles_required
 from .exporting import fhir_json, select, to_csv, to_fhir_bundle
+from .paging import patient_choice
 
 bp = Blueprint("exports", __name__)
 
@@ -35,7 +36,7 @@ def _selection():
 @bp.route("/export")
 @roles_required("admin", "clinician")
 def form():
-    return render_template("export.html", patients=get_store().list_patients(limit=1000))
+    return render_template("export.html", choice=patient_choice(get_store()))
 
 
 @bp.route("/export/records.csv")

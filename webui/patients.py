@@ -11,6 +11,7 @@ from device.retention import audit_reason, delete_recordings
 
 from . import get_config, get_store
 from .auth import actor, roles_required
+from .paging import current_page
 
 bp = Blueprint("patients", __name__)
 SEXES = ("", "female", "male", "other", "unknown")
@@ -33,8 +34,11 @@ def _form() -> tuple[dict, str]:
 @bp.route("/patients")
 @roles_required("admin", "clinician", "health_worker")
 def list_patients():
-    query = request.args.get("q", "")
-    return render_template("patients.html", patients=get_store().list_patients(query), q=query)
+    query = request.args.get("q", "").strip()[:100]
+    store = get_store()
+    page = current_page(store.count_patients(query))
+    return render_template("patients.html", patients=store.list_patients(query, page.size, page.offset),
+                           q=query, page=page)
 
 
 @bp.route("/patients/new", methods=["GET", "POST"])

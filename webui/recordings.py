@@ -12,6 +12,7 @@ from device.storage import resolve, store_recording
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
+from .paging import current_page, patient_choice
 from .pictures import cached, spectrogram_png, waveform_svg
 
 bp = Blueprint("recordings", __name__)
@@ -36,11 +37,13 @@ def list_recordings():
     verdict = args.get("verdict") or None
     if verdict not in (None, "normal", "abnormal", "poor_signal"):
         verdict = None
-    recs = get_store().list_recordings(verdict=verdict, since=args.get("since") or None,
-                                       until=args.get("until") or None,
-                                       device_id=args.get("device") or None,
-                                       unassigned=args.get("unassigned") == "1")
-    return render_template("recordings.html", recordings=recs, filters=args)
+    filters = dict(verdict=verdict, since=args.get("since") or None, until=args.get("until") or None,
+                   device_id=args.get("device") or None, unassigned=args.get("unassigned") == "1")
+    store = get_store()
+    page = current_page(store.count_recordings(**filters))
+    recs = store.list_recordings(limit=page.size, offset=page.offset, **filters)
+    return render_template("recordings.html", recordings=recs, filters=args, page=page,
+                           names=store.patient_names([r.patient_id for r in recs]))
 
 
 @bp.route("/recordings/<int:rec_id>")
@@ -54,7 +57,7 @@ def detail(rec_id: int):
     else:
         store.audit(actor(), "recording.view", f"recording:{rec.id}")
     return render_template("recording.html", rec=rec, patient=patient,
-                           patients=store.list_patients(limit=500),
+                           choice=patient_choice(store, rec.patient_id),
                            advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons])
 
 
@@ -135,6 +138,9 @@ def assign(rec_id: int):
     if patient_id is not None and store.get_patient(patient_id) is None:
         abort(400, description="That patient does not exist.")
     store.assign_recording(rec_id, patient_id, actor=actor())
+    if patient_id and request.form.get("back") == "patient":  # assigned from the patient's page
+        flash(f"Recording {rec_id} assigned.", "ok")
+        return redirect(url_for("patients.view", patient_id=patient_id), code=303)
     flash("Recording assigned." if patient_id else "Recording unassigned.", "ok")
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
 
@@ -163,27 +169,33 @@ def delete(rec_id: int):
 @roles_required(*ALL)
 def upload():
     store = get_store()
-    patients = store.list_patients(limit=500)
+    # A link from a patient's page preselects them (?patient_id=); the form's choice wins on POST.
+    wanted = (request.form if request.method == "POST" else request.args).get("patient_id", "")
+    wanted_id = int(wanted) if wanted.isdigit() else None
+
+    def page(error: str = "", status: int = 200):
+        return render_template("upload.html", choice=patient_choice(store, wanted_id),
+                               selected_id=wanted_id, error=error), status
+
     if request.method == "GET":
-        return render_template("upload.html", patients=patients)
+        return page()
     file = request.files.get("file")
     if file is None or not file.filename:
-        return render_template("upload.html", patients=patients, error="Choose a .wav file to upload."), 400
+        return page("Choose a .wav file to upload.", 400)
     data = file.read()
     try:
         samples, rate = dsp.read_wav(data)
     except dsp.BadAudioError as exc:
         store.audit(actor(), "upload.rejected", "", str(exc)[:200])
-        return render_template("upload.html", patients=patients, error=f"This file cannot be used: {exc}"), 400
-    raw = request.form.get("patient_id", "")
-    patient_id = int(raw) if raw.isdigit() and store.get_patient(int(raw)) else None
+        return page(f"This file cannot be used: {exc}", 400)
+    patient_id = wanted_id if wanted_id is not None and store.get_patient(wanted_id) else None
     verdict = classify(samples, rate)
     config = get_config()
     try:
         relative, sha = store_recording(config.recordings_dir, data, min_free_mb=config.storage.min_free_mb,
                                         prefix="upload")
     except StorageError as exc:
-        return render_template("upload.html", patients=patients, error=str(exc)), 507
+        return page(str(exc), 507)
     rec_id = store.add_recording(
         file=relative, sha256=sha, duration_s=samples.size / rate, rate=rate, source="upload",
         device_id=config.device_id, uploaded_by=g.user["id"], patient_id=patient_id,
