@@ -116,7 +116,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX recordings_patient_time ON recordings(patient_id, captured_at);
     DROP INDEX recordings_patient;
     """,
+    # 5: what a clinician found when they examined the person recorded: the screening
+    # programme's measure of how the device does in the field, and known-healthy recordings
+    # for `heartpi model calibrate --confirmed-normal`
+    """
+    ALTER TABLE recordings ADD COLUMN finding TEXT CHECK (finding IS NULL OR finding IN ('normal', 'abnormal'));
+    ALTER TABLE recordings ADD COLUMN finding_note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE recordings ADD COLUMN finding_by TEXT;
+    ALTER TABLE recordings ADD COLUMN finding_at TEXT;
+    """,
 ]
+FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -156,6 +166,10 @@ class Recording:
     model_sha256: Optional[str]
     software_version: Optional[str]
     note: str
+    finding: Optional[str] = None
+    finding_note: str = ""
+    finding_by: Optional[str] = None
+    finding_at: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -286,13 +300,15 @@ class RecordStore:
     @staticmethod
     def _recording_filters(*, verdict: Optional[str] = None, since: Optional[str] = None,
                            until: Optional[str] = None, device_id: Optional[str] = None,
-                           patient_id: Optional[int] = None, unassigned: bool = False
+                           patient_id: Optional[int] = None, unassigned: bool = False,
+                           finding: Optional[str] = None, source: Optional[str] = None
                            ) -> tuple[str, list]:
         """The WHERE clause (and its arguments) that the list and its count share."""
         clauses, args = [], []
         for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
                                   ("captured_at", "<", until), ("device_id", "=", device_id),
-                                  ("patient_id", "=", patient_id)):
+                                  ("patient_id", "=", patient_id), ("finding", "=", finding),
+                                  ("source", "=", source)):
             if value not in (None, ""):
                 clauses.append(f"{column} {op} ?")
                 args.append(value)
@@ -302,7 +318,7 @@ class RecordStore:
 
     def list_recordings(self, *, limit: int = 200, offset: int = 0, **filters: Any) -> list[Recording]:
         """Newest first; ``filters``: verdict, since, until (ISO dates), device_id, patient_id,
-        unassigned."""
+        unassigned, finding (a clinician's), source."""
         where, args = self._recording_filters(**filters)
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
@@ -355,6 +371,33 @@ class RecordStore:
         """How many patients :meth:`list_patients` would list without a limit."""
         where, args = _patient_search(search)
         return self._query(f"SELECT COUNT(*) FROM patients p {where}", args)[0][0]
+
+    def set_finding(self, rec_id: int, finding: Optional[str], note: str = "", *, actor: str) -> None:
+        """Record what a clinician found on examining the person recorded (``None`` clears it).
+        The audit entry keeps the old and new finding, not the note (it may name the person)."""
+        if finding not in (None, *FINDINGS):
+            raise ValueError(f"finding must be one of {', '.join(FINDINGS)} or none")
+        with self.transaction() as conn:
+            row = conn.execute("SELECT finding FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"recording {rec_id} does not exist")
+            conn.execute("UPDATE recordings SET finding = ?, finding_note = ?, finding_by = ?, finding_at = ? "
+                         "WHERE id = ?", (finding, note.strip()[:500] if finding else "",
+                                          actor if finding else None, utcnow() if finding else None, rec_id))
+            self._audit(conn, actor, "recording.finding", f"recording:{rec_id}", f"{row[0]} -> {finding}")
+
+    def findings_by_verdict(self, *, model_sha256: Optional[str] = None,
+                            source: Optional[str] = None) -> dict[tuple[str, str], int]:
+        """``{(verdict, finding): count}`` over recordings a clinician's finding exists for
+        (optionally only those scored by one model, or from one source): the field's
+        confusion matrix."""
+        where, args = "WHERE finding IS NOT NULL AND verdict IS NOT NULL", []
+        for column, value in (("model_sha256", model_sha256), ("source", source)):
+            if value:
+                where += f" AND {column} = ?"
+                args.append(value)
+        rows = self._query(f"SELECT verdict, finding, COUNT(*) FROM recordings {where} GROUP BY verdict, finding", args)
+        return {(r[0], r[1]): r[2] for r in rows}
 
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
         with self.transaction() as conn:

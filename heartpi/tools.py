@@ -55,6 +55,9 @@ def register(sub, dispatch: Callable) -> None:
     q = msub.add_parser("calibrate", help="re-set the threshold from recordings of healthy people on this device")
     q.add_argument("recordings", type=int, nargs="*", metavar="RECORDING_ID",
                    help="ids (web page or 'heartpi export') of recordings of known-healthy people")
+    q.add_argument("--confirmed-normal", action="store_true",
+                   help="also use every recording from this device whose person a clinician found "
+                        "healthy (the finding on the recording's web page)")
     q.add_argument("--specificity", type=float, help="wanted share of healthy people called normal "
                    "(default: the model's validation specificity)")
     q.add_argument("--reset", action="store_true", help="remove the calibration")
@@ -419,9 +422,6 @@ def model_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-MIN_CALIBRATION_RECORDINGS = 20
-
-
 def model_calibrate(args: argparse.Namespace) -> int:
     """Re-set the decision threshold from recordings of known-healthy people on this device.
 
@@ -442,16 +442,24 @@ def model_calibrate(args: argparse.Namespace) -> int:
     classifier = Classifier.load(config.model_file)
     store = RecordStore(config.database_path)
     recordings = [store.get_recording(i) for i in args.recordings]
+    confirmed = store.list_recordings(finding="normal", source="device", device_id=config.device_id,
+                                      limit=1 << 30) if args.confirmed_normal else []
     store.close()
     missing = [i for i, r in zip(args.recordings, recordings) if r is None]
     if missing:
         _line(False, "calibration", f"no recording with id {', '.join(map(str, missing))}")
         return EXIT_FAILED
+    if not recordings and not confirmed:
+        _line(False, "calibration", "name recordings of healthy people, or use --confirmed-normal "
+              "once clinicians have entered their findings")
+        return EXIT_FAILED
+    given = {r.id for r in recordings}
+    recordings += [r for r in confirmed if r.id not in given]
     usable = [r for r in recordings if r.p_abnormal is not None and r.verdict != "poor_signal"
               and r.model_sha256 == classifier.sha256]
-    if len(usable) < MIN_CALIBRATION_RECORDINGS:
+    if len(usable) < Classifier.MIN_CALIBRATION_RECORDINGS:
         _line(False, "calibration", f"{len(usable)} usable recordings (good signal, scored by this model); "
-              f"record at least {MIN_CALIBRATION_RECORDINGS} healthy people on this device")
+              f"record at least {Classifier.MIN_CALIBRATION_RECORDINGS} healthy people on this device")
         return EXIT_FAILED
     specificity = args.specificity or classifier.metadata.get("metrics", {}).get(
         "validation_int8", {}).get("specificity", 0.85)

@@ -102,6 +102,10 @@ class Classifier:
         if not 0.0 < float(meta["threshold"]) < 1.0:
             raise ModelFileError("model metadata threshold must be between 0 and 1")
 
+    #: Fewest known-healthy recordings a per-device threshold may be set from: below that the
+    #: quantile is mostly noise (and the web page says so before suggesting calibration).
+    MIN_CALIBRATION_RECORDINGS = 20
+
     @classmethod
     def load(cls, path: Union[str, os.PathLike, None] = None, *, runtime: Optional[str] = None,
              calibration: Union[str, os.PathLike, None] = None, threads: int = 2) -> "Classifier":

@@ -271,3 +271,31 @@ def test_a_crowded_clinic_finds_pages_and_assigns_in_a_real_browser(live_server,
     page.wait_for_url(re.compile(r".*/recordings/\d+$"))
     assert store.get_recording(int(page.url.rsplit("/", 1)[1])).patient_id == zainab
     assert page.console_errors == []
+
+
+def test_a_clinician_enters_a_finding_and_the_device_page_counts_it_in_a_real_browser(
+        live_server, page, heartpi_config):
+    from device.storage import store_recording
+    from model import Classifier
+
+    base, store = live_server
+    abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    verdict = Classifier.load().classify_file(abnormal)
+    relative, sha = store_recording(heartpi_config.recordings_dir, abnormal.read_bytes())
+    rec_id = store.add_recording(file=relative, sha256=sha, duration_s=verdict.duration_s, rate=2000,
+                                 source="device", device_id="test-box", verdict=verdict.label,
+                                 p_abnormal=verdict.p_abnormal, model_sha256=verdict.model_sha256)
+    _login(page, base)
+    page.goto(f"{base}/recordings/{rec_id}")
+    page.check("#finding-form input[value=abnormal]")
+    page.fill("#finding-form input[name=note]", "echo: aortic stenosis")
+    page.click("#finding-form button[type=submit]")
+    page.wait_for_selector("text=Clinician's finding saved.")
+    assert page.url.endswith(f"/recordings/{rec_id}#finding")
+    assert "echo: aortic stenosis" in page.inner_text("#finding-text")
+    assert page.is_checked("#finding-form input[value=abnormal]")
+    assert store.get_recording(rec_id).finding == "abnormal"
+    page.goto(f"{base}/device")
+    assert "1 of 1" in page.inner_text("#field-results")
+    page.screenshot(path=str(ARTIFACTS / "10-field-results.png"), full_page=True)
+    assert page.console_errors == []

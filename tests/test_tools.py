@@ -277,3 +277,40 @@ def test_model_calibrate_sets_a_per_device_threshold(tmp_path):
 
     assert run_cli("model", "calibrate", "--reset", env=env).returncode == 0
     assert not (data / "models" / "calibration.json").exists()
+
+
+def test_model_calibrate_from_clinicians_findings_on_this_device(tmp_path):
+    """--confirmed-normal takes the recordings this device made of people a clinician found
+    healthy: not uploads, not other devices, not people found abnormal or not yet examined."""
+    import socket
+
+    from device.records import RecordStore
+    from model import Classifier
+
+    data = tmp_path / "data"
+    model = Classifier.load()
+    store = RecordStore(data / "heartpi.sqlite3")
+    here = socket.gethostname()
+
+    def add(n, p, *, finding, device_id=here, source="device"):
+        ids = [store.add_recording(file=f"{device_id}-{source}-{finding}-{p}-{i}.wav", sha256="0" * 64, duration_s=20,
+                                   rate=48000, source=source, device_id=device_id, verdict="normal",
+                                   p_abnormal=p, model_sha256=model.sha256) for i in range(n)]
+        for rec_id in ids:
+            if finding:
+                store.set_finding(rec_id, finding, actor="user:1:doc@clinic.test")
+        return ids
+
+    add(22, 0.30, finding="normal")
+    add(5, 0.95, finding="normal", source="upload")    # a phone: another device
+    add(5, 0.95, finding="normal", device_id="other-box")
+    add(5, 0.95, finding="abnormal")
+    add(5, 0.95, finding=None)
+    store.close()
+    env = {"HEARTPI_DATA_DIR": str(data)}
+    nothing = run_cli("model", "calibrate", env=env)
+    assert nothing.returncode == 1 and "--confirmed-normal" in nothing.stdout
+    done = run_cli("model", "calibrate", "--confirmed-normal", "--specificity", "0.9", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calibration = json.loads((data / "models" / "calibration.json").read_text())
+    assert calibration["recordings"] == 22 and calibration["threshold"] == pytest.approx(0.30)

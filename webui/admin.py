@@ -153,7 +153,9 @@ def audit_csv() -> Response:
 @roles_required("admin", "clinician", "health_worker")
 def device():
     from model import software_version
-    from model.classifier import DEFAULT_MODEL, metadata_path
+    from model.classifier import DEFAULT_MODEL, Classifier, metadata_path
+
+    from .field import field_results
 
     config = get_config()
     store = get_store()
@@ -164,7 +166,11 @@ def device():
         meta = {}
     usage = shutil.disk_usage(config.data_dir if config.data_dir.exists() else "/")
     recordings = store.list_recordings(limit=10)
-    return render_template("device.html", config=config, software=software_version(), model=meta,
+    expected = meta.get("metrics", {}).get("validation_int8", {}).get("specificity")
+    # The device's own stethoscope only: uploads come from phones and other stethoscopes.
+    field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device"),
+                          expected_specificity=expected, min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS)
+    return render_template("device.html", field=field, expected_specificity=expected, config=config, software=software_version(), model=meta,
                            model_path=model_path, free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
                            status=store.status(), recordings=recordings, n_recordings=store.count_recordings(),
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),

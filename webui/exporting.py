@@ -19,7 +19,8 @@ from device.storage import resolve
 CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
                "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
-               "model_sha256", "software_version", "sha256", "file")
+               "model_sha256", "software_version", "sha256", "file", "clinician_finding",
+               "clinician_note", "finding_by", "finding_at")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
 
@@ -48,7 +49,8 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
                "" if rec.threshold is None else f"{rec.threshold:.4f}",
                "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
-               rec.model_sha256, rec.software_version, rec.sha256, rec.file)
+               rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
+               rec.finding_note, (rec.finding_by or "").split(":", 2)[-1], rec.finding_at or "")
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 

@@ -145,6 +145,20 @@ def assign(rec_id: int):
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
 
 
+@bp.route("/recordings/<int:rec_id>/finding", methods=["POST"])
+@roles_required("admin", "clinician")
+def finding(rec_id: int):
+    """What a clinician found on examining the person recorded: the device's field results
+    (Device page) and the known-healthy recordings a technician calibrates it from."""
+    _recording_or_404(rec_id)
+    value = request.form.get("finding", "")
+    if value not in ("", "normal", "abnormal"):
+        abort(400, description="Choose normal, abnormal or not examined.")
+    get_store().set_finding(rec_id, value or None, request.form.get("note", ""), actor=actor())
+    flash("Clinician's finding saved." if value else "Clinician's finding cleared.", "ok")
+    return redirect(url_for("recordings.detail", rec_id=rec_id, _anchor="finding"), code=303)
+
+
 @bp.route("/recordings/<int:rec_id>/delete", methods=["POST"])
 @roles_required("admin")
 def delete(rec_id: int):

@@ -196,7 +196,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "## Known failure modes",
         "- A stethoscope or phone unlike the training sources shifts the scores: specificity can collapse (many "
         "healthy people referred). Check the device with `heartpi selftest`, and on a new kind of stethoscope "
-        "re-set the threshold from 20 or more recordings of healthy people (`heartpi model calibrate`): on held-out "
+        "re-set the threshold from 20 or more recordings of healthy people (`heartpi model calibrate`, or "
+        "`--confirmed-normal` once clinicians enter their findings; the web page's Device page shows the device's "
+        "own field sensitivity and specificity from those findings): on held-out "
         "sources this helped some a lot and others not at all (calibrated column), because it fixes a shifted "
         "operating point but not a lost ranking (low AUC).",
         "- A short clip (an upload of 1–4 s, as other stethoscopes and phone apps export) is judged on its few "

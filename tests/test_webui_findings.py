@@ -1,0 +1,126 @@
+"""Clinicians' findings: entered on a recording's page, kept audited, exported, and turned into
+the device's own field results on the Device page."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from webui.field import MIN_CASES, field_results
+
+
+@pytest.fixture
+def model_sha():
+    from model import Classifier
+
+    return Classifier.load().sha256
+
+
+def _add(store, n, verdict, finding, sha, source="device"):
+    ids = []
+    for i in range(n):
+        rec_id = store.add_recording(file=f"{verdict}-{finding}-{sha[:4]}-{source}-{i}.wav", sha256="0" * 64,
+                                     duration_s=20.0, rate=48000, source=source, device_id="box", verdict=verdict,
+                                     p_abnormal=0.9 if verdict == "abnormal" else 0.1, model_sha256=sha)
+        if finding:
+            store.set_finding(rec_id, finding, actor="user:2:doc@clinic.test")
+        ids.append(rec_id)
+    return ids
+
+
+def test_a_clinician_enters_changes_and_clears_a_finding(client, auth, web_store, model_sha):
+    rec_id = _add(web_store, 1, "abnormal", None, model_sha)[0]
+    auth.login("clinician")
+    page = client.get(f"/recordings/{rec_id}").get_data(as_text=True)
+    assert "No clinician's finding yet" in page and 'id="finding-form"' in page
+    token = auth.csrf(f"/recordings/{rec_id}")
+    response = client.post(f"/recordings/{rec_id}/finding", data={
+        "csrf_token": token, "finding": "abnormal", "note": "echo: mitral regurgitation"})
+    assert response.status_code == 303 and response.headers["Location"].endswith(f"/recordings/{rec_id}#finding")
+    rec = web_store.get_recording(rec_id)
+    assert (rec.finding, rec.finding_note) == ("abnormal", "echo: mitral regurgitation")
+    assert rec.finding_by.endswith(":clinician@clinic.test") and rec.finding_at
+    page = client.get(f"/recordings/{rec_id}").get_data(as_text=True)
+    assert "Heart disease found" in page and "echo: mitral regurgitation" in page and "clinician@clinic.test" in page
+    client.post(f"/recordings/{rec_id}/finding", data={"csrf_token": token, "finding": "normal", "note": ""})
+    client.post(f"/recordings/{rec_id}/finding", data={"csrf_token": token, "finding": "", "note": "ignored"})
+    rec = web_store.get_recording(rec_id)
+    assert (rec.finding, rec.finding_note, rec.finding_by, rec.finding_at) == (None, "", None, None)
+    trail = [e["detail"] for e in web_store.audit_entries(limit=10, action="recording.finding")]
+    assert trail == ["normal -> None", "abnormal -> normal", "None -> abnormal"]  # newest first, no note
+    assert client.post(f"/recordings/{rec_id}/finding", data={"csrf_token": token, "finding": "maybe"}).status_code == 400
+    assert client.post("/recordings/999999/finding", data={"csrf_token": token, "finding": "normal"}).status_code == 404
+
+
+def test_health_workers_see_the_finding_but_cannot_enter_one(client, auth, web_store, model_sha):
+    rec_id = _add(web_store, 1, "abnormal", "abnormal", model_sha)[0]
+    auth.login("health_worker")
+    page = client.get(f"/recordings/{rec_id}").get_data(as_text=True)
+    assert "Heart disease found" in page and 'id="finding-form"' not in page
+    response = client.post(f"/recordings/{rec_id}/finding", data={
+        "csrf_token": auth.csrf(f"/recordings/{rec_id}"), "finding": "normal"})
+    assert response.status_code == 403 and web_store.get_recording(rec_id).finding == "abnormal"
+
+
+def test_findings_travel_in_the_csv_export(client, auth, web_store, model_sha):
+    rec_id = _add(web_store, 1, "abnormal", None, model_sha)[0]
+    web_store.set_finding(rec_id, "abnormal", "=cmd|' /C calc'!A0", actor="user:2:doc@clinic.test")
+    auth.login("clinician")
+    rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
+    assert rows[0]["clinician_finding"] == "abnormal" and rows[0]["finding_by"] == "doc@clinic.test"
+    assert rows[0]["clinician_note"].startswith("'=")  # spreadsheet-safe
+
+
+def test_the_device_page_shows_field_results_and_asks_for_calibration(client, auth, web_store, model_sha):
+    _add(web_store, 9, "abnormal", "abnormal", model_sha)
+    _add(web_store, 3, "normal", "abnormal", model_sha)
+    _add(web_store, 10, "normal", "normal", model_sha)
+    _add(web_store, 15, "abnormal", "normal", model_sha)   # healthy hearts referred: a shifted stethoscope
+    _add(web_store, 2, "poor_signal", "normal", model_sha)
+    _add(web_store, 5, "abnormal", "normal", "f" * 64)     # scored by another model: not counted
+    _add(web_store, 4, "normal", None, model_sha)          # not examined: not counted
+    _add(web_store, 6, "abnormal", "normal", model_sha, source="upload")  # a phone's: not this device's
+    auth.login("health_worker")
+    page = " ".join(client.get("/device").get_data(as_text=True).split())
+    assert "9 of 12" in page and "75 %" in page            # sensitivity
+    assert "10 of 25" in page and "40 %" in page           # specificity
+    assert "9 of 24" in page                               # referrals confirmed
+    assert "39 examined people, of whom 2 had a" in page
+    assert 'id="calibration-due"' in page and "heartpi model calibrate" in page
+
+
+def test_the_device_page_before_any_finding_and_with_too_few(client, auth, web_store, model_sha):
+    auth.login("clinician")
+    assert "No clinician's findings yet" in client.get("/device").get_data(as_text=True)
+    _add(web_store, 3, "normal", "normal", model_sha)
+    page = client.get("/device").get_data(as_text=True)
+    assert "too few to judge" in page and 'id="calibration-due"' not in page
+
+
+def test_field_results_arithmetic():
+    results = field_results({("abnormal", "abnormal"): 8, ("normal", "abnormal"): 2, ("normal", "normal"): 40,
+                             ("abnormal", "normal"): 10}, expected_specificity=0.85, min_calibration=20)
+    assert results.sensitivity.value == 0.8 and results.specificity.value == 0.8
+    assert results.referrals_confirmed.value == pytest.approx(8 / 18)
+    assert results.specificity.interval[0] < 0.8 < results.specificity.interval[1]
+    assert not results.calibration_due  # 0.80 with 50 people: the interval still reaches 0.85
+    assert results.sensitivity.enough and MIN_CASES == 10
+    low = field_results({("normal", "normal"): 10, ("abnormal", "normal"): 30}, expected_specificity=0.85,
+                        min_calibration=20)
+    assert low.calibration_due
+    few = field_results({("normal", "normal"): 1, ("abnormal", "normal"): 15}, expected_specificity=0.85,
+                        min_calibration=20)
+    assert not few.calibration_due  # 16 healthy recordings: too few to calibrate from
+    assert not field_results({}, expected_specificity=None, min_calibration=20).any
+
+
+def test_the_store_refuses_an_unknown_finding(store):
+    rec_id = store.add_recording(file="a.wav", sha256="0" * 64, duration_s=20.0, rate=2000, source="device",
+                                 device_id="box")
+    with pytest.raises(ValueError):
+        store.set_finding(rec_id, "maybe", actor="t")
+    with pytest.raises(KeyError):
+        store.set_finding(999, "normal", actor="t")
+    assert store.get_recording(rec_id).finding is None
