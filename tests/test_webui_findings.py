@@ -56,7 +56,10 @@ def test_a_clinician_enters_changes_and_clears_a_finding(client, auth, web_store
 
 def test_health_workers_see_the_finding_but_cannot_enter_one(client, auth, web_store, model_sha):
     rec_id = _add(web_store, 1, "abnormal", "abnormal", model_sha)[0]
+    pid = web_store.add_patient(name="Amina", actor="t")
+    web_store.assign_recording(rec_id, pid, actor="t")
     auth.login("health_worker")
+    assert "<td>heart disease</td>" in client.get(f"/patients/{pid}").get_data(as_text=True)
     page = client.get(f"/recordings/{rec_id}").get_data(as_text=True)
     assert "Heart disease found" in page and 'id="finding-form"' not in page
     response = client.post(f"/recordings/{rec_id}/finding", data={

@@ -170,8 +170,9 @@ def device():
     # The device's own stethoscope only: uploads come from phones and other stethoscopes.
     field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device"),
                           expected_specificity=expected, min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS)
-    return render_template("device.html", field=field, expected_specificity=expected, config=config, software=software_version(), model=meta,
-                           model_path=model_path, free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
+    return render_template("device.html", config=config, software=software_version(), model=meta,
+                           field=field, expected_specificity=expected, model_path=model_path,
+                           free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
                            status=store.status(), recordings=recordings, n_recordings=store.count_recordings(),
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
                            backup=_backup_view(store, time.time()))

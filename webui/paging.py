@@ -56,7 +56,8 @@ def current_page(total: int, size: int = PAGE_ROWS) -> Page:
     """The page asked for by ``?page=N``, clamped to the pages that exist."""
     raw = request.args.get("page", "1")
     number = int(raw) if raw.isdigit() else 1
-    return Page(number=max(1, min(number, max(1, -(-total // size)))), size=size, total=total)
+    last = Page(number=1, size=size, total=total).count
+    return Page(number=max(1, min(number, last)), size=size, total=total)
 
 
 def args_for_page(number: int) -> dict:
