@@ -301,14 +301,14 @@ class RecordStore:
     def _recording_filters(*, verdict: Optional[str] = None, since: Optional[str] = None,
                            until: Optional[str] = None, device_id: Optional[str] = None,
                            patient_id: Optional[int] = None, unassigned: bool = False,
-                           finding: Optional[str] = None, source: Optional[str] = None
-                           ) -> tuple[str, list]:
+                           finding: Optional[str] = None, source: Optional[str] = None,
+                           model_sha256: Optional[str] = None) -> tuple[str, list]:
         """The WHERE clause (and its arguments) that the list and its count share."""
         clauses, args = [], []
         for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
                                   ("captured_at", "<", until), ("device_id", "=", device_id),
                                   ("patient_id", "=", patient_id), ("finding", "=", finding),
-                                  ("source", "=", source)):
+                                  ("source", "=", source), ("model_sha256", "=", model_sha256)):
             if value not in (None, ""):
                 clauses.append(f"{column} {op} ?")
                 args.append(value)
@@ -318,7 +318,7 @@ class RecordStore:
 
     def list_recordings(self, *, limit: int = 200, offset: int = 0, **filters: Any) -> list[Recording]:
         """Newest first; ``filters``: verdict, since, until (ISO dates), device_id, patient_id,
-        unassigned, finding (a clinician's), source."""
+        unassigned, finding (a clinician's), source, model_sha256."""
         where, args = self._recording_filters(**filters)
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
@@ -391,11 +391,9 @@ class RecordStore:
         """``{(verdict, finding): count}`` over recordings a clinician's finding exists for
         (optionally only those scored by one model, or from one source): the field's
         confusion matrix."""
-        where, args = "WHERE finding IS NOT NULL AND verdict IS NOT NULL", []
-        for column, value in (("model_sha256", model_sha256), ("source", source)):
-            if value:
-                where += f" AND {column} = ?"
-                args.append(value)
+        where, args = self._recording_filters(model_sha256=model_sha256, source=source)
+        where = f"{where} AND" if where else "WHERE"  # and only recordings a finding exists for
+        where += " finding IS NOT NULL AND verdict IS NOT NULL"
         rows = self._query(f"SELECT verdict, finding, COUNT(*) FROM recordings {where} GROUP BY verdict, finding", args)
         return {(r[0], r[1]): r[2] for r in rows}
 

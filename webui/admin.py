@@ -166,6 +166,7 @@ def device():
         meta = {}
     usage = shutil.disk_usage(config.data_dir if config.data_dir.exists() else "/")
     recordings = store.list_recordings(limit=10)
+    n_recordings = store.count_recordings()
     expected = meta.get("metrics", {}).get("validation_int8", {}).get("specificity")
     # The device's own stethoscope only: uploads come from phones and other stethoscopes.
     field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device"),
@@ -173,16 +174,16 @@ def device():
     return render_template("device.html", config=config, software=software_version(), model=meta,
                            field=field, expected_specificity=expected, model_path=model_path,
                            free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
-                           status=store.status(), recordings=recordings, n_recordings=store.count_recordings(),
+                           status=store.status(), recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
-                           backup=_backup_view(store, time.time()))
+                           backup=_backup_view(store, time.time(), n_recordings))
 
 
 #: The Device page asks for a whole-device backup when the last is older than this.
 BACKUP_DUE_DAYS = 30
 
 
-def _backup_view(store, now: float) -> dict:
+def _backup_view(store, now: float, n_recordings: int) -> dict:
     """When the whole device was last backed up (``heartpi backup X.tar`` or the Export page's
     download), and whether one is due: an SD card fails without warning."""
     made = store.audit_entries(limit=1, action="backup.create")
@@ -193,7 +194,7 @@ def _backup_view(store, now: float) -> dict:
     if last:
         days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
     return {"at": last and last[:16].replace("T", " "), "days": days,
-            "due": store.count_recordings() > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
+            "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
 
 
 #: A request older than this means heartpi-clock.service is not picking it up.
