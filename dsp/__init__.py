@@ -9,15 +9,17 @@ from .features import (FeatureParams, mel_filterbank, melspectrogram, mfcc, powe
                        power_to_db, recording_features, window_features)
 from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, bandpass_with_spectrum, resample,
                       to_analysis_rate)
+from .listening import LISTEN_RATE_HZ, LISTENING_MODES, ListeningMode, listening_copy
 from .signal_quality import REASON_ADVICE, QualityReport, heart_rate, quality
 from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN_DURATION_S,
                   MIN_RATE_HZ, read_wav, wav_bytes, write_wav)
 
 __all__ = [
     "ANALYSIS_RATE_HZ", "BadAudioError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
-    "MAX_CHANNELS", "MAX_DURATION_S", "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
+    "LISTENING_MODES", "LISTEN_RATE_HZ", "ListeningMode", "MAX_CHANNELS", "MAX_DURATION_S",
+    "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
     "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",
-    "bandpass_with_spectrum", "heart_rate", "mel_filterbank", "melspectrogram", "mfcc",
+    "bandpass_with_spectrum", "heart_rate", "listening_copy", "mel_filterbank", "melspectrogram", "mfcc",
     "power_spectrogram", "power_to_db", "quality", "read_wav", "recording_features", "resample",
     "to_analysis_rate", "wav_bytes", "window_features", "write_wav",
 ]

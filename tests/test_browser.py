@@ -299,3 +299,44 @@ def test_a_clinician_enters_a_finding_and_the_device_page_counts_it_in_a_real_br
     assert "1 of 1" in page.inner_text("#field-results")
     page.screenshot(path=str(ARTIFACTS / "10-field-results.png"), full_page=True)
     assert page.console_errors == []
+
+
+def test_listening_follows_the_pictures_in_a_real_browser(live_server, page, heartpi_config):
+    """The player starts on the heart band; a click on the phonocardiogram plays from that
+    moment and a red line on both pictures follows; another filter keeps the place and the
+    half speed chosen; the choice survives a reload."""
+    from device.storage import store_recording
+
+    base, store = live_server
+    abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    relative, sha = store_recording(heartpi_config.recordings_dir, abnormal.read_bytes())
+    rec_id = store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                                 device_id="test-box", verdict="abnormal", p_abnormal=0.8)
+    _login(page, base)
+    page.goto(f"{base}/recordings/{rec_id}")
+    assert page.locator("#listen-apply").is_hidden() and page.locator("#speed-control").is_visible()
+    assert page.locator("#timeline-hint").is_visible()
+    _poll(page, "#player", "a => a.readyState >= 1")
+    assert page.eval_on_selector("#player", "a => a.src").endswith(f"/recordings/{rec_id}/listen/heart.wav")
+    assert page.eval_on_selector("#player", "a => a.duration") == pytest.approx(20.0, abs=0.1)
+    _poll(page, "#waveform", "img => img.complete && img.naturalWidth > 0")
+
+    box = page.locator("#waveform").bounding_box()
+    page.locator("#waveform").click(position={"x": 0.5 * box["width"], "y": 0.5 * box["height"]})
+    _poll(page, "#player", "a => !a.paused && a.currentTime > 10.1")
+    assert 9.9 < page.eval_on_selector("#player", "a => a.currentTime") < 14
+    heads = page.eval_on_selector_all(".timeline .playhead", "hs => hs.map(h => !h.hidden && "
+                                      "(h.offsetLeft + 1) / h.parentElement.clientWidth)")
+    assert len(heads) == 2 and all(0.49 < h < 0.75 for h in heads), heads
+    page.screenshot(path=str(ARTIFACTS / "09-listening.png"), full_page=True)
+
+    page.select_option("#speed", "0.5")
+    assert page.eval_on_selector("#player", "a => a.playbackRate") == 0.5
+    page.check("#listen-form input[value=bell]")
+    _poll(page, "#player", "a => a.src.endsWith('/listen/bell.wav') && a.readyState >= 1 && a.currentTime > 9.9")
+    assert page.eval_on_selector("#player", "a => a.playbackRate") == 0.5
+    assert page.url.endswith(f"/recordings/{rec_id}?listen=bell#listen")
+    page.reload()
+    assert page.is_checked("#listen-form input[value=bell]")
+    assert page.eval_on_selector("#player", "a => a.getAttribute('src')") == f"/recordings/{rec_id}/listen/bell.wav"
+    assert not page.console_errors, page.console_errors

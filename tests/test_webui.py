@@ -24,7 +24,7 @@ ROLES = ("admin", "clinician", "health_worker")
 def _sample_url(rule) -> str:
     values = {arg: 1 for arg in rule.arguments}
     return rule.rule.replace("<int:rec_id>", "1").replace("<int:patient_id>", "1").replace(
-        "<int:user_id>", "1").replace("<path:filename>", "style.css") if values else rule.rule
+        "<int:user_id>", "1").replace("<path:filename>", "style.css").replace("<mode>", "heart") if values else rule.rule
 
 
 def _upload(client, auth, path=None, data=None, patient_id=""):

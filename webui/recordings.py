@@ -56,9 +56,13 @@ def detail(rec_id: int):
         store.audit(actor(), "patient.view", f"patient:{patient['id']}", f"recording:{rec.id}")
     else:
         store.audit(actor(), "recording.view", f"recording:{rec.id}")
+    listen = request.args.get("listen", DEFAULT_LISTENING)
+    if listen not in dsp.LISTENING_MODES and listen != AS_RECORDED:
+        listen = DEFAULT_LISTENING
     return render_template("recording.html", rec=rec, patient=patient,
                            choice=patient_choice(store, rec.patient_id),
-                           advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons])
+                           advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
+                           listening_modes=dsp.LISTENING_MODES.values(), listen=listen, as_recorded=AS_RECORDED)
 
 
 def _recording_file(rec):
@@ -74,6 +78,11 @@ def _recording_file(rec):
 #: Browsers refuse to play audio below ~3 kHz (Chromium's minimum), and PhysioNet-style
 #: recordings are 2 kHz: the player gets a copy resampled to this rate; downloads get the original.
 PLAYBACK_MIN_RATE_HZ = 8000
+#: What the player starts with: the heart's band at a listening level (``dsp.listening``), since
+#: most staff listen on a laptop or phone, where a recording as captured is faint and muddy.
+DEFAULT_LISTENING = "heart"
+#: The player's other choice: the recording itself (``audio``).
+AS_RECORDED = "recorded"
 
 
 @bp.route("/recordings/<int:rec_id>/audio.wav")
@@ -87,6 +96,18 @@ def audio(rec_id: int):
         path = _derived(rec, "-listen.wav", lambda samples, rate: dsp.wav_bytes(
             dsp.resample(samples, rate, PLAYBACK_MIN_RATE_HZ), PLAYBACK_MIN_RATE_HZ))
     return send_file(path, mimetype="audio/wav", conditional=True, download_name=f"heartpi-{rec.id}.wav")
+
+
+@bp.route("/recordings/<int:rec_id>/listen/<mode>.wav")
+@roles_required(*ALL)
+def listen(rec_id: int, mode: str):
+    """A listening copy: one filter mode's band at a listening level, 8 kHz (``dsp.listening``)."""
+    if mode not in dsp.LISTENING_MODES:
+        abort(404)
+    rec = _recording_or_404(rec_id)
+    path = _derived(rec, f"-listen-{mode}.wav", lambda samples, rate: dsp.wav_bytes(
+        dsp.listening_copy(samples, rate, mode), dsp.LISTEN_RATE_HZ))
+    return send_file(path, mimetype="audio/wav", conditional=True, download_name=f"heartpi-{rec.id}-{mode}.wav")
 
 
 @bp.route("/recordings/<int:rec_id>/original.wav")

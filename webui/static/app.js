@@ -26,7 +26,60 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("clock-typed").hidden = true;  // the browser's own time is sent instead
     clockForm.addEventListener("submit", () => { clockForm.elements.browser_epoch_ms.value = String(Date.now()); });
   }
+
+  const player = document.getElementById("player");
+  if (player) listening(player);
 });
+
+// Recording page: switch the player's filter without losing the place, slow it down, and tie it
+// to the pictures (a red line follows the sound; a click on a picture plays from that moment).
+function listening(player) {
+  const form = document.getElementById("listen-form");
+  document.getElementById("listen-apply").hidden = true;  // a choice applies at once
+  for (const radio of form.querySelectorAll("input[name=listen]")) {
+    radio.addEventListener("change", () => {
+      const at = player.currentTime, playing = !player.paused;
+      player.addEventListener("loadedmetadata", () => {
+        player.currentTime = Math.min(at, player.duration || at);
+        if (playing) player.play().catch(() => {});
+      }, { once: true });
+      player.src = radio.dataset.src;
+      history.replaceState(null, "", "?listen=" + encodeURIComponent(radio.value) + "#listen");
+    });
+  }
+
+  const speed = document.getElementById("speed");
+  document.getElementById("speed-control").hidden = false;
+  speed.addEventListener("change", () => {
+    player.defaultPlaybackRate = player.playbackRate = Number(speed.value);  // default survives a new src
+  });
+
+  const timelines = document.querySelectorAll(".timeline");
+  const heads = [];
+  for (const timeline of timelines) {
+    const picture = timeline.querySelector("img"), head = timeline.querySelector(".playhead");
+    heads.push(head);
+    timeline.classList.add("seekable");
+    picture.addEventListener("click", (event) => {
+      const box = picture.getBoundingClientRect();
+      if (!player.duration || !box.width) return;
+      player.currentTime = Math.max(0, Math.min(1, (event.clientX - box.left) / box.width)) * player.duration;
+      player.play().catch(() => {});
+    });
+  }
+  document.getElementById("timeline-hint").hidden = false;
+  let frame = 0;
+  const follow = () => {
+    if (player.duration) {
+      const percent = (100 * player.currentTime / player.duration).toFixed(3) + "%";
+      for (const head of heads) { head.hidden = false; head.style.left = percent; }
+    }
+    frame = player.paused ? 0 : requestAnimationFrame(follow);
+  };
+  for (const name of ["play", "seeked", "timeupdate", "loadedmetadata"]) {
+    player.addEventListener(name, () => { if (!frame) follow(); });
+  }
+}
 
 function duration(ms) {
   const minutes = Math.round(Math.abs(ms) / 60000);
