@@ -38,16 +38,40 @@ class Pattern:
         return self.on_time is None
 
 
-#: What the health worker sees; the README's table is written from this.
-PATTERNS: dict[str, tuple[Optional[Pattern], str]] = {
-    READY: (Pattern("green", 0.1, 2.9), "green flashes every 3 s: ready, press the button to record"),
-    RECORDING: (Pattern("green", 0.5, 0.5), "green blinks every second: recording, hold the stethoscope still"),
-    ANALYSING: (Pattern("amber", 0.15, 0.15), "amber flickers: analysing, wait"),
-    NORMAL: (Pattern("green"), "green steady: normal"),
-    ABNORMAL: (Pattern("red"), "red steady: abnormal, refer the patient"),
-    POOR_SIGNAL: (Pattern("amber"), "amber steady: poor signal, record again"),
-    FAULT: (Pattern("red", 0.2, 0.2), "red blinks fast: fault (no sound card, disk full...), call the technician"),
-    OFF: (None, "all off: HeartPi is not running"),
+@dataclass(frozen=True)
+class LightState:
+    """What one state shows and what it tells the health worker. The web page's guide and the
+    README's table are made from these (a test holds the README to them), so the words can
+    never drift from what the LEDs do."""
+
+    pattern: Optional[Pattern]
+    lights: str    # what is seen, e.g. "green flashes every 3 s"
+    meaning: str
+    action: str    # what the health worker does next
+    result: bool = False  # one of the three verdicts (shown in bold)
+
+    @property
+    def words(self) -> str:
+        """One line for logs and the simulation's console."""
+        return f"{self.lights}: {self.meaning}; {self.action}"
+
+
+#: What the health worker sees, in the order a recording goes through them.
+PATTERNS: dict[str, LightState] = {
+    READY: LightState(Pattern("green", 0.1, 2.9), "green flashes every 3 s", "ready",
+                      "press the button once to start recording"),
+    RECORDING: LightState(Pattern("green", 0.5, 0.5), "green blinks every second", "recording",
+                          "hold the stethoscope still on the chest; press again to stop early"),
+    ANALYSING: LightState(Pattern("amber", 0.15, 0.15), "amber flickers", "analysing", "wait a moment"),
+    NORMAL: LightState(Pattern("green"), "green steady", "normal",
+                       "nothing more; symptoms still need a clinician", result=True),
+    ABNORMAL: LightState(Pattern("red"), "red steady", "abnormal: refer",
+                         "refer the person to a clinician", result=True),
+    POOR_SIGNAL: LightState(Pattern("amber"), "amber steady", "poor signal: record again",
+                            "quiet room, stethoscope firmly on the chest, record again", result=True),
+    FAULT: LightState(Pattern("red", 0.2, 0.2), "red blinks fast", "fault (no sound card, disk full...)",
+                      "call the technician; the next press tries again"),
+    OFF: LightState(None, "all off", "HeartPi is not running", "call the technician"),
 }
 
 
@@ -90,7 +114,7 @@ class Indicator:
     def show(self, state: str) -> None:
         if state not in PATTERNS:
             raise ValueError(f"unknown LED state {state!r}")
-        pattern, meaning = PATTERNS[state]
+        pattern = PATTERNS[state].pattern
         for name, led in self.leds.items():
             if pattern is None or name != pattern.led:
                 led.off()
@@ -101,7 +125,7 @@ class Indicator:
             else:
                 led.blink(on_time=pattern.on_time, off_time=pattern.off_time)
         if state != self.state:
-            log.info("LEDs: %s (%s)", state, meaning)
+            log.info("LEDs: %s (%s)", state, PATTERNS[state].words)
             self.state = state
             if self._on_change:
                 self._on_change(state)

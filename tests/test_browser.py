@@ -340,3 +340,22 @@ def test_listening_follows_the_pictures_in_a_real_browser(live_server, page, hea
     assert page.is_checked("#listen-form input[value=bell]")
     assert page.eval_on_selector("#player", "a => a.getAttribute('src')") == f"/recordings/{rec_id}/listen/bell.wav"
     assert not page.console_errors, page.console_errors
+
+
+def test_the_guide_fits_a_phone_and_prints_without_the_menu(live_server, page):
+    from device.gpio import PATTERNS
+
+    base, _ = live_server
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base)
+    page.click("header nav a:text-is('Guide')")
+    page.wait_for_url(f"{base}/guide")
+    assert page.locator("#lights tbody tr").count() == len(PATTERNS)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the guide scrolls sideways on a phone"
+    assert page.locator("header.top").is_visible()
+    page.emulate_media(media="print")
+    assert page.locator("header.top").is_hidden() and page.locator("#lights").is_visible()
+    assert page.locator("p.no-print").is_hidden() and page.locator("footer").is_visible()  # the disclaimer stays
+    page.pdf(path=str(ARTIFACTS / "10-guide.pdf"), format="A4")
+    page.screenshot(path=str(ARTIFACTS / "10-guide-print.png"), full_page=True)
+    assert not page.console_errors, page.console_errors

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,8 +52,29 @@ def test_blinking_states_keep_their_rhythm(indicator, mock_factory, state, numbe
 
 
 def test_every_state_has_words_for_the_health_worker():
-    for state, (pattern, meaning) in gpio.PATTERNS.items():
-        assert meaning and (pattern is None) == (state == gpio.OFF)
+    for state, light in gpio.PATTERNS.items():
+        assert light.lights and light.meaning and light.action
+        assert (light.pattern is None) == (state == gpio.OFF)
+        if light.pattern is not None:
+            assert light.lights.startswith(light.pattern.led)  # "green ...": the LED that lights
+            assert ("steady" in light.lights) == light.pattern.steady
+    assert [s for s, light in gpio.PATTERNS.items() if light.result] == [gpio.NORMAL, gpio.ABNORMAL, gpio.POOR_SIGNAL]
+
+
+@pytest.mark.parametrize("state", [s for s, light in gpio.PATTERNS.items() if "every" in light.lights])
+def test_the_words_give_the_blinks_true_rhythm(state):
+    """"flashes every 3 s" must be a 3 s period, "every second" a 1 s one."""
+    light = gpio.PATTERNS[state]
+    said = re.search(r"every (\d+ s|second)", light.lights).group(1)
+    period = 1.0 if said == "second" else float(said.split()[0])
+    assert light.pattern.on_time + light.pattern.off_time == pytest.approx(period)
+
+
+def test_the_readme_table_is_the_lights_own_words():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## For the health worker: what the lights mean", 1)[1].split("\n\n", 2)[1]
+    rows = [[cell.strip().strip("*") for cell in line.strip("|").split("|")] for line in section.splitlines()[2:]]
+    assert rows == [[light.lights, light.meaning, light.action] for light in gpio.PATTERNS.values()]
 
 
 def test_short_press_acts_on_release_and_long_press_cancels(indicator, mock_factory):

@@ -70,13 +70,13 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.extensions["heartpi_classifier"] = None
     app.extensions["heartpi_classifier_lock"] = threading.Lock()
 
-    from . import admin, auth, exports, patients, recordings
+    from . import admin, auth, exports, guide, patients, recordings
     from .paging import args_for_page
 
     app.jinja_env.globals["args_for_page"] = args_for_page
 
     auth.init_app(app)
-    for module in (auth, recordings, patients, exports, admin):
+    for module in (auth, recordings, patients, exports, admin, guide):
         app.register_blueprint(module.bp)
     app.add_url_rule("/", endpoint="index", view_func=recordings.index)
 
