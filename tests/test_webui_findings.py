@@ -76,6 +76,33 @@ def test_findings_travel_in_the_csv_export(client, auth, web_store, model_sha):
     assert rows[0]["clinician_note"].startswith("'=")  # spreadsheet-safe
 
 
+def test_findings_travel_in_the_fhir_export_as_their_own_observation(client, auth, web_store, model_sha):
+    import html
+    import json
+
+    patient = web_store.add_patient(name="Ama Owusu", external_id="AO-1", actor="t")
+    examined, referred_healthy, unexamined = _add(web_store, 3, "abnormal", None, model_sha)
+    for rec_id in (examined, referred_healthy, unexamined):
+        web_store.assign_recording(rec_id, patient, actor="t")
+    web_store.set_finding(examined, "abnormal", "echo: mitral regurgitation", actor="user:2:doc@clinic.test")
+    web_store.set_finding(referred_healthy, "normal", actor="user:2:doc@clinic.test")
+    auth.login("clinician")
+    bundle = json.loads(client.get(f"/export/fhir.json?patient_id={patient}").data)
+    resources = {e["resource"]["id"]: e["resource"] for e in bundle["entry"]}
+    assert f"finding-{unexamined}" not in resources and f"observation-{unexamined}" in resources
+    disease, healthy = resources[f"finding-{examined}"], resources[f"finding-{referred_healthy}"]
+    assert disease["resourceType"] == "Observation" and disease["code"]["coding"][0]["code"] == "clinician-finding"
+    assert disease["valueCodeableConcept"]["coding"][0]["code"] == "heart-disease"
+    assert healthy["valueCodeableConcept"]["coding"][0]["code"] == "heart-normal" and "note" not in healthy
+    assert disease["note"] == [{"text": "echo: mitral regurgitation"}]
+    assert disease["performer"] == [{"display": "doc@clinic.test"}]
+    assert disease["subject"] == {"reference": f"Patient/patient-{patient}"}
+    assert disease["issued"] == web_store.get_recording(examined).finding_at
+    for rec_id, finding in ((examined, disease), (referred_healthy, healthy)):  # the page's own words
+        page = html.unescape(client.get(f"/recordings/{rec_id}").get_data(as_text=True))
+        assert finding["valueCodeableConcept"]["text"] in page
+
+
 def test_the_device_page_shows_field_results_and_asks_for_calibration(client, auth, web_store, model_sha):
     _add(web_store, 9, "abnormal", "abnormal", model_sha)
     _add(web_store, 3, "normal", "abnormal", model_sha)

@@ -1,7 +1,8 @@
 """Record exports shared by the web page and the command line: CSV and FHIR R4 JSON.
 
 Records leave a device as FHIR resources (Patient, Observation with the verdict, Media with
-the audio) so an existing FHIR server can be the central store.
+the audio, and a second Observation with the clinician's finding once one is entered) so an
+existing FHIR server can be the central store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id
                "clinician_note", "finding_by", "finding_at")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
+#: The clinician's finding (``Recording.finding``) as coded in the export, with the words of the
+#: recording page.
+FINDING_CODES = {"normal": ("heart-normal", "Heart normal on examination"),
+                 "abnormal": ("heart-disease", "Heart disease found")}
 
 
 def select(store: RecordStore, *, patient_id: Optional[int] = None, since: Optional[str] = None,
@@ -50,7 +55,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
                "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
-               rec.finding_note, (rec.finding_by or "").split(":", 2)[-1], rec.finding_at or "")
+               rec.finding_note, _entered_by(rec), rec.finding_at or "")
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
@@ -123,6 +128,34 @@ def _observation_resource(rec: Recording) -> dict:
     return resource
 
 
+def _entered_by(rec: Recording) -> str:
+    """Who entered the finding: the account's email (the store keeps ``user:<id>:<email>``)."""
+    return (rec.finding_by or "").split(":", 2)[-1]
+
+
+def _finding_resource(rec: Recording) -> dict:
+    """The clinician's finding after a screening, as its own Observation: it is the truth the
+    verdict is judged against, so a central server can count the device's field results."""
+    code, text = FINDING_CODES[rec.finding]
+    resource = {
+        "resourceType": "Observation", "id": f"finding-{rec.id}", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "exam", "display": "Exam"}]}],
+        "code": {"coding": [{"system": CODE_SYSTEM, "code": "clinician-finding",
+                             "display": "Clinician's heart examination after screening"}],
+                 "text": f"Clinician's heart examination after HeartPi recording {rec.id}"},
+        "issued": rec.finding_at,
+        "performer": [{"display": _entered_by(rec)}],
+        "valueCodeableConcept": {"coding": [{"system": CODE_SYSTEM, "code": code, "display": text}],
+                                 "text": text},
+    }
+    if rec.finding_note:
+        resource["note"] = [{"text": rec.finding_note}]
+    if rec.patient_id:
+        resource["subject"] = {"reference": f"Patient/patient-{rec.patient_id}"}
+    return resource
+
+
 def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
                    recordings_dir: Optional[Path] = None, include_audio: bool = True) -> dict:
     """A FHIR R4 ``collection`` Bundle of the recordings and their patients."""
@@ -135,6 +168,8 @@ def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, devic
                 entries.append(_patient_resource(patient, device_id))
         entries.append(_media_resource(rec, recordings_dir, include_audio))
         entries.append(_observation_resource(rec))
+        if rec.finding:
+            entries.append(_finding_resource(rec))
     return {"resourceType": "Bundle", "type": "collection",
             "entry": [{"fullUrl": f"urn:uuid:heartpi-{device_id}-{r['id']}", "resource": r} for r in entries]}
 
