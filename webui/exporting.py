@@ -104,25 +104,35 @@ def _observation_resource(rec: Recording) -> dict:
                                                 "display": "Heart rate"}]},
                            "valueQuantity": {"value": round(rec.heart_rate_bpm, 1), "unit": "/min",
                                              "system": "http://unitsofmeasure.org", "code": "/min"}})
-    resource = {
-        "resourceType": "Observation", "id": f"observation-{rec.id}", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "exam", "display": "Exam"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": "screening-verdict",
-                             "display": "Heart sound screening verdict"}],
-                 "text": "Heart sound screening (HeartPi; screening aid, not a diagnosis)"},
+    resource = _exam_observation(
+        rec, f"observation-{rec.id}", ("screening-verdict", "Heart sound screening verdict"),
+        "Heart sound screening (HeartPi; screening aid, not a diagnosis)",
+        (rec.verdict or "none", VERDICT_TEXT.get(rec.verdict, "No verdict")))
+    resource.update({
         "effectiveDateTime": rec.captured_at,
-        "valueCodeableConcept": {"coding": [{"system": CODE_SYSTEM, "code": rec.verdict or "none",
-                                             "display": VERDICT_TEXT.get(rec.verdict, "No verdict")}],
-                                 "text": VERDICT_TEXT.get(rec.verdict, "No verdict")},
         "method": {"text": f"HeartPi software {rec.software_version}, model sha256 {rec.model_sha256}"},
         "device": {"display": f"HeartPi {rec.device_id}"},
         "derivedFrom": [{"reference": f"Media/media-{rec.id}"}],
         "note": [{"text": "Screening aid, not a diagnosis."
                   + (f" Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "")}],
-    }
+    })
     if components:
         resource["component"] = components
+    return resource
+
+
+def _exam_observation(rec: Recording, resource_id: str, code: tuple[str, str], text: str,
+                      value: tuple[str, str]) -> dict:
+    """What both Observations share: an exam, coded in our code system, with a coded value
+    (code, display) and the recording's patient as subject."""
+    resource = {
+        "resourceType": "Observation", "id": resource_id, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "exam", "display": "Exam"}]}],
+        "code": {"coding": [{"system": CODE_SYSTEM, "code": code[0], "display": code[1]}], "text": text},
+        "valueCodeableConcept": {"coding": [{"system": CODE_SYSTEM, "code": value[0], "display": value[1]}],
+                                 "text": value[1]},
+    }
     if rec.patient_id:
         resource["subject"] = {"reference": f"Patient/patient-{rec.patient_id}"}
     return resource
@@ -136,23 +146,12 @@ def _entered_by(rec: Recording) -> str:
 def _finding_resource(rec: Recording) -> dict:
     """The clinician's finding after a screening, as its own Observation: it is the truth the
     verdict is judged against, so a central server can count the device's field results."""
-    code, text = FINDING_CODES[rec.finding]
-    resource = {
-        "resourceType": "Observation", "id": f"finding-{rec.id}", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "exam", "display": "Exam"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": "clinician-finding",
-                             "display": "Clinician's heart examination after screening"}],
-                 "text": f"Clinician's heart examination after HeartPi recording {rec.id}"},
-        "issued": rec.finding_at,
-        "performer": [{"display": _entered_by(rec)}],
-        "valueCodeableConcept": {"coding": [{"system": CODE_SYSTEM, "code": code, "display": text}],
-                                 "text": text},
-    }
+    resource = _exam_observation(
+        rec, f"finding-{rec.id}", ("clinician-finding", "Clinician's heart examination after screening"),
+        f"Clinician's heart examination after HeartPi recording {rec.id}", FINDING_CODES[rec.finding])
+    resource.update({"issued": rec.finding_at, "performer": [{"display": _entered_by(rec)}]})
     if rec.finding_note:
         resource["note"] = [{"text": rec.finding_note}]
-    if rec.patient_id:
-        resource["subject"] = {"reference": f"Patient/patient-{rec.patient_id}"}
     return resource
 
 
