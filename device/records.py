@@ -130,13 +130,17 @@ FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _like_literal(text: str) -> str:
+    """``text`` for a LIKE pattern with ``ESCAPE '\\'``: ``%`` and ``_`` typed by a user are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _patient_search(search: str) -> tuple[str, list]:
-    """WHERE clause matching ``search`` anywhere in a patient's name or number, literally
-    (``%`` and ``_`` typed by a user are not wildcards)."""
+    """WHERE clause matching ``search`` anywhere in a patient's name or number, literally."""
     search = search.strip()
     if not search:
         return "", []
-    like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    like = "%" + _like_literal(search) + "%"
     return ("WHERE p.name LIKE ? ESCAPE '\\' OR IFNULL(p.external_id, '') LIKE ? ESCAPE '\\'",
             [like, like])
 
@@ -563,7 +567,7 @@ class RecordStore:
             args.append(target)
         if action:
             clauses.append("action LIKE ? ESCAPE '\\'")
-            args.append(action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            args.append(_like_literal(action) + "%")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*args, int(limit)))
         return [dict(r) for r in rows]

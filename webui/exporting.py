@@ -24,8 +24,8 @@ CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id
                "clinician_note", "finding_by", "finding_at")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
-#: The clinician's finding (``Recording.finding``) as coded in the export, with the words of the
-#: recording page.
+#: The clinician's finding (``Recording.finding``): its code in the export, and the words both
+#: the export and the recording's page use.
 FINDING_CODES = {"normal": ("heart-normal", "Heart normal on examination"),
                  "abnormal": ("heart-disease", "Heart disease found")}
 

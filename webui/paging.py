@@ -94,9 +94,10 @@ def patient_choice(store, selected_id: Optional[int] = None, arg: str = "find") 
     query = request.args.get(arg, "").strip()[:100]
     patients = store.list_patients(query, limit=PICKER_ROWS, recent_first=not query)
     listed = len(patients)
+    # A short list holds every match; only a full one needs counting how many there are.
+    matched = listed if listed < PICKER_ROWS else store.count_patients(query)
     if selected_id is not None and all(p["id"] != selected_id for p in patients):
         selected = store.get_patient(selected_id)
         if selected is not None:
             patients = [selected, *patients]
-    return PatientChoice(patients=patients, query=query, matched=store.count_patients(query),
-                         listed=listed)
+    return PatientChoice(patients=patients, query=query, matched=matched, listed=listed)

@@ -7,11 +7,13 @@ from flask import (Blueprint, abort, flash, g, redirect, render_template, reques
 
 import dsp
 from device.errors import StorageError
+from device.records import FINDINGS
 from device.retention import delete_recordings
 from device.storage import resolve, store_recording
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
+from .exporting import FINDING_CODES
 from .paging import current_page, patient_choice
 from .pictures import cached, spectrogram_png, waveform_svg
 
@@ -56,13 +58,14 @@ def detail(rec_id: int):
         store.audit(actor(), "patient.view", f"patient:{patient['id']}", f"recording:{rec.id}")
     else:
         store.audit(actor(), "recording.view", f"recording:{rec.id}")
-    listen = request.args.get("listen", DEFAULT_LISTENING)
-    if listen not in dsp.LISTENING_MODES and listen != AS_RECORDED:
-        listen = DEFAULT_LISTENING
+    mode = request.args.get("listen", DEFAULT_LISTENING)
+    if mode not in dsp.LISTENING_MODES and mode != AS_RECORDED:
+        mode = DEFAULT_LISTENING
     return render_template("recording.html", rec=rec, patient=patient,
                            choice=patient_choice(store, rec.patient_id),
                            advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
-                           listening_modes=dsp.LISTENING_MODES.values(), listen=listen, as_recorded=AS_RECORDED)
+                           finding_text=FINDING_CODES[rec.finding][1] if rec.finding else None,
+                           listening_modes=dsp.LISTENING_MODES.values(), listen=mode, as_recorded=AS_RECORDED)
 
 
 def _recording_file(rec):
@@ -173,7 +176,7 @@ def finding(rec_id: int):
     (Device page) and the known-healthy recordings a technician calibrates it from."""
     _recording_or_404(rec_id)
     value = request.form.get("finding", "")
-    if value not in ("", "normal", "abnormal"):
+    if value and value not in FINDINGS:
         abort(400, description="Choose normal, abnormal or not examined.")
     get_store().set_finding(rec_id, value or None, request.form.get("note", ""), actor=actor())
     flash("Clinician's finding saved." if value else "Clinician's finding cleared.", "ok")
