@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
+from .sites import SITES
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartpi/heartpi.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/heartpi")
@@ -55,6 +56,8 @@ class AudioSection:
     record_seconds: float = _spec(20.0, help="recording length in seconds", minimum=5, maximum=120)
     min_seconds: float = _spec(5.0, help="a recording stopped early before this is 'too short: record "
                                "again' (uploads need 1 s)", minimum=1, maximum=120)
+    site: str = _spec("", help="where on the chest the clinic's protocol places the stethoscope, stamped on "
+                      "every recording and named in the guide ('' = not recorded)", choices=("", *SITES))
     frames_per_buffer: int = _spec(1024, help="frames per PyAudio buffer", minimum=64, maximum=16384)
 
 
@@ -183,7 +186,8 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(f"{key} must be {'a number' if expected in ('int', 'float') else 'text'}"
                           f"{' (whole)' if expected == 'int' else ''}, got {value!r}")
     if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        allowed = ", ".join(repr(c) if c == "" else str(c) for c in meta["choices"])
+        raise ConfigError(f"{key} must be one of {allowed}, got {value!r}")
     if meta["minimum"] is not None and not meta["minimum"] <= value <= meta["maximum"]:
         raise ConfigError(f"{key} must be between {meta['minimum']:g} and {meta['maximum']:g}, got {value!r}")
     return value

@@ -250,7 +250,8 @@ class Daemon:
             device_id=self.config.device_id, verdict=verdict.label, p_abnormal=verdict.p_abnormal,
             threshold=verdict.threshold, quality_reasons=verdict.quality_reasons,
             heart_rate_bpm=verdict.heart_rate_bpm, overflows=overflows,
-            model_sha256=verdict.model_sha256, software_version=verdict.software_version, note=note)
+            model_sha256=verdict.model_sha256, software_version=verdict.software_version, note=note,
+            site=self.config.audio.site or None)
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> int:

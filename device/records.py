@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, iso_utc
 from .errors import StorageError
+from .sites import SITES
 
 BUSY_TIMEOUT_MS = 10_000
 VERDICTS = ("normal", "abnormal", "poor_signal")
@@ -125,9 +126,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recordings ADD COLUMN finding_by TEXT;
     ALTER TABLE recordings ADD COLUMN finding_at TEXT;
     """,
+    # 6: where on the chest the recording was made (device.sites): a murmur's place is half its
+    # meaning to the clinician reading a referral. NULL: not recorded (everything before this).
+    """
+    ALTER TABLE recordings ADD COLUMN site TEXT
+        CHECK (site IS NULL OR site IN ('aortic', 'pulmonic', 'tricuspid', 'mitral'));
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _checked_site(site: Optional[str]) -> Optional[str]:
+    """A site for the database: one of :data:`device.sites.SITES`, or ``None`` for '' too."""
+    if site and site not in SITES:
+        raise ValueError(f"site must be one of {', '.join(SITES)} or none")
+    return site or None
 
 
 def _like_literal(text: str) -> str:
@@ -174,6 +188,7 @@ class Recording:
     finding_note: str = ""
     finding_by: Optional[str] = None
     finding_at: Optional[str] = None
+    site: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -276,7 +291,7 @@ class RecordStore:
                       overflows: int = 0, model_sha256: Optional[str] = None,
                       software_version: Optional[str] = None, patient_id: Optional[int] = None,
                       uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
-                      note: str = "", actor: str = "device") -> int:
+                      note: str = "", site: Optional[str] = None, actor: str = "device") -> int:
         # Stamped now: remember which clock did it. A time given by the caller has no known clock.
         clock_boot = None if captured_at else clock_reckoned_boot()
         with self.transaction() as conn:
@@ -284,11 +299,11 @@ class RecordStore:
                 "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
                 "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
                 "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note, "
-                "clock_boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "clock_boot, site) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
                  device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
-                 software_version, note, clock_boot))
+                 software_version, note, clock_boot, _checked_site(site)))
             rec_id = cur.lastrowid
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id
@@ -389,6 +404,16 @@ class RecordStore:
                          "WHERE id = ?", (finding, note.strip()[:500] if finding else "",
                                           actor if finding else None, utcnow() if finding else None, rec_id))
             self._audit(conn, actor, "recording.finding", f"recording:{rec_id}", f"{row[0]} -> {finding}")
+
+    def set_site(self, rec_id: int, site: Optional[str], *, actor: str) -> None:
+        """Where on the chest the recording was made (``None``: not recorded); audited."""
+        site = _checked_site(site)
+        with self.transaction() as conn:
+            row = conn.execute("SELECT site FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            if row is None:
+                return
+            conn.execute("UPDATE recordings SET site = ? WHERE id = ?", (site, rec_id))
+            self._audit(conn, actor, "recording.site", f"recording:{rec_id}", f"{row[0]} -> {site}")
 
     def findings_by_verdict(self, *, model_sha256: Optional[str] = None,
                             source: Optional[str] = None) -> dict[tuple[str, str], int]:

@@ -111,9 +111,10 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
     page.goto(f"{base}/upload")
     page.set_input_files("input[name=file]", str(abnormal))
+    page.select_option("#upload-site", label="mitral area (apex)")
     page.click("#upload-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/recordings/\d+$"))
-    page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
+    assert page.locator("#site-text").inner_text().startswith("mitral area (apex): left chest")
     assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
     assert "Screening aid, not a diagnosis" in page.content()
     for image in ("#waveform", "#spectrogram"):
@@ -130,6 +131,12 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     page.wait_for_selector("text=Recording assigned.")
     rec = store.list_recordings()[0]
     assert rec.patient_id == store.list_patients("Kofi")[0]["id"]
+
+    page.select_option("#site-choice", label="aortic area")  # listened elsewhere: corrected
+    page.click("button:text-is('Save place')")
+    page.wait_for_selector("text=Place saved.")
+    assert page.locator("#site-text").inner_text().startswith("aortic area: right side")
+    assert store.list_recordings()[0].site == "aortic"
 
     page.goto(f"{base}/export")
     with page.expect_download() as info:

@@ -35,6 +35,7 @@ def test_file_from_env_and_explicit_path(tmp_path):
     ("[gpio]\nbutton = 27\n", "gpio pins must all differ"),
     ("[audio]\ncard = true\n", "audio.card must be a card name"),
     ("[web]\nport = 1.5\n", "web.port must be a number (whole)"),
+    ("[audio]\nsite = 'apex'\n", "audio.site must be one of '', aortic, pulmonic, tricuspid, mitral, got 'apex'"),
     ("audio = 3\n", "[audio] must be a section"),
     ("[audio\n", "is not valid TOML"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -83,8 +84,18 @@ def test_each_press_records_classifies_stores_and_shows(harness, heartpi_config,
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == rec.sha256
         assert rec.source == "device" and rec.device_id == "test-box" and rec.patient_id is None
         assert rec.model_sha256 and rec.software_version and rec.verdict == expected
+        assert rec.site is None  # no place configured: not recorded rather than guessed
         assert result.verdict_at - result.capture_ended_at < 2.0
     assert store.status()["state"][0].startswith("result")
+
+
+def test_recordings_carry_the_place_the_protocol_names(heartpi_config, store, classifier, mock_factory):
+    config = dataclasses.replace(heartpi_config, audio=dataclasses.replace(heartpi_config.audio, site="mitral"))
+    h = Harness(config, store, classifier, mock_factory, FileSource(reference_wavs()[:1]))
+    try:
+        assert store.get_recording(h.press_and_wait().recording_id).site == "mitral"
+    finally:
+        h.stop()
 
 
 def test_second_press_stops_early_and_long_press_cancels(harness, store, tmp_path):

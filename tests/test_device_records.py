@@ -45,6 +45,49 @@ def test_migration_from_version_1_keeps_data(tmp_path):
                          "2999-01-01T00:00:00+00:00")
 
 
+def test_migration_to_version_6_keeps_recordings_without_a_place(tmp_path):
+    """Recordings made before sites were recorded keep everything and say 'not recorded'."""
+    from device import records
+
+    path = tmp_path / "v5.sqlite3"
+    conn = sqlite3.connect(path)
+    for migration in records.MIGRATIONS[:5]:
+        for statement in records._split_sql(migration):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, verdict, "
+                 "finding) VALUES ('a.wav', 'x', 20, 48000, '2026-01-01T00:00:00+00:00', 'device', 'box', "
+                 "'abnormal', 'abnormal')")
+    conn.commit()
+    conn.close()
+    store = RecordStore(path)
+    rec = store.list_recordings()[0]
+    assert (rec.file, rec.verdict, rec.finding, rec.site) == ("a.wav", "abnormal", "abnormal", None)
+    store.set_site(rec.id, "aortic", actor="t")
+    assert store.get_recording(rec.id).site == "aortic"
+    store.close()
+
+
+def test_the_place_is_one_of_four_and_changes_are_audited(store):
+    from device.sites import SITES
+
+    rec_id = _add(store, site="mitral")
+    assert store.get_recording(rec_id).site == "mitral"
+    store.set_site(rec_id, "tricuspid", actor="user:1:hw@clinic.test")
+    store.set_site(rec_id, "", actor="user:1:hw@clinic.test")
+    assert store.get_recording(rec_id).site is None
+    assert [e["detail"] for e in store.audit_entries(action="recording.site")] == ["tricuspid -> None",
+                                                                                 "mitral -> tricuspid"]
+    with pytest.raises(ValueError, match="site must be one of aortic, pulmonic, tricuspid, mitral"):
+        store.set_site(rec_id, "apex", actor="t")
+    with pytest.raises(ValueError):
+        _add(store, 2, site="back")
+    with pytest.raises(sqlite3.IntegrityError):  # the schema's own check agrees with device.sites
+        store._conn.execute("UPDATE recordings SET site = 'apex' WHERE id = ?", (rec_id,))
+    for name in SITES:
+        store._conn.execute("UPDATE recordings SET site = ? WHERE id = ?", (name, rec_id))
+
+
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "new.sqlite3"
     conn = sqlite3.connect(path)

@@ -50,4 +50,5 @@ def test_the_guide_gives_this_devices_own_times(tmp_path):
     assert "records for 30 seconds" in steps and "at least 8 seconds are needed" in steps
     assert "stays on for 45 seconds" in steps and "Hold the button for 3 seconds" in steps
     assert "this device, clinic-7" in page
+    assert "the place your clinic's protocol names" in steps  # no audio.site: the general advice
     store.close()

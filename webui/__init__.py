@@ -15,6 +15,8 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask, g, render_template, request
 
+from device.sites import SITES
+
 from .errors import SetupError, WebError
 
 log = logging.getLogger("heartpi.web")
@@ -112,7 +114,8 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     def inject():
         from model import DISCLAIMER
 
-        return {"disclaimer": DISCLAIMER, "device_id": config.device_id, "user": g.get("user")}
+        return {"disclaimer": DISCLAIMER, "device_id": config.device_id, "user": g.get("user"),
+                "sites": SITES.values()}
 
     return app
 

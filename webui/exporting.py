@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from device.records import Recording, RecordStore
+from device.sites import SITES, site_text
 from device.storage import resolve
 
 CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
                "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
                "model_sha256", "software_version", "sha256", "file", "clinician_finding",
-               "clinician_note", "finding_by", "finding_at")
+               "clinician_note", "finding_by", "finding_at", "site")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
 #: The clinician's finding (``Recording.finding``): its code in the export, and the words both
@@ -55,7 +56,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
                "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
-               rec.finding_note, _entered_by(rec), rec.finding_at or "")
+               rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "")
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
@@ -118,6 +119,9 @@ def _observation_resource(rec: Recording) -> dict:
     })
     if components:
         resource["component"] = components
+    if rec.site:
+        resource["bodySite"] = {"coding": [{"system": CODE_SYSTEM, "code": f"{rec.site}-area",
+                                            "display": SITES[rec.site].label}], "text": site_text(rec.site)}
     return resource
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from device.gpio import PATTERNS
+from device.sites import SITES
 
 from . import get_config
 from .auth import roles_required
@@ -20,4 +21,6 @@ bp = Blueprint("guide", __name__)
 @bp.route("/guide")
 @roles_required("admin", "clinician", "health_worker")
 def guide():
-    return render_template("guide.html", lights=list(PATTERNS.values()), settings=get_config())
+    settings = get_config()
+    return render_template("guide.html", lights=list(PATTERNS.values()), settings=settings,
+                           site=SITES.get(settings.audio.site))

@@ -9,6 +9,7 @@ import dsp
 from device.errors import StorageError
 from device.records import FINDINGS
 from device.retention import delete_recordings
+from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
 
 from . import classify, get_config, get_store
@@ -65,6 +66,7 @@ def detail(rec_id: int):
                            choice=patient_choice(store, rec.patient_id),
                            advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
                            finding_text=FINDING_CODES[rec.finding][1] if rec.finding else None,
+                           site_text=site_text(rec.site),
                            listening_modes=dsp.LISTENING_MODES.values(), listen=mode, as_recorded=AS_RECORDED)
 
 
@@ -183,6 +185,19 @@ def finding(rec_id: int):
     return redirect(url_for("recordings.detail", rec_id=rec_id, _anchor="finding"), code=303)
 
 
+@bp.route("/recordings/<int:rec_id>/site", methods=["POST"])
+@roles_required(*ALL)
+def site(rec_id: int):
+    """Where on the chest it was recorded: whoever recorded it knows, so every role may set it."""
+    _recording_or_404(rec_id)
+    value = request.form.get("site", "")
+    if value and value not in SITES:
+        abort(400, description="Choose one of the four listening places, or not recorded.")
+    get_store().set_site(rec_id, value or None, actor=actor())
+    flash("Place saved." if value else "Place cleared.", "ok")
+    return redirect(url_for("recordings.detail", rec_id=rec_id, _anchor="site"), code=303)
+
+
 @bp.route("/recordings/<int:rec_id>/delete", methods=["POST"])
 @roles_required("admin")
 def delete(rec_id: int):
@@ -211,9 +226,14 @@ def upload():
     wanted = (request.form if request.method == "POST" else request.args).get("patient_id", "")
     wanted_id = int(wanted) if wanted.isdigit() else None
 
+    # The place: the clinic protocol's (``audio.site``) until the form says otherwise.
+    site_value = request.form.get("site", "") if request.method == "POST" else get_config().audio.site
+    if site_value and site_value not in SITES:
+        abort(400, description="Choose one of the four listening places, or not recorded.")
+
     def page(error: str = "", status: int = 200):
         return render_template("upload.html", choice=patient_choice(store, wanted_id),
-                               selected_id=wanted_id, error=error), status
+                               selected_id=wanted_id, site=site_value, error=error), status
 
     if request.method == "GET":
         return page()
@@ -240,5 +260,5 @@ def upload():
         verdict=verdict.label, p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
         quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
         model_sha256=verdict.model_sha256, software_version=verdict.software_version,
-        note=f"uploaded as {file.filename}"[:200], actor=actor())
+        note=f"uploaded as {file.filename}"[:200], site=site_value or None, actor=actor())
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
