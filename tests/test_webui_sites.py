@@ -72,6 +72,18 @@ def test_a_health_worker_corrects_the_place_and_it_is_audited(client, auth, web_
     assert web_store.get_recording(rec_id).site is None
 
 
+def test_a_patients_page_shows_where_each_recording_was_made(client, auth, web_store):
+    pid = web_store.add_patient(name="Amina", actor="t")
+    for site in ("mitral", None):
+        rec_id = web_store.add_recording(file=f"{site}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+                                         source="device", device_id="test-box", verdict="normal", site=site)
+        web_store.assign_recording(rec_id, pid, actor="t")
+    auth.login("clinician")
+    page = html.unescape(client.get(f"/patients/{pid}").get_data(as_text=True))
+    cells = [cell.split("</td>", 1)[0] for cell in page.split('<td class="site">')[1:]]
+    assert sorted(cells) == ["mitral area (apex)", "–"]
+
+
 def test_the_place_travels_in_the_csv_and_fhir_exports(client, auth, web_store):
     placed = web_store.add_recording(file="a.wav", sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
                                      device_id="test-box", verdict="abnormal", p_abnormal=0.9, site="tricuspid")

@@ -110,6 +110,8 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
         "A 20-second WAV recording is well under 5 MB: trim or re-export the file."))
     app.register_error_handler(429, lambda e: error_page(429, "Too many attempts", e.description))
 
+    app.jinja_env.filters["site_label"] = lambda name: SITES[name].label if name in SITES else "–"
+
     @app.context_processor
     def inject():
         from model import DISCLAIMER
