@@ -411,7 +411,7 @@ class RecordStore:
         with self.transaction() as conn:
             row = conn.execute("SELECT site FROM recordings WHERE id = ?", (rec_id,)).fetchone()
             if row is None:
-                return
+                raise KeyError(f"recording {rec_id} does not exist")
             conn.execute("UPDATE recordings SET site = ? WHERE id = ?", (site, rec_id))
             self._audit(conn, actor, "recording.site", f"recording:{rec_id}", f"{row[0]} -> {site}")
 

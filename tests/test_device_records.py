@@ -82,6 +82,8 @@ def test_the_place_is_one_of_four_and_changes_are_audited(store):
         store.set_site(rec_id, "apex", actor="t")
     with pytest.raises(ValueError):
         _add(store, 2, site="back")
+    with pytest.raises(KeyError):
+        store.set_site(999999, "mitral", actor="t")
     with pytest.raises(sqlite3.IntegrityError):  # the schema's own check agrees with device.sites
         store._conn.execute("UPDATE recordings SET site = 'apex' WHERE id = ?", (rec_id,))
     for name in SITES:
