@@ -286,6 +286,9 @@ class FeatureParams:
     window_s: float = 3.0
     window_hop_s: float = 1.5
     normalise: str = "cmvn"  # per-recording cepstral mean and variance normalisation
+    #: > 0: this many times each mel band's median power over the recording is added before
+    #: the log (see :func:`pad_noise_floor`); 0: off
+    median_padding: float = 0.0
 
     @property
     def frames_per_window(self) -> int:
@@ -304,15 +307,36 @@ class FeatureParams:
         return cls(**known)
 
 
+def pad_noise_floor(mel_frames: np.ndarray, factor: float) -> np.ndarray:
+    """Add ``factor`` times each band's median power over the recording, in place on
+    ``(frames, n_mels)``.
+
+    CMVN removes a stethoscope's fixed *gain* per band (multiplicative: a constant after the
+    log) but not its hiss (additive): a noisier device fills the quiet between heart sounds,
+    which looks like a murmur. Raising every band's floor to a level set by the recording
+    itself masks what lies below it, so a quiet device and a hissing one look more alike
+    after CMVN; what stands above the floor (heart sounds, loud murmurs) is kept.
+    """
+    median = np.median(mel_frames, axis=0).astype(mel_frames.dtype)
+    mel_frames += factor * median
+    return mel_frames
+
+
 def recording_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.ndarray:
     """MFCC matrix of a whole recording already at ``params.sr``, normalised per recording.
 
     Cepstral mean (and variance) normalisation removes a stethoscope's fixed frequency
     response, the largest single cause of failure on an unseen device.
     """
-    coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
-                  hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
-                  fmax=params.fmax)
+    if params.median_padding > 0:
+        mel = _mel_frames(analysis_samples, sr=params.sr, n_fft=params.n_fft, hop_length=params.hop_length,
+                          n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax)
+        log_mel = power_to_db(pad_noise_floor(mel, params.median_padding))
+        coeffs = np.ascontiguousarray((log_mel @ _dct_matrix(params.n_mfcc, params.n_mels).T).T)
+    else:
+        coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
+                      hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
+                      fmax=params.fmax)
     if params.normalise in ("cmn", "cmvn"):
         coeffs = coeffs - coeffs.mean(axis=1, keepdims=True)
     if params.normalise == "cmvn":

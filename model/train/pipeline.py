@@ -314,6 +314,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--fmin", type=float, default=dsp.FeatureParams.fmin, help="lowest mel band "
                         "edge in Hz (band-limiting ablation; the metadata records it for the device)")
     parser.add_argument("--fmax", type=float, default=dsp.FeatureParams.fmax, help="highest mel band edge in Hz")
+    parser.add_argument("--median-padding", type=float, default=0.0, metavar="FACTOR",
+                        help="add FACTOR x each mel band's median power before the log (0: off; "
+                             "see dsp.features.pad_noise_floor)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resonance", action=argparse.BooleanOptionalAction, default=True,
                         help="augmentation also rings a random resonance (chest piece, tubing, phone "
@@ -335,7 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.workers)
     tf.config.experimental.enable_op_determinism()
     started = time.time()
-    params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax)
+    params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
+                               median_padding=args.median_padding)
 
     records = read_labels(args.data, "physionet2016")
     extra = read_labels(args.data, YASEEN) if args.with_yaseen else []
