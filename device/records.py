@@ -417,14 +417,30 @@ class RecordStore:
 
     def findings_by_verdict(self, *, model_sha256: Optional[str] = None,
                             source: Optional[str] = None) -> dict[tuple[str, str], int]:
-        """``{(verdict, finding): count}`` over recordings a clinician's finding exists for
-        (optionally only those scored by one model, or from one source): the field's
-        confusion matrix."""
+        """``{(verdict, finding): people}``: the field's confusion matrix, one count per screening
+        a clinician's finding exists for (optionally only recordings scored by one model, or from
+        one source).
+
+        A screening is one patient's recordings on one (UTC) day, or an unassigned recording on
+        its own: a person recorded at four places, or again after a poor signal, is one person
+        examined, not four. Its verdict is the one a health worker acts on: abnormal if any of
+        its recordings is, else normal if any is, else poor signal; its finding is the latest
+        entered on any of its recordings (entered in the same second: the later recording's).
+        """
         where, args = self._recording_filters(model_sha256=model_sha256, source=source)
-        where = f"{where} AND" if where else "WHERE"  # and only recordings a finding exists for
-        where += " finding IS NOT NULL AND verdict IS NOT NULL"
-        rows = self._query(f"SELECT verdict, finding, COUNT(*) FROM recordings {where} GROUP BY verdict, finding", args)
-        return {(r[0], r[1]): r[2] for r in rows}
+        where = f"{where} AND" if where else "WHERE"
+        rows = self._query(
+            "SELECT MAX(verdict = 'abnormal'), MAX(verdict = 'normal'), "
+            "MAX(CASE WHEN finding IS NOT NULL THEN finding_at || ' ' || printf('%012d', id) || ' ' || finding END) "
+            f"FROM recordings {where} verdict IS NOT NULL "
+            "GROUP BY CASE WHEN patient_id IS NULL THEN 'r' || id "
+            "ELSE 'p' || patient_id || ' ' || substr(captured_at, 1, 10) END "
+            "HAVING MAX(finding IS NOT NULL)", args)
+        counts: dict[tuple[str, str], int] = {}
+        for any_abnormal, any_normal, latest in rows:
+            key = ("abnormal" if any_abnormal else "normal" if any_normal else "poor_signal", latest.rsplit(" ", 1)[1])
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
         with self.transaction() as conn:

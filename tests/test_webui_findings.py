@@ -117,7 +117,7 @@ def test_the_device_page_shows_field_results_and_asks_for_calibration(client, au
     assert "9 of 12" in page and "75 %" in page            # sensitivity
     assert "10 of 25" in page and "40 %" in page           # specificity
     assert "9 of 24" in page                               # referrals confirmed
-    assert "39 examined people, of whom 2 had a" in page
+    assert "39 examined people, of whom 2 had only poor-signal recordings" in page
     assert 'id="calibration-due"' in page and "heartpi model calibrate" in page
 
 
@@ -154,3 +154,36 @@ def test_the_store_refuses_an_unknown_finding(store):
     with pytest.raises(KeyError):
         store.set_finding(999, "normal", actor="t")
     assert store.get_recording(rec_id).finding is None
+
+
+def test_field_results_count_people_screened_not_recordings(store):
+    """A person recorded at four places, or again after a poor signal, is one person examined; the
+    verdict acted on is abnormal if any recording said so; the same person on another day is a new
+    screening, and every unassigned recording stands for its own person."""
+    def record(verdict, patient_id=None, day="2026-03-02", finding=None):
+        rec_id = store.add_recording(file=f"{verdict}-{patient_id}-{day}-{record.n}.wav", sha256="0" * 64,
+                                     duration_s=20.0, rate=48000, source="device", device_id="box", verdict=verdict,
+                                     patient_id=patient_id, captured_at=f"{day}T09:{record.n:02d}:00+00:00")
+        record.n += 1
+        if finding:
+            store.set_finding(rec_id, finding, actor="user:2:doc@clinic.test")
+        return rec_id
+    record.n = 0
+    amina, kofi = (store.add_patient(name=name, actor="t") for name in ("Amina", "Kofi"))
+    # Amina, four places on one day: one abnormal; the finding entered on a normal-sounding place
+    for verdict in ("poor_signal", "normal", "abnormal", "normal"):
+        last = record(verdict, amina)
+    store.set_finding(last, "abnormal", actor="user:2:doc@clinic.test")
+    # Kofi: poor signal then normal, both examined; the later entry (normal) stands
+    record("poor_signal", kofi, finding="abnormal")
+    record("normal", kofi, finding="normal")
+    # Kofi again a year later, only poor signals
+    record("poor_signal", kofi, day="2027-03-02", finding="normal")
+    record("normal", kofi, day="2027-03-03")  # another day, no finding: not counted
+    # two unassigned recordings: two people
+    record("abnormal", finding="normal")
+    record("abnormal", finding="normal")
+    assert store.findings_by_verdict() == {("abnormal", "abnormal"): 1, ("normal", "normal"): 1,
+                                           ("poor_signal", "normal"): 1, ("abnormal", "normal"): 2}
+    results = field_results(store.findings_by_verdict(), expected_specificity=None, min_calibration=20)
+    assert results.examined == 5 and results.poor_signal == 1
