@@ -428,17 +428,24 @@ class RecordStore:
         entered on any of its recordings (entered in the same second: the later recording's).
         """
         where, args = self._recording_filters(model_sha256=model_sha256, source=source)
-        where = f"{where} AND" if where else "WHERE"
-        rows = self._query(
-            "SELECT MAX(verdict = 'abnormal'), MAX(verdict = 'normal'), "
-            "MAX(CASE WHEN finding IS NOT NULL THEN finding_at || ' ' || printf('%012d', id) || ' ' || finding END) "
-            f"FROM recordings {where} verdict IS NOT NULL "
-            "GROUP BY CASE WHEN patient_id IS NULL THEN 'r' || id "
-            "ELSE 'p' || patient_id || ' ' || substr(captured_at, 1, 10) END "
-            "HAVING MAX(finding IS NOT NULL)", args)
+        scope = where.replace("WHERE", "AND", 1)  # the same filters, inside the sub-query too
+        # Only screenings with a finding are visited: the examined recordings (a scan, as a list
+        # filter is), then each assigned one's same-day siblings through the (patient, time) index.
+        rows = self._query(f"""
+            WITH examined AS MATERIALIZED (
+                SELECT patient_id, substr(captured_at, 1, 10) AS day, verdict,
+                       finding_at || ' ' || printf('%012d', id) || ' ' || finding AS entry
+                FROM recordings WHERE finding IS NOT NULL AND verdict IS NOT NULL {scope})
+            SELECT (SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM recordings
+                    WHERE patient_id = e.patient_id AND captured_at >= e.day AND captured_at < e.day || 'U'
+                    AND verdict IS NOT NULL {scope}), MAX(entry)
+            FROM examined e WHERE patient_id IS NOT NULL GROUP BY patient_id, day
+            UNION ALL
+            SELECT 2 * (verdict = 'abnormal') + (verdict = 'normal'), entry FROM examined WHERE patient_id IS NULL
+            """, [*args, *args])
         counts: dict[tuple[str, str], int] = {}
-        for any_abnormal, any_normal, latest in rows:
-            key = ("abnormal" if any_abnormal else "normal" if any_normal else "poor_signal", latest.rsplit(" ", 1)[1])
+        for verdicts, latest in rows:  # verdicts: 2 if any abnormal, + 1 if any normal
+            key = ("abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal", latest.rsplit(" ", 1)[1])
             counts[key] = counts.get(key, 0) + 1
         return counts
 

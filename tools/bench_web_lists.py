@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "a long benchmark password"
 
 
-def fill(store, patients: int, recordings: int, seed: int = 3) -> None:
-    """``patients`` patients and ``recordings`` records (no audio files), in two transactions."""
+def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3) -> None:
+    """``patients`` patients and ``recordings`` records (no audio files), in two transactions; a
+    tenth of the recordings carry a clinician's finding (the Device page's field results)."""
     rng = random.Random(seed)
     start = time.time() - recordings / 40 * 86400 / 40
     with store.transaction() as conn:
@@ -40,9 +41,12 @@ def fill(store, patients: int, recordings: int, seed: int = 3) -> None:
         for n in range(recordings):
             at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + n * (time.time() - start) / recordings))
             patient = rng.randint(1, patients) if rng.random() < 0.75 else None
+            finding = rng.choice(("normal", "abnormal")) if rng.random() < 0.1 else None
             conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, "
-                         "verdict, patient_id) VALUES (?, ?, 20.0, 2000, ?, 'device', 'box', ?, ?)",
-                         (f"r{n}.wav", "0" * 64, at, rng.choice(verdicts), patient))
+                         "verdict, patient_id, model_sha256, finding, finding_at) "
+                         "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?)",
+                         (f"r{n}.wav", "0" * 64, at, rng.choice(verdicts), patient, model_sha256, finding,
+                          at if finding else None))
 
 
 def main(argv=None) -> int:
@@ -54,6 +58,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from device.config import config_from_mapping
+    from model import Classifier
     from webui import create_app
     from webui.passwords import hash_password
 
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
         app = create_app({"TESTING": True, "HEARTPI_CONFIG": config})
         store = app.extensions["heartpi_store"]
         built = time.perf_counter()
-        fill(store, args.patients, recordings)
+        fill(store, args.patients, recordings, Classifier.load().sha256)
         store.add_user(email="admin@bench", password_hash=hash_password(PASSWORD), role="admin", actor="bench")
         print(f"{args.patients} patients, {recordings} recordings "
               f"({args.per_day}/day for {args.years:g} years) built in {time.perf_counter() - built:.1f} s")
@@ -88,6 +93,7 @@ def main(argv=None) -> int:
             "one recording, picker searched": f"/recordings/{middle}?find=K0",
             "upload form (patient picker)": "/upload",
             "export form (patient picker)": "/export",
+            "device page (field results)": "/device",
         }
         times = {}
         for name, url in pages.items():
