@@ -272,6 +272,7 @@ def test_a_crowded_clinic_finds_pages_and_assigns_in_a_real_browser(live_server,
     page.click("#patient >> text=Zainab Yusuf")
     page.wait_for_url(re.compile(rf".*/patients/{zainab}$"))
     page.click("#upload-for-patient")
+    page.wait_for_url(re.compile(r".*/upload\?patient_id=\d+$"))  # not the patient page still unloading
     assert page.eval_on_selector("#upload-patient", "s => s.value") == str(zainab)
     page.set_input_files("input[name=file]", str(reference_wavs()[0]))
     page.click("#upload-form button[type=submit]")
