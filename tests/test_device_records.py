@@ -18,6 +18,18 @@ def _add(store, n=0, **kw):
                                quality_reasons=["noisy"], **kw)
 
 
+def _old_database(path, version: int) -> sqlite3.Connection:
+    """A database as software at schema ``version`` left it (open; the caller adds rows and closes)."""
+    from device import records
+
+    conn = sqlite3.connect(path)
+    for migration in records.MIGRATIONS[:version]:
+        for statement in records._split_sql(migration):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
 def test_pragmas_and_schema(store):
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -28,13 +40,8 @@ def test_pragmas_and_schema(store):
 
 
 def test_migration_from_version_1_keeps_data(tmp_path):
-    from device import records
-
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    for statement in records._split_sql(records.MIGRATIONS[0]):
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
+    conn = _old_database(path, 1)
     conn.execute("INSERT INTO patients (name, created_at, updated_at) VALUES ('Old', 'x', 'x')")
     conn.commit()
     conn.close()
@@ -47,14 +54,8 @@ def test_migration_from_version_1_keeps_data(tmp_path):
 
 def test_migration_to_version_6_keeps_recordings_without_a_place(tmp_path):
     """Recordings made before sites were recorded keep everything and say 'not recorded'."""
-    from device import records
-
     path = tmp_path / "v5.sqlite3"
-    conn = sqlite3.connect(path)
-    for migration in records.MIGRATIONS[:5]:
-        for statement in records._split_sql(migration):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 5")
+    conn = _old_database(path, 5)
     conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, verdict, "
                  "finding) VALUES ('a.wav', 'x', 20, 48000, '2026-01-01T00:00:00+00:00', 'device', 'box', "
                  "'abnormal', 'abnormal')")
@@ -181,14 +182,8 @@ def test_sessions_end(store):
 def test_lookups_by_patient_and_time_use_an_index_after_migration(tmp_path):
     """The patient picker's "most recently seen" and the unassigned list stay index lookups on a
     database migrated from version 3 (they were scans, ~90 ms on three years of records)."""
-    from device import records
-
     path = tmp_path / "v3.sqlite3"
-    conn = sqlite3.connect(path)
-    for migration in records.MIGRATIONS[:3]:
-        for statement in records._split_sql(migration):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 3")
+    conn = _old_database(path, 3)
     conn.commit()
     conn.close()
     store = RecordStore(path)
