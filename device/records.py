@@ -396,24 +396,26 @@ class RecordStore:
         The audit entry keeps the old and new finding, not the note (it may name the person)."""
         if finding not in (None, *FINDINGS):
             raise ValueError(f"finding must be one of {', '.join(FINDINGS)} or none")
-        with self.transaction() as conn:
-            row = conn.execute("SELECT finding FROM recordings WHERE id = ?", (rec_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"recording {rec_id} does not exist")
-            conn.execute("UPDATE recordings SET finding = ?, finding_note = ?, finding_by = ?, finding_at = ? "
-                         "WHERE id = ?", (finding, note.strip()[:500] if finding else "",
-                                          actor if finding else None, utcnow() if finding else None, rec_id))
-            self._audit(conn, actor, "recording.finding", f"recording:{rec_id}", f"{row[0]} -> {finding}")
+        self._change_recording(rec_id, "finding", finding, actor=actor, with_it={
+            "finding_note": note.strip()[:500] if finding else "", "finding_by": actor if finding else None,
+            "finding_at": utcnow() if finding else None})
 
     def set_site(self, rec_id: int, site: Optional[str], *, actor: str) -> None:
         """Where on the chest the recording was made (``None``: not recorded); audited."""
-        site = _checked_site(site)
+        self._change_recording(rec_id, "site", _checked_site(site), actor=actor)
+
+    def _change_recording(self, rec_id: int, column: str, value: Any, *, actor: str,
+                          with_it: Optional[dict] = None) -> None:
+        """Set one of a recording's columns (and ``with_it``, columns that go with it), audited as
+        ``recording.<column>`` with the old and new value; KeyError for a missing recording."""
+        changes = {column: value, **(with_it or {})}
         with self.transaction() as conn:
-            row = conn.execute("SELECT site FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            row = conn.execute(f"SELECT {column} FROM recordings WHERE id = ?", (rec_id,)).fetchone()
             if row is None:
                 raise KeyError(f"recording {rec_id} does not exist")
-            conn.execute("UPDATE recordings SET site = ? WHERE id = ?", (site, rec_id))
-            self._audit(conn, actor, "recording.site", f"recording:{rec_id}", f"{row[0]} -> {site}")
+            conn.execute(f"UPDATE recordings SET {', '.join(f'{c} = ?' for c in changes)} WHERE id = ?",
+                         (*changes.values(), rec_id))
+            self._audit(conn, actor, f"recording.{column}", f"recording:{rec_id}", f"{row[0]} -> {value}")
 
     def findings_by_verdict(self, *, model_sha256: Optional[str] = None,
                             source: Optional[str] = None) -> dict[tuple[str, str], int]:

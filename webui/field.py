@@ -45,9 +45,9 @@ class FieldResults:
     sensitivity: Proportion       # of people found abnormal, how many the device referred
     specificity: Proportion       # of people found healthy, how many the device called normal
     referrals_confirmed: Proportion  # of referrals examined, how many were found abnormal
-    poor_signal: int              # examined people whose recording ended as poor signal
+    poor_signal: int              # examined people whose recordings all ended as poor signal
     examined: int
-    calibration_due: bool         # enough confirmed-healthy recordings and specificity clearly low
+    calibration_due: bool         # enough confirmed-healthy people and specificity clearly low
 
     @property
     def any(self) -> bool:
