@@ -9,6 +9,7 @@ Example::
 
     [device]
     id = "clinic-3-box-1"
+    timezone = "Africa/Nairobi"
     [audio]
     card = "USB"          # name substring, or an index
     sample_rate = 48000
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from .clinic_time import ClinicTime
 from .errors import ConfigError
 from .sites import SITES
 
@@ -47,6 +49,10 @@ class DeviceSection:
     result_hold_seconds: float = _spec(30.0, help="how long the result LED stays on",
                                        minimum=1, maximum=3600)
     model_path: str = _spec("", help="model .tflite to use (default: the bundled model)")
+    timezone: str = _spec("UTC", help="the clinic's time zone, an IANA name such as Africa/Nairobi "
+                          "('timedatectl list-timezones'): the web page shows times in it, and its days "
+                          "(list filters, exports, prune, field results) start at its midnight; records "
+                          "stay in UTC")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,11 @@ class Config:
     @property
     def device_id(self) -> str:
         return self.device.id or socket.gethostname()
+
+    @property
+    def clinic_time(self) -> ClinicTime:
+        """Times shown, and days cut, in ``device.timezone`` (checked when the file was read)."""
+        return ClinicTime(self.device.timezone)
 
     @property
     def data_dir(self) -> Path:
@@ -221,6 +232,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: Optional[Path] = Non
     if len(set(pins)) != len(pins):
         raise ConfigError(f"gpio pins must all differ, got button={gpio.button} green={gpio.led_green} "
                           f"red={gpio.led_red} amber={gpio.led_amber}")
+    ClinicTime(sections["device"].timezone)  # an unknown zone is refused now, not on the first page
     return Config(**sections, source=source)
 
 

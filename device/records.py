@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from .clinic_time import ClinicTime
 from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, iso_utc
 from .errors import StorageError
 from .sites import SITES
@@ -417,34 +418,41 @@ class RecordStore:
                          (*changes.values(), rec_id))
             self._audit(conn, actor, f"recording.{column}", f"recording:{rec_id}", f"{row[0]} -> {value}")
 
-    def findings_by_verdict(self, *, model_sha256: Optional[str] = None,
-                            source: Optional[str] = None) -> dict[tuple[str, str], int]:
+    def findings_by_verdict(self, *, model_sha256: Optional[str] = None, source: Optional[str] = None,
+                            clinic: ClinicTime = ClinicTime()) -> dict[tuple[str, str], int]:
         """``{(verdict, finding): people}``: the field's confusion matrix, one count per screening
         a clinician's finding exists for (optionally only recordings scored by one model, or from
         one source).
 
-        A screening is one patient's recordings on one (UTC) day, or an unassigned recording on
-        its own: a person recorded at four places, or again after a poor signal, is one person
-        examined, not four. Its verdict is the one a health worker acts on: abnormal if any of
-        its recordings is, else normal if any is, else poor signal; its finding is the latest
-        entered on any of its recordings (entered in the same second: the later recording's).
+        A screening is one patient's recordings on one day (the clinic's, ``clinic``), or an
+        unassigned recording on its own: a person recorded at four places, or again after a
+        poor signal, is one person examined, not four. Its verdict is the one a health worker
+        acts on: abnormal if any of its recordings is, else normal if any is, else poor signal;
+        its finding is the latest entered on any of its recordings (entered in the same second:
+        the later recording's).
         """
         where, args = self._recording_filters(model_sha256=model_sha256, source=source)
         scope = where.replace("WHERE", "AND", 1)  # the same filters, inside the sub-query too
         # Only screenings with a finding are visited: the examined recordings (a scan, as a list
-        # filter is), then each assigned one's same-day siblings through the (patient, time) index.
-        rows = self._query(f"""
+        # filter is), then each assigned one's same-day siblings through the (patient, time) index,
+        # between the UTC instants at which the clinic's day starts and the next one does.
+        sql = f"""
             WITH examined AS MATERIALIZED (
-                SELECT patient_id, substr(captured_at, 1, 10) AS day, verdict,
+                SELECT patient_id, clinic_day(captured_at) AS day, verdict,
                        finding_at || ' ' || printf('%012d', id) || ' ' || finding AS entry
                 FROM recordings WHERE finding IS NOT NULL AND verdict IS NOT NULL {scope})
             SELECT (SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM recordings
-                    WHERE patient_id = e.patient_id AND captured_at >= e.day AND captured_at < e.day || 'U'
-                    AND verdict IS NOT NULL {scope}), MAX(entry)
+                    WHERE patient_id = e.patient_id AND captured_at >= clinic_day_start(e.day)
+                    AND captured_at < clinic_day_start(date(e.day, '+1 day')) AND verdict IS NOT NULL {scope}),
+                   MAX(entry)
             FROM examined e WHERE patient_id IS NOT NULL GROUP BY patient_id, day
             UNION ALL
             SELECT 2 * (verdict = 'abnormal') + (verdict = 'normal'), entry FROM examined WHERE patient_id IS NULL
-            """, [*args, *args])
+            """
+        with self._lock:
+            self._conn.create_function("clinic_day", 1, clinic.day, deterministic=True)
+            self._conn.create_function("clinic_day_start", 1, clinic.day_start, deterministic=True)
+            rows = self._query(sql, [*args, *args])
         counts: dict[tuple[str, str], int] = {}
         for verdicts, latest in rows:  # verdicts: 2 if any abnormal, + 1 if any normal
             key = ("abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal", latest.rsplit(" ", 1)[1])

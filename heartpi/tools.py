@@ -35,6 +35,8 @@ def register(sub, dispatch: Callable) -> None:
     p.add_argument("--admin-email", help="create the first administrator (password from the "
                    "terminal, or stdin when not a terminal)")
     p.add_argument("--card", default="", help="sound card name substring or index")
+    p.add_argument("--timezone", default="", help="the clinic's time zone, e.g. Africa/Nairobi (default: "
+                   "the system's, as raspi-config set it; else UTC)")
     p.add_argument("--force", action="store_true", help="replace an existing config, certificate or admin")
     p.set_defaults(func=dispatch, tool="provision")
 
@@ -66,8 +68,8 @@ def register(sub, dispatch: Callable) -> None:
     p = sub.add_parser("export", help="export records as CSV or FHIR R4 JSON")
     p.add_argument("--format", choices=("csv", "fhir"), default="csv")
     p.add_argument("--patient", type=int)
-    p.add_argument("--since", help="YYYY-MM-DD")
-    p.add_argument("--until", help="YYYY-MM-DD (exclusive)")
+    p.add_argument("--since", help="YYYY-MM-DD, the clinic's day (device.timezone)")
+    p.add_argument("--until", help="YYYY-MM-DD (exclusive), the clinic's day")
     p.add_argument("--no-audio", action="store_true", help="FHIR: leave the audio out")
     p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
     p.set_defaults(func=dispatch, tool="export")
@@ -85,7 +87,7 @@ def register(sub, dispatch: Callable) -> None:
     p.set_defaults(func=dispatch, tool="restore")
 
     p = sub.add_parser("prune", help="delete old recordings to free space (after a backup and an export)")
-    p.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="recordings made before this day (UTC)")
+    p.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="recordings made before this day (the clinic's, device.timezone)")
     p.add_argument("--verdict", choices=("normal", "abnormal", "poor_signal"), help="only these")
     p.add_argument("--reason", default="deleted to free space", help="kept in the audit log")
     p.add_argument("--yes", action="store_true", help="delete them; without it, only say what would go")
@@ -114,6 +116,7 @@ CONFIG_TEMPLATE = """# HeartPi configuration (written by 'heartpi provision' on 
 # Every key and its allowed values: README, "Configuration".
 [device]
 id = "{device_id}"
+timezone = "{timezone}"
 result_hold_seconds = 30
 
 [audio]
@@ -143,7 +146,9 @@ def _inside(root: Path, absolute: str) -> Path:
 
 
 def provision(args: argparse.Namespace) -> int:
+    from device.clinic_time import system_zone
     from device.config import config_from_mapping
+    from device.errors import ConfigError
     from device.records import RecordStore
     from webui.passwords import hash_password
 
@@ -159,13 +164,19 @@ def provision(args: argparse.Namespace) -> int:
     if config_path.exists() and not args.force:
         _line(True, "configuration", f"kept existing {config_path} (use --force to rewrite)")
     else:
-        text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=device_id, card=card)
+        timezone = args.timezone or system_zone(root)
+        text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=device_id, card=card,
+                                      timezone=timezone)
         import tomllib
 
-        config_from_mapping(tomllib.loads(text), env={})  # never write a file we would refuse
+        try:
+            config_from_mapping(tomllib.loads(text), env={})  # never write a file we would refuse
+        except ConfigError as exc:
+            _line(False, "configuration", str(exc))
+            return EXIT_FAILED
         config_path.write_text(text)
         os.chmod(config_path, 0o644)
-        _line(True, "configuration", f"wrote {config_path} (device id {device_id})")
+        _line(True, "configuration", f"wrote {config_path} (device id {device_id}, time zone {timezone})")
 
     tls = etc / "tls"
     tls.mkdir(exist_ok=True)
@@ -483,10 +494,17 @@ def export(args: argparse.Namespace) -> int:
     from webui.exporting import fhir_json, select, to_csv, to_fhir_bundle
 
     config = _config(args)
+    bounds = {}
+    for name in ("since", "until"):
+        day = getattr(args, name)
+        bounds[name] = config.clinic_time.day_bound(day)
+        if day and bounds[name] is None:
+            _line(False, "export", f"--{name} {day!r} is not a date: use YYYY-MM-DD")
+            return EXIT_FAILED
     store = RecordStore(config.database_path)
-    recs = select(store, patient_id=args.patient, since=args.since, until=args.until)
+    recs = select(store, patient_id=args.patient, **bounds)
     if args.format == "csv":
-        text = to_csv(store, recs)
+        text = to_csv(store, recs, clinic=config.clinic_time)
     else:
         text = fhir_json(to_fhir_bundle(store, recs, device_id=config.device_id,
                                         recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
@@ -564,7 +582,7 @@ def prune(args: argparse.Namespace) -> int:
     config = _config(args)
     store = RecordStore(config.database_path)
     try:
-        old = store.list_recordings(until=day.isoformat(), verdict=args.verdict, limit=1 << 40)
+        old = store.list_recordings(until=config.clinic_time.day_start(day), verdict=args.verdict, limit=1 << 40)
         kind = f"{args.verdict} " if args.verdict else ""
         if not args.yes:
             size = 0

@@ -13,6 +13,7 @@ Not a test: run it by hand.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import random
 import statistics
 import sys
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-day", type=int, default=40)
     parser.add_argument("--years", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--timezone", default="Asia/Kathmandu", help="the clinic's zone (device.timezone): "
+                        "times shown and days cut in it; UTC is the cheapest case")
     args = parser.parse_args(argv)
 
     from device.config import config_from_mapping
@@ -64,14 +67,16 @@ def main(argv=None) -> int:
 
     recordings = int(args.per_day * 365 * args.years)
     with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_mapping({"device": {"id": "bench"}, "storage": {"data_dir": tmp}}, env={})
+        config = config_from_mapping({"device": {"id": "bench", "timezone": args.timezone},
+                                      "storage": {"data_dir": tmp}}, env={})
         app = create_app({"TESTING": True, "HEARTPI_CONFIG": config})
         store = app.extensions["heartpi_store"]
         built = time.perf_counter()
         fill(store, args.patients, recordings, Classifier.load().sha256)
         store.add_user(email="admin@bench", password_hash=hash_password(PASSWORD), role="admin", actor="bench")
         print(f"{args.patients} patients, {recordings} recordings "
-              f"({args.per_day}/day for {args.years:g} years) built in {time.perf_counter() - built:.1f} s")
+              f"({args.per_day}/day for {args.years:g} years) built in {time.perf_counter() - built:.1f} s; "
+              f"clinic time zone {args.timezone}")
         client = app.test_client()
         client.get("/login", base_url="https://localhost")
         token = client.get("/login", base_url="https://localhost").get_data(as_text=True).split(
@@ -80,11 +85,14 @@ def main(argv=None) -> int:
                     data={"email": "admin@bench", "password": PASSWORD, "csrf_token": token})
         last_page = -(-recordings // 100)
         middle = recordings // 2
+        day = store.get_recording(middle).captured_at[:10]
+        next_day = (_dt.date.fromisoformat(day) + _dt.timedelta(days=1)).isoformat()
         pages = {
             "password form (reference)": "/password",
             "recordings, newest": "/recordings",
             f"recordings, oldest (page {last_page})": f"/recordings?page={last_page}",
             "recordings, abnormal only": "/recordings?verdict=abnormal",
+            "recordings, one day": f"/recordings?since={day}&until={next_day}",
             "recordings, unassigned only": "/recordings?unassigned=1",
             "patients, first page": "/patients",
             "patients, searched": "/patients?q=P-0012",

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-run}
 shift || true
 
-apt_packages=(python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils openssl)
+apt_packages=(python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils openssl tzdata)
 if [ "$mode" = test ]; then
     # chromium: browser tests; systemd: systemd-analyze for the units; espeak-ng: speech samples
     apt_packages+=(chromium systemd espeak-ng)

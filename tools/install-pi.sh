@@ -27,7 +27,7 @@ if [ "$apt" = 1 ]; then
     say "installing system packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils openssl >/dev/null
+        python3-venv python3-dev portaudio19-dev libasound2-plugins alsa-utils openssl tzdata >/dev/null
 fi
 
 opt="$prefix/opt/heartpi"

@@ -110,6 +110,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
         "A 20-second WAV recording is well under 5 MB: trim or re-export the file."))
     app.register_error_handler(429, lambda e: error_page(429, "Too many attempts", e.description))
 
+    clinic = config.clinic_time
+    app.jinja_env.filters["when"] = clinic.text  # stored UTC instants, shown as the clinic's clocks read
+    app.jinja_env.globals["clinic_zone"] = clinic.name
     app.jinja_env.filters["site_label"] = lambda name: SITES[name].label if name in SITES else "–"
 
     @app.context_processor

@@ -169,7 +169,8 @@ def device():
     n_recordings = store.count_recordings()
     expected = meta.get("metrics", {}).get("validation_int8", {}).get("specificity")
     # The device's own stethoscope only: uploads come from phones and other stethoscopes.
-    field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device"),
+    field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device",
+                                                   clinic=config.clinic_time),
                           expected_specificity=expected, min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS)
     return render_template("device.html", config=config, software=software_version(), model=meta,
                            field=field, expected_specificity=expected, model_path=model_path,
@@ -193,7 +194,7 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
     days = None
     if last:
         days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
-    return {"at": last and last[:16].replace("T", " "), "days": days,
+    return {"at": last, "days": days,
             "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
 
 

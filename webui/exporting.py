@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
+from device.clinic_time import ClinicTime
 from device.records import Recording, RecordStore
 from device.sites import SITES, site_text
 from device.storage import resolve
@@ -22,7 +23,7 @@ CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
                "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
                "model_sha256", "software_version", "sha256", "file", "clinician_finding",
-               "clinician_note", "finding_by", "finding_at", "site")
+               "clinician_note", "finding_by", "finding_at", "site", "captured_local")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
 #: The clinician's finding (``Recording.finding``): its code in the export, and the words both
@@ -42,7 +43,10 @@ def safe_cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
+def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: ClinicTime = ClinicTime()) -> str:
+    """One row per recording. ``captured_at`` is the stored UTC instant; ``captured_local`` the
+    same moment with the clinic's offset, as its staff wrote it down (both ISO 8601, so a
+    spreadsheet sorts either). New columns go at the end, so existing readers keep working."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
@@ -56,7 +60,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording]) -> str:
                "" if rec.heart_rate_bpm is None else f"{rec.heart_rate_bpm:.1f}",
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
-               rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "")
+               rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "", clinic.iso(rec.captured_at))
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 

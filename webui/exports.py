@@ -28,7 +28,8 @@ def _selection():
         abort(404)
     since = request.args.get("since") or None
     until = request.args.get("until") or None
-    recs = select(store, patient_id=patient_id, since=since, until=until)
+    clinic = get_config().clinic_time
+    recs = select(store, patient_id=patient_id, since=clinic.day_bound(since), until=clinic.day_bound(until))
     what = f"patient:{patient_id}" if patient_id else f"range:{since or '-'}..{until or '-'}"
     return recs, what, patient_id
 
@@ -44,7 +45,7 @@ def form():
 def export_csv():
     recs, what, patient_id = _selection()
     get_store().audit(actor(), "export.csv", f"patient:{patient_id}" if patient_id else "", what)
-    return Response(to_csv(get_store(), recs), mimetype="text/csv",
+    return Response(to_csv(get_store(), recs, clinic=get_config().clinic_time), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=heartpi-records.csv"})
 
 

@@ -40,7 +40,8 @@ def list_recordings():
     verdict = args.get("verdict") or None
     if verdict not in (None, "normal", "abnormal", "poor_signal"):
         verdict = None
-    filters = dict(verdict=verdict, since=args.get("since") or None, until=args.get("until") or None,
+    clinic = get_config().clinic_time  # the clinic's days, not UTC's
+    filters = dict(verdict=verdict, since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
                    device_id=args.get("device") or None, unassigned=args.get("unassigned") == "1")
     store = get_store()
     page = current_page(store.count_recordings(**filters))
