@@ -133,6 +133,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recordings ADD COLUMN site TEXT
         CHECK (site IS NULL OR site IN ('aortic', 'pulmonic', 'tricuspid', 'mitral'));
     """,
+    # 7: the audit log by what was touched and by kind of action, from an index: it holds every
+    # view of every patient, and after years of use one patient's entries, and the Device page's
+    # "last backup", were scans of all of it.
+    """
+    CREATE INDEX audit_log_target ON audit_log(target);
+    CREATE INDEX audit_log_action ON audit_log(action);
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -613,13 +620,15 @@ class RecordStore:
             self._audit(conn, actor, action, target, detail)
 
     def audit_entries(self, limit: int = 200, target: Optional[str] = None,
-                      action: Optional[str] = None, before_id: Optional[int] = None) -> list[dict]:
+                      action: Optional[str] = None, before_id: Optional[int] = None,
+                      since: Optional[str] = None, until: Optional[str] = None) -> list[dict]:
         """Newest first; ``target`` exact (``patient:7``), ``action`` a prefix (``recording.``),
-        ``before_id`` for the next page."""
+        ``since``/``until`` instants (``until`` excluded), ``before_id`` for the next page."""
         clauses, args = [], []
-        if before_id is not None:
-            clauses.append("id < ?")
-            args.append(int(before_id))
+        for condition, value in (("id < ?", before_id), ("at >= ?", since), ("at < ?", until)):
+            if value is not None:
+                clauses.append(condition)
+                args.append(value)
         if target:
             clauses.append("target = ?")
             args.append(target)
@@ -629,6 +638,13 @@ class RecordStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*args, int(limit)))
         return [dict(r) for r in rows]
+
+    def last_audited(self, action: str, detail_prefix: str = "") -> Optional[str]:
+        """When ``action`` (exactly, through its index) last happened, optionally only with a
+        detail starting ``detail_prefix``; None if never."""
+        rows = self._query("SELECT MAX(at) FROM audit_log WHERE action = ? AND detail LIKE ? ESCAPE '\\'",
+                           (action, _like_literal(detail_prefix) + "%"))
+        return rows[0][0]
 
     def get_setting(self, key: str, default: str = "") -> str:
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))

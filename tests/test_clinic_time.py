@@ -185,6 +185,24 @@ def test_the_web_page_shows_and_filters_by_the_clinics_clock(client, auth, web_s
     assert "When (Asia/Kathmandu)" in audit
 
 
+def test_the_audit_log_is_read_by_the_clinics_days(client, auth, web_store):
+    """"Who looked at this patient on 30 November?" means the clinic's 30 November."""
+    with web_store.transaction() as conn:
+        for at, target in ((BEFORE_MIDNIGHT, "patient:1"), (AFTER_MIDNIGHT, "patient:2")):
+            conn.execute("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, 'user:5:n@c.test', "
+                         "'patient.view', ?, '')", (at, target))
+    auth.login("admin")
+    page = client.get("/admin/audit?action=patient.view&since=2026-11-30&until=2026-12-01").get_data(as_text=True)
+    assert "patient:2" in page and "patient:1" not in page and "2026-11-30 00:15:00" in page
+    assert 'value="2026-11-30"' in page  # the form keeps the day typed
+    day_before = client.get("/admin/audit?action=patient.view&until=2026-11-30").get_data(as_text=True)
+    assert "patient:1" in day_before and "patient:2" not in day_before
+    rows = list(csv.reader(io.StringIO(client.get("/admin/audit.csv?action=patient.view&since=2026-11-30")
+                                       .get_data(as_text=True))))
+    assert [row[4] for row in rows[1:]] == ["patient:2"]
+    assert web_store.audit_entries(limit=1, action="audit.export")[0]["detail"] == "action=patient.view since=2026-11-30"
+
+
 def test_the_csv_export_cuts_days_in_the_clinic_and_carries_both_clocks(client, auth, web_store):
     _add(web_store, BEFORE_MIDNIGHT)
     late = _add(web_store, AFTER_MIDNIGHT)

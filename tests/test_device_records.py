@@ -131,6 +131,27 @@ def test_audit_log_is_append_only(store):
     assert store.audit_entries()[0]["action"] == "something"
 
 
+def test_the_audit_log_is_read_through_its_indexes_and_remembers_the_last_backup(store):
+    """One patient's entries and the last backup come from an index, not a scan of a log that
+    holds every view of every patient for years."""
+    assert store.last_audited("backup.create") is None
+    store.audit("cli:backup", "backup.create", "", "3 recordings")
+    store.audit("user:1:a@c", "backup.download", "", "")  # the database alone
+    created = store.audit_entries(limit=1, action="backup.create")[0]["at"]
+    assert store.last_audited("backup.create") == created
+    assert store.last_audited("backup.download", "whole device") is None
+    store.audit("user:1:a@c", "backup.download", "", "whole device: 3 recordings")
+    assert store.last_audited("backup.download", "whole device") is not None
+    assert store.last_audited("backup.down") is None  # exact, not a prefix
+    plans = {
+        "target": "SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT 500",
+        "action": "SELECT MAX(at) FROM audit_log WHERE action = ? AND detail LIKE ? ESCAPE '\\'",
+    }
+    for column, sql in plans.items():
+        plan = " ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, ("x",) * sql.count("?")))
+        assert f"USING INDEX audit_log_{column}" in plan and "TEMP B-TREE" not in plan, plan
+
+
 def test_concurrent_writer_and_reader_processes(tmp_path):
     """A daemon-like writer thread on one connection and a web-like reader on another."""
     path = tmp_path / "c.sqlite3"

@@ -48,6 +48,13 @@ def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3
                          "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?)",
                          (f"r{n}.wav", "0" * 64, at, rng.choice(verdicts), patient, model_sha256, finding,
                           at if finding else None))
+    # the audit log: each recording's patient looked at four times (its page, the recording's,
+    # an assignment, a finding), as a clinic's log grows
+    with store.transaction() as conn:
+        for n in range(recordings * 4):
+            at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + n * (time.time() - start) / recordings / 4))
+            conn.execute("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, 'user:3:n@clinic', "
+                         "'patient.view', ?, '')", (at, f"patient:{rng.randint(1, patients)}"))
 
 
 def main(argv=None) -> int:
@@ -87,6 +94,8 @@ def main(argv=None) -> int:
         middle = recordings // 2
         day = store.get_recording(middle).captured_at[:10]
         next_day = (_dt.date.fromisoformat(day) + _dt.timedelta(days=1)).isoformat()
+        year_ago = (_dt.date.today() - _dt.timedelta(days=365)).isoformat()
+        year_ago_next = (_dt.date.today() - _dt.timedelta(days=364)).isoformat()
         pages = {
             "password form (reference)": "/password",
             "recordings, newest": "/recordings",
@@ -102,6 +111,10 @@ def main(argv=None) -> int:
             "upload form (patient picker)": "/upload",
             "export form (patient picker)": "/export",
             "device page (field results)": "/device",
+            "audit log, newest": "/admin/audit",
+            "audit log, one day a year ago": f"/admin/audit?since={year_ago}&until={year_ago_next}",
+            "audit log, one patient": f"/admin/audit?target=patient:{args.patients // 2}",
+            "audit log, older page (middle)": f"/admin/audit?before={recordings * 2}",
         }
         times = {}
         for name, url in pages.items():

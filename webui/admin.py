@@ -105,19 +105,31 @@ AUDIT_CSV_PAGE = 5000
 AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "detail")
 
 
-def _audit_filters() -> dict:
-    return {"target": request.args.get("target", "").strip()[:100] or None,
-            "action": request.args.get("action", "").strip()[:100] or None}
+def _audit_filters() -> tuple[dict, dict]:
+    """(what the store filters by, what the form shows and its links carry): what was touched,
+    the kind of action, and a range of the clinic's days."""
+    typed = {"target": request.args.get("target", "").strip()[:100] or None,
+             "action": request.args.get("action", "").strip()[:100] or None,
+             "since": request.args.get("since", "").strip()[:10] or None,
+             "until": request.args.get("until", "").strip()[:10] or None}
+    clinic = get_config().clinic_time
+    return dict(typed, since=clinic.day_bound(typed["since"]), until=clinic.day_bound(typed["until"])), typed
 
 
 @bp.route("/admin/audit")
 @roles_required("admin")
 def audit() -> str:
     """Who did what: every view of a patient, every export, deletion, clock change and account
-    change, newest first; filter by what was touched (``patient:7``) or by kind of action."""
-    filters = _audit_filters()
-    entries = get_store().audit_entries(limit=AUDIT_PAGE_ROWS, **filters)
-    return render_template("audit.html", entries=entries, filters=filters, limit=AUDIT_PAGE_ROWS)
+    change, newest first; filter by what was touched (``patient:7``), by kind of action or by
+    day. Older entries come a page at a time, each page starting below the last one's id (no
+    count, no offset: the log holds every view of every patient, for years)."""
+    filters, typed = _audit_filters()
+    raw = request.args.get("before", "")
+    before = int(raw) if raw.isdigit() else None
+    entries = get_store().audit_entries(limit=AUDIT_PAGE_ROWS + 1, before_id=before, **filters)
+    older = entries[AUDIT_PAGE_ROWS - 1]["id"] if len(entries) > AUDIT_PAGE_ROWS else None
+    return render_template("audit.html", entries=entries[:AUDIT_PAGE_ROWS], filters=typed, before=before,
+                           older=older)
 
 
 @bp.route("/admin/audit.csv")
@@ -125,9 +137,10 @@ def audit() -> str:
 def audit_csv() -> Response:
     """The whole (filtered) log as CSV, streamed a page at a time: years of entries must not
     have to fit in a Raspberry Pi's memory at once."""
-    filters = _audit_filters()
+    filters, typed = _audit_filters()
     store = get_store()
-    store.audit(actor(), "audit.export", filters["target"] or "", filters["action"] or "")
+    store.audit(actor(), "audit.export", filters["target"] or "", " ".join(
+        f"{key}={typed[key]}" for key in ("action", "since", "until") if typed[key]))
 
     def rows():
         out = io.StringIO()
@@ -187,10 +200,8 @@ BACKUP_DUE_DAYS = 30
 def _backup_view(store, now: float, n_recordings: int) -> dict:
     """When the whole device was last backed up (``heartpi backup X.tar`` or the Export page's
     download), and whether one is due: an SD card fails without warning."""
-    made = store.audit_entries(limit=1, action="backup.create")
-    downloads = [e for e in store.audit_entries(limit=50, action="backup.download")
-                 if e["detail"].startswith("whole device")]
-    last = max([e["at"] for e in made + downloads], default=None)
+    last = max(filter(None, (store.last_audited("backup.create"),
+                             store.last_audited("backup.download", "whole device"))), default=None)
     days = None
     if last:
         days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
