@@ -367,3 +367,36 @@ def test_the_guide_fits_a_phone_and_prints_without_the_menu(live_server, page):
     page.pdf(path=str(ARTIFACTS / "10-guide.pdf"), format="A4")
     page.screenshot(path=str(ARTIFACTS / "10-guide-print.png"), full_page=True)
     assert not page.console_errors, page.console_errors
+
+
+def test_a_recording_prints_for_a_referral_in_a_real_browser(live_server, page, heartpi_config):
+    """"Abnormal: refer" needs a paper to go with the patient: the printed page keeps who, when,
+    where, the result and both pictures, and drops the menu, the player and every form."""
+    from device.storage import store_recording
+
+    base, store = live_server
+    relative, sha = store_recording(heartpi_config.recordings_dir, reference_wavs()[0].read_bytes())
+    pid = store.add_patient(name="Ama Owusu", external_id="AO-12", birth_date="2019-04-02", sex="female", actor="test")
+    rec_id = store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                                 device_id="test-box", verdict="abnormal", p_abnormal=0.91, threshold=0.5,
+                                 patient_id=pid, site="mitral")
+    _login(page, base)
+    page.goto(f"{base}/recordings/{rec_id}")
+    assert page.locator("#referral").is_hidden() and page.locator("#listen-form").is_visible()
+    page.evaluate("() => { window.print = () => { document.body.dataset.printed = 'yes'; }; }")
+    page.click("#print-referral")
+    assert page.get_attribute("body", "data-printed") == "yes"
+    _poll(page, "#waveform", "img => img.complete && img.naturalWidth > 0")
+    _poll(page, "#spectrogram", "img => img.complete && img.naturalWidth > 0")
+    page.emulate_media(media="print")
+    referral = page.inner_text("#referral")
+    assert "Ama Owusu, number AO-12, born 2019-04-02, female" in referral and "Referred by" in referral
+    assert "referral" in referral.lower()
+    for kept in ("#verdict", "#site-text", "#recorded-at", "#waveform", "#spectrogram", "footer"):
+        assert page.locator(kept).is_visible(), kept
+    for dropped in ("header.top", "#print-referral", "#listen-form", "#player", "#patient", "#site-form",
+                    "#finding", "#delete", ".playhead >> nth=0"):
+        assert page.locator(dropped).is_hidden(), dropped
+    page.pdf(path=str(ARTIFACTS / "11-referral.pdf"), format="A4")
+    page.screenshot(path=str(ARTIFACTS / "11-referral-print.png"), full_page=True)
+    assert not page.console_errors, page.console_errors

@@ -645,3 +645,26 @@ def test_user_add_cli_reads_password_from_stdin(tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
     short = subprocess.run(cmd[:-1] + ["x@clinic.test"], input="short\n", capture_output=True, text=True, env=env)
     assert short.returncode == 1 and "too short" in short.stderr
+
+
+def test_the_recording_page_prints_for_a_referral(client, auth, web_store):
+    """Who the paper is about comes from the patient record; an unassigned recording leaves a
+    line to write it on. What is only for the screen is marked so."""
+    pid = web_store.add_patient(name="Ama Owusu", external_id="AO-12", birth_date="2019-04-02", sex="female",
+                                actor="test")
+    assigned = web_store.add_recording(file="a.wav", sha256="0" * 64, duration_s=20.0, rate=2000, source="device",
+                                       device_id="test-box", verdict="abnormal", patient_id=pid)
+    loose = web_store.add_recording(file="b.wav", sha256="1" * 64, duration_s=20.0, rate=2000, source="device",
+                                    device_id="test-box", verdict="normal")
+    auth.login("health_worker")
+    page = html.unescape(client.get(f"/recordings/{assigned}").get_data(as_text=True))
+    referral = page.split('id="referral"', 1)[1].split("</section>", 1)[0]
+    assert "Heart-sound screening: referral" in referral
+    assert "Ama Owusu, number AO-12, born 2019-04-02, female" in referral and f"recording {assigned}" in referral
+    assert 'class="print-only" id="referral"' in page
+    for screen_only in ('id="listen-form" class="no-print"', 'class="no-print" controls', 'class="card no-print" id="patient"',
+                        'class="card no-print" id="site"', 'class="card no-print" id="finding"'):
+        assert screen_only in page, screen_only
+    page = html.unescape(client.get(f"/recordings/{loose}").get_data(as_text=True))
+    referral = page.split('id="referral"', 1)[1].split("</section>", 1)[0]
+    assert "Heart-sound screening: normal" in referral and "not assigned on the device: name, number" in referral

@@ -29,6 +29,14 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const player = document.getElementById("player");
   if (player) listening(player);
+
+  // Recording page: print it for a referral (the print styles keep the result, the patient and
+  // the pictures, and drop the forms and the player).
+  const printButton = document.getElementById("print-referral");
+  if (printButton) {
+    printButton.hidden = false;
+    printButton.addEventListener("click", () => window.print());
+  }
 });
 
 // Recording page: switch the player's filter without losing the place, slow it down, and tie it
