@@ -115,8 +115,8 @@ def _config(args):
 CONFIG_TEMPLATE = """# HeartPi configuration (written by 'heartpi provision' on {date}).
 # Every key and its allowed values: README, "Configuration".
 [device]
-id = "{device_id}"
-timezone = "{timezone}"
+id = {device_id}
+timezone = {timezone}
 result_hold_seconds = 30
 
 [audio]
@@ -165,8 +165,8 @@ def provision(args: argparse.Namespace) -> int:
         _line(True, "configuration", f"kept existing {config_path} (use --force to rewrite)")
     else:
         timezone = args.timezone or system_zone(root)
-        text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=device_id, card=card,
-                                      timezone=timezone)
+        text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=json.dumps(device_id),
+                                      card=card, timezone=json.dumps(timezone))
         import tomllib
 
         try:

@@ -136,6 +136,8 @@ def test_provision_writes_the_zone_and_refuses_an_unknown_one(tmp_path):
     assert done.returncode == 0, done.stderr
     written = tomllib.loads((tmp_path / "a/etc/heartpi/heartpi.toml").read_text())
     assert written["device"]["timezone"] == "Asia/Kathmandu"
+    quoted = _provision(tmp_path / "q", "--timezone", 'Asia/"Kathmandu')  # still a TOML file, refused cleanly
+    assert quoted.returncode != 0 and "Traceback" not in quoted.stderr
     refused = _provision(tmp_path / "b", "--timezone", "Asia/Katmandoo")
     assert refused.returncode != 0
     assert "Asia/Katmandoo" in refused.stdout + refused.stderr and "Traceback" not in refused.stderr
@@ -212,6 +214,9 @@ def test_the_csv_export_cuts_days_in_the_clinic_and_carries_both_clocks(client, 
     assert [int(r["recording_id"]) for r in rows] == [late]
     assert rows[0]["captured_at"] == AFTER_MIDNIGHT and rows[0]["captured_local"] == "2026-11-30T00:15:00+05:45"
     assert list(rows[0])[-1] == "captured_local"  # added last: existing readers keep their columns
+    refused = client.get("/export/records.csv?until=30.11.2026")  # not everything, for a mistyped day
+    assert refused.status_code == 400 and "not a date" in refused.get_data(as_text=True)
+    assert client.get("/export/fhir.json?since=soon").status_code == 400
 
 
 def _cli(config_path: Path, *args: str) -> subprocess.CompletedProcess:

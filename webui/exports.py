@@ -29,6 +29,9 @@ def _selection():
     since = request.args.get("since") or None
     until = request.args.get("until") or None
     clinic = get_config().clinic_time
+    for day in (since, until):  # an export of everything, for a mistyped day, would be a leak
+        if day and clinic.day_bound(day) is None:
+            abort(400, f"{day!r} is not a date: use YYYY-MM-DD.")
     recs = select(store, patient_id=patient_id, since=clinic.day_bound(since), until=clinic.day_bound(until))
     what = f"patient:{patient_id}" if patient_id else f"range:{since or '-'}..{until or '-'}"
     return recs, what, patient_id
