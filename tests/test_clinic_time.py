@@ -179,6 +179,8 @@ def test_the_web_page_shows_and_filters_by_the_clinics_clock(client, auth, web_s
     assert f"/recordings/{early}" in junk and f"/recordings/{late}" in junk
     detail = html.unescape(client.get(f"/recordings/{late}").get_data(as_text=True))
     assert "2026-11-30 00:15:00 Asia/Kathmandu" in detail.split('id="recorded-at"', 1)[1].split("</span>", 1)[0]
+    guide = html.unescape(client.get("/guide").get_data(as_text=True))
+    assert "shows times in Asia/Kathmandu" in guide.split('id="guide-time"', 1)[1].split("</li>", 1)[0]
     audit = client.get("/admin/audit").get_data(as_text=True)  # a clinician may not
     assert "When (Asia/Kathmandu)" not in audit
     auth.logout()
