@@ -141,6 +141,16 @@ class ClinicTime:
         except ValueError:
             return None
 
+    def day_range(self, since: str | None, until: str | None) -> tuple[str | None, str | None]:
+        """:meth:`day_bound` of both ends of a range typed for an export ("from" ``since``,
+        "before" ``until``, either may be empty); ValueError naming a text that is not a date,
+        where exporting everything instead would be a leak."""
+        bounds = self.day_bound(since), self.day_bound(until)
+        for day, bound in zip((since, until), bounds):
+            if day and bound is None:
+                raise ValueError(f"{day!r} is not a date: use YYYY-MM-DD")
+        return bounds
+
     @property
     def is_utc(self) -> bool:
         return self.zone is UTC

@@ -494,15 +494,13 @@ def export(args: argparse.Namespace) -> int:
     from webui.exporting import fhir_json, select, to_csv, to_fhir_bundle
 
     config = _config(args)
-    bounds = {}
-    for name in ("since", "until"):
-        day = getattr(args, name)
-        bounds[name] = config.clinic_time.day_bound(day)
-        if day and bounds[name] is None:
-            _line(False, "export", f"--{name} {day!r} is not a date: use YYYY-MM-DD")
-            return EXIT_FAILED
+    try:
+        since, until = config.clinic_time.day_range(args.since, args.until)
+    except ValueError as exc:
+        _line(False, "export", str(exc))
+        return EXIT_FAILED
     store = RecordStore(config.database_path)
-    recs = select(store, patient_id=args.patient, **bounds)
+    recs = select(store, patient_id=args.patient, since=since, until=until)
     if args.format == "csv":
         text = to_csv(store, recs, clinic=config.clinic_time)
     else:

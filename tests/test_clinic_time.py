@@ -18,7 +18,7 @@ import pytest
 
 from device.clinic_time import ClinicTime, system_zone
 from device.errors import ConfigError
-from tests.conftest import PASSWORD
+from tests.test_browser import _login, live_server, page  # noqa: F401 (fixtures, on this module's config)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: 00:15 on 30 November in Kathmandu, still 29 November in UTC.
@@ -91,6 +91,10 @@ def test_what_is_not_a_date_or_an_instant_is_said_not_hidden():
     clinic = ClinicTime("Asia/Kathmandu")
     assert clinic.day_bound("") is None and clinic.day_bound(None) is None
     assert clinic.day_bound("30/11/2026") is None
+    assert clinic.day_range("", None) == (None, None)
+    assert clinic.day_range("2026-11-30", "") == ("2026-11-29T18:15:00+00:00", None)
+    with pytest.raises(ValueError, match=r"'30/11/2026' is not a date: use YYYY-MM-DD"):
+        clinic.day_range("2026-11-30", "30/11/2026")
     assert clinic.text(None) == "–" and clinic.text("") == "–"
     assert clinic.text("not a time") == "not a time"
     for bad in ("Mars/Base", "", "../../etc/passwd", "Asia/"):
@@ -251,54 +255,18 @@ def test_the_command_line_uses_the_clinics_days_too(tmp_path, heartpi_config):
 
 # -- in a real browser --------------------------------------------------------------------------
 @pytest.mark.browser
-def test_a_health_worker_finds_todays_recordings_by_the_clinics_clock_in_a_real_browser(tmp_path):
-    """Chromium set to the clinic's zone: the list, its date filter and the recording's page
-    agree with the wall clock, whatever UTC says."""
-    from tests.test_browser import _require_browser
-    from webui import create_app
-    from webui.passwords import hash_password
-    from webui.serve import make_server
-    from device.config import config_from_mapping
-    import socket
-    import threading
-
-    sync_api = _require_browser()
-    config = config_from_mapping({"device": {"id": "test-box", "timezone": "Asia/Kathmandu"},
-                                  "storage": {"data_dir": str(tmp_path / "data")}}, env={})
-    app = create_app({"HEARTPI_CONFIG": config})
-    store = app.extensions["heartpi_store"]
-    store.add_user(email="hw@clinic.test", password_hash=hash_password(PASSWORD), role="health_worker", actor="test")
+def test_a_health_worker_finds_todays_recordings_by_the_clinics_clock_in_a_real_browser(live_server, page):
+    """Chromium (in the machine's own zone, UTC here): the list, its date filter and the
+    recording's page follow the clinic's clock, whatever the browser's or UTC's say."""
+    base, store = live_server  # this module's heartpi_config: the clinic is in Kathmandu
     early, late = _add(store, BEFORE_MIDNIGHT), _add(store, AFTER_MIDNIGHT)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = make_server(app, "127.0.0.1", port)
-    server.prepare()
-    threading.Thread(target=server.serve, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        from tests.test_browser import CHROMIUM
-
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_context(timezone_id="Asia/Kathmandu").new_page()
-            page.goto(f"{base}/login")
-            page.fill("input[name=email]", "hw@clinic.test")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("main button[type=submit]")
-            page.wait_for_url(lambda url: "/login" not in url)
-            page.goto(f"{base}/recordings")
-            page.fill("input[name=since]", "2026-11-30")
-            page.click("form.filters button[type=submit]")
-            page.wait_for_url(lambda url: "since=2026-11-30" in url)
-            header = page.inner_text("table.list thead")
-            rows = page.inner_text("table.list tbody")
-            assert "Asia/Kathmandu" in header
-            assert "2026-11-30 00:15" in rows and "22:45" not in rows
-            page.click(f"a[href='/recordings/{late}']")
-            assert "2026-11-30 00:15:00 Asia/Kathmandu" in page.inner_text("#recorded-at")
-            browser.close()
-    finally:
-        server.stop()
-        store.close()
-    assert early != late
+    _login(page, base)
+    page.fill("input[name=since]", "2026-11-30")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(lambda url: "since=2026-11-30" in url)
+    assert "Asia/Kathmandu" in page.inner_text("table.list thead")
+    rows = page.inner_text("table.list tbody")
+    assert "2026-11-30 00:15" in rows and "22:45" not in rows
+    assert page.locator(f"a[href='/recordings/{early}']").count() == 0
+    page.click(f"a[href='/recordings/{late}']")
+    assert "2026-11-30 00:15:00 Asia/Kathmandu" in page.inner_text("#recorded-at")

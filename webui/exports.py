@@ -28,11 +28,11 @@ def _selection():
         abort(404)
     since = request.args.get("since") or None
     until = request.args.get("until") or None
-    clinic = get_config().clinic_time
-    for day in (since, until):  # an export of everything, for a mistyped day, would be a leak
-        if day and clinic.day_bound(day) is None:
-            abort(400, f"{day!r} is not a date: use YYYY-MM-DD.")
-    recs = select(store, patient_id=patient_id, since=clinic.day_bound(since), until=clinic.day_bound(until))
+    try:
+        first, before = get_config().clinic_time.day_range(since, until)
+    except ValueError as exc:
+        abort(400, f"{exc}.")
+    recs = select(store, patient_id=patient_id, since=first, until=before)
     what = f"patient:{patient_id}" if patient_id else f"range:{since or '-'}..{until or '-'}"
     return recs, what, patient_id
 
