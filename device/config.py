@@ -64,6 +64,11 @@ class AudioSection:
                                "again' (uploads need 1 s)", minimum=1, maximum=120)
     site: str = _spec("", help="where on the chest the clinic's protocol places the stethoscope, stamped on "
                       "every recording and named in the guide ('' = not recorded)", choices=("", *SITES))
+    sites: tuple = _spec((), help="a protocol of several places, in the order they are recorded (one press "
+                         "each; the ready light flashes the place's number), e.g. [\"aortic\", \"pulmonic\", "
+                         "\"tricuspid\", \"mitral\"]; instead of audio.site", choices=tuple(SITES))
+    visit_gap_minutes: float = _spec(10.0, help="after this long without a recording the next press starts a "
+                                     "new person (at the first place)", minimum=1, maximum=240)
     frames_per_buffer: int = _spec(1024, help="frames per PyAudio buffer", minimum=64, maximum=16384)
 
 
@@ -113,6 +118,12 @@ class Config:
     @property
     def device_id(self) -> str:
         return self.device.id or socket.gethostname()
+
+    @property
+    def protocol(self) -> tuple[str, ...]:
+        """The places the box records one person at, in order (``audio.sites``, else ``audio.site``
+        alone); empty: the clinic names none (:mod:`device.visits`)."""
+        return self.audio.sites or ((self.audio.site,) if self.audio.site else ())
 
     @property
     def clinic_time(self) -> ClinicTime:
@@ -184,6 +195,14 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise ConfigError(f"{key} must be a card name (text) or index (number), got {value!r}")
         return value
+    if expected == "tuple":  # audio.sites: a list of distinct choices
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of names in quotes, e.g. [\"{meta['choices'][0]}\"], got {value!r}")
+        wrong = [v for v in value if v not in meta["choices"]]
+        if wrong or len(set(value)) != len(value):
+            problem = f"{wrong[0]!r} is not one of them" if wrong else "each may appear once"
+            raise ConfigError(f"{key} takes names from {', '.join(meta['choices'])}; {problem}, got {value!r}")
+        return tuple(value)
     if expected == "bool":
         ok = isinstance(value, bool)
     elif expected == "int":
@@ -232,6 +251,10 @@ def config_from_mapping(data: Mapping[str, Any], *, source: Optional[Path] = Non
     if len(set(pins)) != len(pins):
         raise ConfigError(f"gpio pins must all differ, got button={gpio.button} green={gpio.led_green} "
                           f"red={gpio.led_red} amber={gpio.led_amber}")
+    audio = sections["audio"]
+    if audio.site and audio.sites:
+        raise ConfigError(f"set audio.site (one place) or audio.sites (a protocol of places), not both; got "
+                          f"site={audio.site!r} and sites={list(audio.sites)!r}")
     ClinicTime(sections["device"].timezone)  # an unknown zone is refused now, not on the first page
     return Config(**sections, source=source)
 

@@ -32,6 +32,7 @@ from .records import RecordStore
 from .retention import remove_leftovers
 from .sdnotify import Notifier
 from .storage import TMP_PREFIX, store_recording
+from .visits import Visit
 
 log = logging.getLogger("heartpi.daemon")
 
@@ -68,6 +69,8 @@ class Daemon:
         self.cycle_done = threading.Condition()
         self._result_until: Optional[float] = None
         self._last_ping = 0.0
+        #: the person being recorded: the protocol's next place, the visit id (device.visits)
+        self.visit = Visit(config.protocol, gap_seconds=config.audio.visit_gap_minutes * 60, clock=clock)
         #: set once recovery is done and the daemon waits for the button
         self.started = threading.Event()
         indicator.on_press = lambda: self.events.put(PRESS)
@@ -79,15 +82,29 @@ class Daemon:
         self.events.put(SHUTDOWN)
 
     # -- state ------------------------------------------------------------------------------
-    def _enter(self, state: str, led: str, detail: str = "") -> None:
+    def _enter(self, state: str, led: str, detail: str = "", flashes: int = 1) -> None:
         log.info("state %s -> %s%s", self.state, state, f" ({detail})" if detail else "")
         self.state = state
-        self.indicator.show(led)
+        self.indicator.show(led, flashes)
         self.notifier.status(f"{state}{': ' + detail if detail else ''}")
         try:
             self.store.set_status("state", state if not detail else f"{state}: {detail}")
         except DeviceError as exc:  # the database is not what the LEDs depend on
             log.warning("could not record daemon state: %s", exc)
+
+    def _ready(self, detail: str = "") -> None:
+        """Idle, waiting for a press; with a protocol of places the light flashes the next one's number."""
+        if self.visit.guided:
+            self._enter(IDLE, gpio.READY_AT_PLACE, detail, flashes=self.visit.place_number)
+        else:
+            self._enter(IDLE, gpio.READY, detail)
+        if self.visit.sites:
+            log.info("%s", self.visit.describe_next())
+
+    def _next_person(self, why: str) -> None:
+        self.visit.next_person()
+        self._result_until = None
+        self._ready(why)
 
     def _ping(self, force: bool = False) -> None:
         interval = self.notifier.watchdog_interval
@@ -131,27 +148,30 @@ class Daemon:
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
         self.recover()
-        self._enter(IDLE, gpio.READY)
+        self._ready()
         self.notifier.ready(status="ready")
         self._ping(force=True)
         self.started.set()
         try:
             while True:
-                timeout = None
-                if self._result_until is not None:
-                    timeout = max(0.0, self._result_until - self.clock())
+                deadlines = [t for t in (self._result_until, self.visit.expires_at()) if t is not None]
+                timeout = max(0.0, min(deadlines) - self.clock()) if deadlines else None
                 event = self._wait_event(timeout)
                 if event == SHUTDOWN:
                     break
                 if event == PRESS:
                     self._result_until = None
                     self.cycle()
-                elif event == HOLD and self.state in (RESULT, FAULT):
-                    self._result_until = None
-                    self._enter(IDLE, gpio.READY, "dismissed")
+                elif event == HOLD and self.state in (IDLE, RESULT, FAULT):
+                    self._next_person("next person: long press")
+                if self.visit.expire_if_paused():
+                    log.info("no recording for %g minutes: the next press starts a new person",
+                             self.config.audio.visit_gap_minutes)
+                    if self.state == IDLE:
+                        self._ready("next person: pause")
                 if self._result_until is not None and self.clock() >= self._result_until:
                     self._result_until = None
-                    self._enter(IDLE, gpio.READY)
+                    self._ready()
         finally:
             self.notifier.stopping()
             self.indicator.show(gpio.OFF)
@@ -214,7 +234,8 @@ class Daemon:
         return box.get("capture"), cancelled, shutting_down
 
     def _cycle(self) -> CycleResult:
-        self._enter(RECORDING, gpio.RECORDING)
+        self.visit.expire_if_paused()  # the place the light showed at the press is the one recorded
+        self._enter(RECORDING, gpio.RECORDING, self.visit.describe_next() if self.visit.guided else "")
         capture, cancelled, shutting_down = self._record()
         ended = self.clock()
         if shutting_down:
@@ -222,7 +243,7 @@ class Daemon:
             self.events.put(SHUTDOWN)
             return CycleResult(None, None, error="shutdown")
         if cancelled:
-            self._enter(IDLE, gpio.READY, "recording cancelled")
+            self._ready("recording cancelled")
             return CycleResult(None, None, error="cancelled")
         self._enter(ANALYSING, gpio.ANALYSING)
         wav = dsp.wav_bytes(capture.samples, capture.rate)
@@ -230,9 +251,11 @@ class Daemon:
                                         min_free_mb=self.config.storage.min_free_mb)
         verdict = self.classifier.classify(capture.samples, capture.rate,
                                            min_seconds=self.config.audio.min_seconds)
+        site, visit_id = self.visit.stamp()
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
-                                     overflows=capture.overflows,
+                                     overflows=capture.overflows, site=site, visit=visit_id,
                                      note="stopped early by the button" if capture.stopped_early else "")
+        self.visit.recorded(verdict.label)
         done = self.clock()
         led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(verdict.label, gpio.POOR_SIGNAL)
         detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
@@ -244,14 +267,15 @@ class Daemon:
         return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
 
     def _store_verdict(self, relative: str, sha: str, duration_s: float, rate: int, verdict, *,
-                       overflows: int = 0, note: str = "") -> int:
+                       overflows: int = 0, note: str = "", site: Optional[str] = None,
+                       visit: Optional[str] = None) -> int:
         return self.store.add_recording(
             file=relative, sha256=sha, duration_s=duration_s, rate=rate, source="device",
             device_id=self.config.device_id, verdict=verdict.label, p_abnormal=verdict.p_abnormal,
             threshold=verdict.threshold, quality_reasons=verdict.quality_reasons,
             heart_rate_bpm=verdict.heart_rate_bpm, overflows=overflows,
             model_sha256=verdict.model_sha256, software_version=verdict.software_version, note=note,
-            site=self.config.audio.site or None)
+            site=site, visit=visit)
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> int:
@@ -275,8 +299,9 @@ class Daemon:
                 data = path.read_bytes()
                 samples, rate = dsp.read_wav(data, min_seconds=0.0)
                 verdict = self.classifier.classify(samples, rate, min_seconds=self.config.audio.min_seconds)
+                only_place = self.config.protocol[0] if len(self.config.protocol) == 1 else None
                 self._store_verdict(relative, hashlib.sha256(data).hexdigest(), samples.size / rate, rate,
-                                    verdict, note="recovered after an interrupted cycle")
+                                    verdict, note="recovered after an interrupted cycle", site=only_place)
                 recovered += 1
                 log.warning("recovered recording %s that had no record (interrupted cycle)", relative)
             except (dsp.DSPError, StorageError) as exc:

@@ -10,12 +10,14 @@ button for ``long_press_seconds`` cancels.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
 READY = "ready"
+READY_AT_PLACE = "ready_at_place"
 RECORDING = "recording"
 ANALYSING = "analysing"
 NORMAL = "normal"
@@ -27,11 +29,13 @@ OFF = "off"
 
 @dataclass(frozen=True)
 class Pattern:
-    """One LED's behaviour: steady on, or blinking with on/off times (seconds)."""
+    """One LED's behaviour: steady on, or blinking with on/off times (seconds); with a
+    ``period``, a group of flashes (as many as ``Indicator.show`` is given) once per period."""
 
     led: str                      # green | amber | red
     on_time: Optional[float] = None
     off_time: Optional[float] = None
+    period: Optional[float] = None
 
     @property
     def steady(self) -> bool:
@@ -60,6 +64,9 @@ class LightState:
 PATTERNS: dict[str, LightState] = {
     READY: LightState(Pattern("green", 0.1, 2.9), "green flashes every 3 s", "ready",
                       "press the button once to start recording"),
+    READY_AT_PLACE: LightState(Pattern("green", 0.2, 0.3, period=3.0), "green flashes 1 to 4 times every 3 s",
+                               "ready for place 1 to 4 of the clinic's protocol (guide)",
+                               "stethoscope on that place, press once; hold to start the next person"),
     RECORDING: LightState(Pattern("green", 0.5, 0.5), "green blinks every second", "recording",
                           "hold the stethoscope still on the chest; press again to stop early"),
     ANALYSING: LightState(Pattern("amber", 0.15, 0.15), "amber flickers", "analysing", "wait a moment"),
@@ -91,7 +98,10 @@ class Indicator:
         self.button = Button(button_pin, pull_up=True, hold_time=long_press_seconds,
                              pin_factory=pin_factory)
         self.state = OFF
+        self.flashes = 0
         self._on_change = on_change
+        self._group_stop: Optional[threading.Event] = None
+        self._group_thread: Optional[threading.Thread] = None
         self._held = False
         self.on_press: Callable[[], None] = lambda: None
         self.on_long_press: Callable[[], None] = lambda: None
@@ -111,10 +121,21 @@ class Indicator:
             self.on_press()
         self._held = False
 
-    def show(self, state: str) -> None:
+    def show(self, state: str, flashes: int = 1) -> None:
+        """Set the LEDs for ``state``; ``flashes``: how many in each group of a grouped pattern
+        (the place number of :data:`READY_AT_PLACE`)."""
         if state not in PATTERNS:
             raise ValueError(f"unknown LED state {state!r}")
         pattern = PATTERNS[state].pattern
+        if pattern is not None and pattern.period is not None:
+            most = int((pattern.period - pattern.off_time) // (pattern.on_time + pattern.off_time))
+            if not 1 <= flashes <= most:
+                raise ValueError(f"{state} shows 1 to {most} flashes, not {flashes}")
+        else:
+            flashes = 1
+        if state == self.state and flashes == self.flashes:
+            return
+        self._stop_group()
         for name, led in self.leds.items():
             if pattern is None or name != pattern.led:
                 led.off()
@@ -122,15 +143,46 @@ class Indicator:
             led = self.leds[pattern.led]
             if pattern.steady:
                 led.on()
+            elif pattern.period is not None:
+                self._start_group(led, pattern, flashes)
             else:
                 led.blink(on_time=pattern.on_time, off_time=pattern.off_time)
-        if state != self.state:
-            log.info("LEDs: %s (%s)", state, PATTERNS[state].words)
-            self.state = state
-            if self._on_change:
-                self._on_change(state)
+        log.info("LEDs: %s%s (%s)", state, f" x{flashes}" if pattern and pattern.period else "",
+                 PATTERNS[state].words)
+        self.state, self.flashes = state, flashes
+        if self._on_change:
+            self._on_change(state)
+
+    def _start_group(self, led, pattern: Pattern, flashes: int) -> None:
+        """Flash ``led`` ``flashes`` times, rest for the period's remainder, and again, in a
+        thread of its own (gpiozero's ``blink`` has no groups), until :meth:`_stop_group`."""
+        stop = threading.Event()
+        rest = pattern.period - flashes * (pattern.on_time + pattern.off_time)
+
+        def run() -> None:
+            while not stop.is_set():
+                for _ in range(flashes):
+                    led.on()
+                    if stop.wait(pattern.on_time):
+                        break
+                    led.off()
+                    if stop.wait(pattern.off_time):
+                        break
+                else:
+                    stop.wait(rest)
+
+        self._group_stop = stop
+        self._group_thread = threading.Thread(target=run, name="led-flashes", daemon=True)
+        self._group_thread.start()
+
+    def _stop_group(self) -> None:
+        if self._group_thread is not None:
+            self._group_stop.set()
+            self._group_thread.join()
+            self._group_thread = self._group_stop = None
 
     def close(self) -> None:
+        self._stop_group()
         for led in self.leds.values():
             led.close()
         self.button.close()

@@ -140,6 +140,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_target ON audit_log(target);
     CREATE INDEX audit_log_action ON audit_log(action);
     """,
+    # 8: which recordings are one person's, recorded at the protocol's places one after another
+    # (device.visits): staff assign a patient once for all of them, and the field results count
+    # one person. NULL: uploads, and everything before this.
+    """
+    ALTER TABLE recordings ADD COLUMN visit TEXT;
+    CREATE INDEX recordings_visit ON recordings(visit) WHERE visit IS NOT NULL;
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -197,6 +204,7 @@ class Recording:
     finding_by: Optional[str] = None
     finding_at: Optional[str] = None
     site: Optional[str] = None
+    visit: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -299,7 +307,8 @@ class RecordStore:
                       overflows: int = 0, model_sha256: Optional[str] = None,
                       software_version: Optional[str] = None, patient_id: Optional[int] = None,
                       uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
-                      note: str = "", site: Optional[str] = None, actor: str = "device") -> int:
+                      note: str = "", site: Optional[str] = None, visit: Optional[str] = None,
+                      actor: str = "device") -> int:
         # Stamped now: remember which clock did it. A time given by the caller has no known clock.
         clock_boot = None if captured_at else clock_reckoned_boot()
         with self.transaction() as conn:
@@ -307,11 +316,11 @@ class RecordStore:
                 "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
                 "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
                 "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note, "
-                "clock_boot, site) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "clock_boot, site, visit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
                  device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
-                 software_version, note, clock_boot, _checked_site(site)))
+                 software_version, note, clock_boot, _checked_site(site), visit or None))
             rec_id = cur.lastrowid
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id
@@ -431,9 +440,10 @@ class RecordStore:
         a clinician's finding exists for (optionally only recordings scored by one model, or from
         one source).
 
-        A screening is one patient's recordings on one day (the clinic's, ``clinic``), or an
-        unassigned recording on its own: a person recorded at four places, or again after a
-        poor signal, is one person examined, not four. Its verdict is the one a health worker
+        A screening is one patient's recordings on one day (the clinic's, ``clinic``), or a
+        visit's unassigned recordings (:mod:`device.visits`), or an unassigned recording of no
+        visit on its own: a person recorded at four places, or again after a poor signal, is
+        one person examined, not four. Its verdict is the one a health worker
         acts on: abnormal if any of its recordings is, else normal if any is, else poor signal;
         its finding is the latest entered on any of its recordings (entered in the same second:
         the later recording's).
@@ -442,10 +452,11 @@ class RecordStore:
         scope = where.replace("WHERE", "AND", 1)  # the same filters, inside the sub-query too
         # Only screenings with a finding are visited: the examined recordings (a scan, as a list
         # filter is), then each assigned one's same-day siblings through the (patient, time) index,
-        # between the UTC instants at which the clinic's day starts and the next one does.
+        # between the UTC instants at which the clinic's day starts and the next one does, and
+        # each unassigned one's visit through the visit index.
         sql = f"""
             WITH examined AS MATERIALIZED (
-                SELECT patient_id, clinic_day(captured_at) AS day, verdict,
+                SELECT patient_id, visit, clinic_day(captured_at) AS day, verdict,
                        finding_at || ' ' || printf('%012d', id) || ' ' || finding AS entry
                 FROM recordings WHERE finding IS NOT NULL AND verdict IS NOT NULL {scope})
             SELECT (SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM recordings
@@ -454,24 +465,62 @@ class RecordStore:
                    MAX(entry)
             FROM examined e WHERE patient_id IS NOT NULL GROUP BY patient_id, day
             UNION ALL
-            SELECT 2 * (verdict = 'abnormal') + (verdict = 'normal'), entry FROM examined WHERE patient_id IS NULL
+            SELECT (SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM recordings
+                    WHERE visit = e.visit AND patient_id IS NULL AND verdict IS NOT NULL {scope}),
+                   MAX(entry)
+            FROM examined e WHERE patient_id IS NULL AND visit IS NOT NULL GROUP BY visit
+            UNION ALL
+            SELECT 2 * (verdict = 'abnormal') + (verdict = 'normal'), entry FROM examined
+            WHERE patient_id IS NULL AND visit IS NULL
             """
         with self._lock:
             self._conn.create_function("clinic_day", 1, clinic.day, deterministic=True)
             self._conn.create_function("clinic_day_start", 1, clinic.day_start, deterministic=True)
-            rows = self._query(sql, [*args, *args])
+            rows = self._query(sql, [*args, *args, *args])
         counts: dict[tuple[str, str], int] = {}
         for verdicts, latest in rows:  # verdicts: 2 if any abnormal, + 1 if any normal
             key = ("abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal", latest.rsplit(" ", 1)[1])
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str) -> None:
+    def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str,
+                         whole_visit: bool = False) -> list[int]:
+        """Give a recording to a patient (``None``: to nobody); returns the ids changed.
+
+        ``whole_visit``: also the other recordings of its visit that were with the same patient
+        as it (usually nobody), so one person recorded at four places is assigned once; one
+        that staff had already given to someone else stays theirs. Each change is audited.
+        """
         with self.transaction() as conn:
-            cur = conn.execute("UPDATE recordings SET patient_id = ? WHERE id = ?", (patient_id, rec_id))
-            if cur.rowcount != 1:
+            row = conn.execute("SELECT patient_id, visit FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            if row is None:
                 raise KeyError(f"recording {rec_id} does not exist")
-            self._audit(conn, actor, "recording.assign", f"recording:{rec_id}", f"patient:{patient_id}")
+            ids = [rec_id]
+            if whole_visit and row["visit"] is not None:
+                ids += [r[0] for r in conn.execute(
+                    "SELECT id FROM recordings WHERE visit = ? AND id != ? AND patient_id IS ? ORDER BY id",
+                    (row["visit"], rec_id, row["patient_id"]))]
+            for changed in ids:
+                conn.execute("UPDATE recordings SET patient_id = ? WHERE id = ?", (patient_id, changed))
+                self._audit(conn, actor, "recording.assign", f"recording:{changed}", f"patient:{patient_id}"
+                            + (f" with recording:{rec_id}'s visit" if changed != rec_id else ""))
+        return ids
+
+    def visit_recordings(self, visit: Optional[str]) -> list[Recording]:
+        """A visit's recordings in the order they were made (none for ``None``)."""
+        if visit is None:
+            return []
+        return [Recording.from_row(r) for r in
+                self._query("SELECT * FROM recordings WHERE visit = ? ORDER BY captured_at, id", (visit,))]
+
+    def visit_sizes(self, visits: Sequence[Optional[str]]) -> dict[str, int]:
+        """``{visit: number of its recordings}`` for the given visits (a list page's rows)."""
+        wanted = sorted({v for v in visits if v is not None})
+        if not wanted:
+            return {}
+        rows = self._query(f"SELECT visit, COUNT(*) FROM recordings WHERE visit IN ({', '.join('?' * len(wanted))}) "
+                           "GROUP BY visit", wanted)
+        return {visit: count for visit, count in rows}
 
     # -- patients -----------------------------------------------------------------------
     def add_patient(self, *, name: str, external_id: Optional[str] = None,

@@ -67,7 +67,36 @@ def test_the_words_give_the_blinks_true_rhythm(state):
     light = gpio.PATTERNS[state]
     said = re.search(r"every (\d+ s|second)", light.lights).group(1)
     period = 1.0 if said == "second" else float(said.split()[0])
-    assert light.pattern.on_time + light.pattern.off_time == pytest.approx(period)
+    assert (light.pattern.period or light.pattern.on_time + light.pattern.off_time) == pytest.approx(period)
+
+
+@pytest.mark.parametrize("place", [1, 3, 4])
+def test_the_ready_light_flashes_the_places_number(indicator, mock_factory, place):
+    """A protocol of places: N short flashes, then a rest longer than any gap inside the group,
+    every 3 s, so "3 flashes" can be counted and never run into the next group."""
+    pattern = gpio.PATTERNS[gpio.READY_AT_PLACE].pattern
+    led = pin(mock_factory, 27)
+    led.clear_states()
+    indicator.show(gpio.READY_AT_PLACE, place)
+    time.sleep(pattern.period + 0.1)  # one whole group and the start of the next
+    indicator.show(gpio.OFF)
+    changes, clock = [], 0.0
+    for t, lit in led.states:  # gpiozero's history: (seconds since the previous change, state)
+        clock += t
+        changes.append((round(clock, 1), lit))
+    ons = [t for t, lit in changes if lit]
+    assert len(ons) == place + 1, changes  # this group, and the first flash of the next
+    assert ons[-1] == pytest.approx(ons[0] + pattern.period, abs=0.06)
+    gaps = [b - a for a, b in zip(ons, ons[1:])]
+    assert all(g == pytest.approx(pattern.on_time + pattern.off_time, abs=0.06) for g in gaps[:-1])
+    assert gaps[-1] - (pattern.on_time + pattern.off_time) >= 0.9  # the rest tells groups apart
+
+
+def test_place_flashes_are_refused_beyond_what_fits_in_the_period(indicator):
+    with pytest.raises(ValueError, match="1 to 5 flashes"):
+        indicator.show(gpio.READY_AT_PLACE, 6)
+    with pytest.raises(ValueError):
+        indicator.show(gpio.READY_AT_PLACE, 0)
 
 
 def test_the_readme_table_is_the_lights_own_words():

@@ -1,0 +1,112 @@
+"""One person at the box: the places the clinic's protocol records, and the visit they share.
+
+A screening programme often listens at several places (the four classic areas; rheumatic heart
+disease shows first at the apex), one recording each. The box cannot see the chest, so it keeps
+count: the ready light flashes the number of the place that comes next, a result moves on to the
+next place, and after the last place the next press is a new person. A poor signal (or a
+cancelled or failed recording) stays at the same place: record it again. A long press starts
+the next person at the first place, and so does a pause longer than ``audio.visit_gap_minutes``
+(a health worker who gave up on a person after poor signals and walked on).
+
+Every recording of one person carries the same visit id, so staff assign a patient once for all
+of them, and the field results count one person, not four. Without a protocol a visit is the one
+recording plus whatever is recorded again after a poor signal.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Callable, Optional, Sequence
+
+from .sites import SITES
+
+#: results after which the box moves on to the next place; anything else is recorded again
+MOVES_ON = ("normal", "abnormal")
+
+
+def new_visit_id() -> str:
+    """Unique enough for one clinic's records and short enough to read out: 12 hex digits."""
+    return secrets.token_hex(6)
+
+
+class Visit:
+    """Which place comes next and which visit the next recording belongs to.
+
+    Not thread-safe: the daemon's one cycle thread is its only user.
+    """
+
+    def __init__(self, sites: Sequence[str] = (), *, gap_seconds: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 new_id: Callable[[], str] = new_visit_id) -> None:
+        unknown = [s for s in sites if s not in SITES]
+        if unknown:
+            raise ValueError(f"unknown place {unknown[0]!r}; places: {', '.join(SITES)}")
+        self.sites = tuple(sites)
+        self.gap_seconds = gap_seconds
+        self._clock = clock
+        self._new_id = new_id
+        self.position = 0  #: index of the next place in ``sites``
+        self.id: Optional[str] = None  #: None until the person's first recording
+        self._last_at: Optional[float] = None
+
+    @property
+    def guided(self) -> bool:
+        """True when there are several places, so the ready light must say which comes next."""
+        return len(self.sites) > 1
+
+    @property
+    def site(self) -> Optional[str]:
+        """The place the next recording is made at (None: the clinic names none)."""
+        return self.sites[self.position] if self.sites else None
+
+    @property
+    def place_number(self) -> int:
+        """1-based number of the next place, as the ready light flashes it."""
+        return self.position + 1
+
+    def describe_next(self) -> str:
+        """Words for the journal and the simulation's console."""
+        if not self.sites:
+            return "next recording: any place"
+        site = SITES[self.sites[self.position]]
+        return f"next: place {self.place_number} of {len(self.sites)}, {site.label} ({site.where})"
+
+    def expires_at(self) -> Optional[float]:
+        """When a pause ends this person (clock seconds), or None while nobody is being recorded."""
+        if self.id is None or self._last_at is None:
+            return None
+        return self._last_at + self.gap_seconds
+
+    def expire_if_paused(self) -> bool:
+        """End the visit when the pause has run out; True if it did."""
+        until = self.expires_at()
+        if until is not None and self._clock() >= until:
+            self.next_person()
+            return True
+        return False
+
+    def stamp(self) -> tuple[Optional[str], str]:
+        """(place, visit id) for a recording being stored now; starts a visit if none is open.
+        (Whether a pause ended the last person is asked at the press, :meth:`expire_if_paused`:
+        the place the light showed then is the one recorded.)"""
+        if self.id is None:
+            self.id = self._new_id()
+        self._last_at = self._clock()
+        return self.site, self.id
+
+    def recorded(self, label: Optional[str]) -> None:
+        """A recording at the current place ended with ``label``: a result moves on (past the
+        last place: the next press is a new person); a poor signal or failure stays."""
+        if label not in MOVES_ON:
+            return
+        if self.position + 1 < max(len(self.sites), 1):
+            self.position += 1
+        else:
+            self.next_person()
+
+    def next_person(self) -> None:
+        """The next recording is someone else's, at the first place."""
+        self.position = 0
+        self.id = None
+        self._last_at = None
