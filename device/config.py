@@ -78,7 +78,8 @@ class GpioSection:
     led_green: int = _spec(27, help="BCM pin of the green LED", minimum=0, maximum=27)
     led_red: int = _spec(22, help="BCM pin of the red LED", minimum=0, maximum=27)
     led_amber: int = _spec(23, help="BCM pin of the amber LED", minimum=0, maximum=27)
-    long_press_seconds: float = _spec(2.0, help="hold this long to cancel", minimum=0.5, maximum=10)
+    long_press_seconds: float = _spec(2.0, help="hold this long to cancel a recording, or to clear a result "
+                                      "and start the next person", minimum=0.5, maximum=10)
 
 
 @dataclass(frozen=True)

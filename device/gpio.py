@@ -4,7 +4,8 @@ The pin factory comes from gpiozero's own configuration (``GPIOZERO_PIN_FACTORY`
 passed in: tests and the simulation use ``MockFactory``. Nothing is probed at import time.
 
 A short press acts on *release* (so a long press is never mistaken for one); holding the
-button for ``long_press_seconds`` cancels.
+button for ``long_press_seconds`` cancels a recording, or clears a result and starts the next
+person (:mod:`device.visits`).
 """
 
 from __future__ import annotations

@@ -513,13 +513,14 @@ class RecordStore:
         return [Recording.from_row(r) for r in
                 self._query("SELECT * FROM recordings WHERE visit = ? ORDER BY captured_at, id", (visit,))]
 
-    def visit_sizes(self, visits: Sequence[Optional[str]]) -> dict[str, int]:
-        """``{visit: number of its recordings}`` for the given visits (a list page's rows)."""
+    def visit_sizes(self, visits: Sequence[Optional[str]], *, unassigned: bool = False) -> dict[str, int]:
+        """``{visit: number of its recordings}`` (``unassigned``: of those without a patient) for
+        the given visits: a list page's rows."""
         wanted = sorted({v for v in visits if v is not None})
         if not wanted:
             return {}
         rows = self._query(f"SELECT visit, COUNT(*) FROM recordings WHERE visit IN ({', '.join('?' * len(wanted))}) "
-                           "GROUP BY visit", wanted)
+                           f"{'AND patient_id IS NULL ' if unassigned else ''}GROUP BY visit", wanted)
         return {visit: count for visit, count in rows}
 
     # -- patients -----------------------------------------------------------------------

@@ -85,7 +85,7 @@ def _scripted_presses(daemon: Daemon, presses: int, stop_after: bool = True,
 
 def _keyboard(daemon: Daemon) -> None:
     daemon.started.wait()
-    print("Simulated HeartPi: Enter = press the button, h = long press (cancel), q = quit", flush=True)
+    print("Simulated HeartPi: Enter = press the button, h = long press (cancel, or next person), q = quit", flush=True)
     for line in sys.stdin:
         command = line.strip().lower()
         if command == "q":

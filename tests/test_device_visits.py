@@ -210,6 +210,7 @@ def test_assigning_one_recording_of_a_visit_assigns_the_person_once(store):
     elsewhere = _record(store, "v1", patient_id=kofi)  # staff had given this one to someone else
     other_visit = _record(store, "v2")
     assert store.visit_sizes(["v1", "v2", None, "v9"]) == {"v1": 5, "v2": 1}
+    assert store.visit_sizes(["v1"], unassigned=True) == {"v1": 4}
     changed = store.assign_recording(places[2], amina, actor="user:1:a@c", whole_visit=True)
     assert changed == [places[2], places[0], places[1], places[3]]
     assert [store.get_recording(r).patient_id for r in places] == [amina] * 4

@@ -22,5 +22,7 @@ bp = Blueprint("guide", __name__)
 @roles_required("admin", "clinician", "health_worker")
 def guide():
     settings = get_config()
+    places = [SITES[name] for name in settings.protocol]
     return render_template("guide.html", lights=list(PATTERNS.values()), settings=settings,
-                           site=SITES.get(settings.audio.site))
+                           site=places[0] if len(places) == 1 else None, places=places if len(places) > 1 else [],
+                           gap_minutes=settings.audio.visit_gap_minutes)

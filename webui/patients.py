@@ -68,9 +68,10 @@ def view(patient_id: int):
     if patient is None:
         abort(404)
     store.audit(actor(), "patient.view", f"patient:{patient_id}")
+    unassigned = store.list_recordings(unassigned=True, limit=50)
     return render_template("patient.html", patient=patient,
                            recordings=store.list_recordings(patient_id=patient_id, limit=1000),
-                           unassigned=store.list_recordings(unassigned=True, limit=50))
+                           unassigned=unassigned, visit_sizes=store.visit_sizes([r.visit for r in unassigned], unassigned=True))
 
 
 @bp.route("/patients/<int:patient_id>/edit", methods=["GET", "POST"])

@@ -63,7 +63,14 @@ def detail(rec_id: int):
     mode = request.args.get("listen", DEFAULT_LISTENING)
     if mode not in dsp.LISTENING_MODES and mode != AS_RECORDED:
         mode = DEFAULT_LISTENING
+    visit = store.visit_recordings(rec.visit)
+    verdicts = {r.verdict for r in visit} or {rec.verdict}
+    # What the person is referred on: any place's "refer" (as the health worker acted on it).
+    person_verdict = next((v for v in ("abnormal", "normal", "poor_signal") if v in verdicts), rec.verdict)
     return render_template("recording.html", rec=rec, patient=patient,
+                           visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
+                           refer_places=[r.site for r in visit if r.verdict == "abnormal"],
+                           visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
                            choice=patient_choice(store, rec.patient_id),
                            advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
                            finding_text=FINDING_CODES[rec.finding][1] if rec.finding else None,
@@ -164,11 +171,13 @@ def assign(rec_id: int):
     patient_id = int(raw) if raw.isdigit() else None
     if patient_id is not None and store.get_patient(patient_id) is None:
         abort(400, description="That patient does not exist.")
-    store.assign_recording(rec_id, patient_id, actor=actor())
+    changed = store.assign_recording(rec_id, patient_id, actor=actor(),
+                                     whole_visit=request.form.get("whole_visit") == "1")
+    more = f", with {len(changed) - 1} more of the same visit" if len(changed) > 1 else ""
     if patient_id and request.form.get("back") == "patient":  # assigned from the patient's page
-        flash(f"Recording {rec_id} assigned.", "ok")
+        flash(f"Recording {rec_id} assigned{more}.", "ok")
         return redirect(url_for("patients.view", patient_id=patient_id), code=303)
-    flash("Recording assigned." if patient_id else "Recording unassigned.", "ok")
+    flash(f"Recording {'assigned' if patient_id else 'unassigned'}{more}.", "ok")
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
 
 
@@ -227,8 +236,10 @@ def upload():
     wanted = (request.form if request.method == "POST" else request.args).get("patient_id", "")
     wanted_id = int(wanted) if wanted.isdigit() else None
 
-    # The place: the clinic protocol's (``audio.site``) until the form says otherwise.
-    site_value = request.form.get("site", "") if request.method == "POST" else get_config().audio.site
+    # The place: the clinic protocol's when it names one place only, until the form says otherwise.
+    protocol = get_config().protocol
+    site_value = request.form.get("site", "") if request.method == "POST" else (
+        protocol[0] if len(protocol) == 1 else "")
     if site_value and site_value not in SITES:
         abort(400, description="Choose one of the four listening places, or not recorded.")
 

@@ -1,0 +1,148 @@
+"""One person's visit on the web page: the places recorded together, assigned to a patient once,
+exported, and the guide that tells the health worker how the box walks the protocol."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+
+import pytest
+
+FOUR = ["aortic", "pulmonic", "tricuspid", "mitral"]
+
+
+@pytest.fixture
+def heartpi_config(tmp_path):
+    """This clinic's protocol listens at the four classic places, in order."""
+    from device.config import config_from_mapping
+
+    return config_from_mapping({"device": {"id": "test-box"}, "audio": {"sites": FOUR, "visit_gap_minutes": 15},
+                                "storage": {"data_dir": str(tmp_path / "data")}}, env={})
+
+
+@pytest.fixture
+def visit(web_store):
+    """One person at four places (a poor signal recorded again at the second), and someone else."""
+    ids = []
+    for n, (site, verdict) in enumerate([("aortic", "normal"), ("pulmonic", "poor_signal"), ("pulmonic", "abnormal"),
+                                         ("tricuspid", "normal"), ("mitral", "normal")]):
+        ids.append(web_store.add_recording(file=f"v1-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+                                           source="device", device_id="test-box", verdict=verdict, site=site,
+                                           visit="a1b2c3d4e5f6", captured_at=f"2026-03-02T09:0{n}:00+00:00"))
+    ids.append(web_store.add_recording(file="v2.wav", sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
+                                       device_id="test-box", verdict="normal", site="aortic", visit="ffffff000000",
+                                       captured_at="2026-03-02T09:30:00+00:00"))
+    return ids
+
+
+def text(response) -> str:
+    return " ".join(html.unescape(response.get_data(as_text=True)).split())
+
+
+def test_a_recording_page_shows_the_persons_other_places(client, auth, visit):
+    auth.login("health_worker")
+    page = text(client.get(f"/recordings/{visit[2]}"))
+    table = page.split('id="visit"', 1)[1].split("</section>", 1)[0]
+    assert "This person's visit: 5 recordings" in table
+    rows = table.split("<tr")[2:]
+    assert [r.split('class="site">', 1)[1].split("<", 1)[0] for r in rows] == [
+        "aortic area", "pulmonic area", "pulmonic area", "tricuspid area", "mitral area (apex)"]
+    assert 'class="current"' in rows[2] and "this recording" in rows[2]
+    assert all(f'/recordings/{i}"' in table for i in visit[:5] if i != visit[2])
+    assert f'/recordings/{visit[5]}"' not in table  # the next person is not in it
+    assert "and the visit's 4 other recordings without a patient" in page
+    lone = text(client.get(f"/recordings/{visit[5]}"))
+    assert 'id="visit"' not in lone and 'id="whole-visit"' not in lone
+
+
+def test_assigning_from_the_recording_page_takes_the_whole_visit_when_asked(client, auth, web_store, visit):
+    auth.login("health_worker")
+    amina = web_store.add_patient(name="Amina", actor="t")
+    token = auth.csrf(f"/recordings/{visit[0]}")
+    response = client.post(f"/recordings/{visit[0]}/assign",
+                           data={"csrf_token": token, "patient_id": str(amina), "whole_visit": "1"})
+    assert response.status_code == 303
+    assert "Recording assigned, with 4 more of the same visit." in text(client.get(response.headers["Location"]))
+    assert [web_store.get_recording(i).patient_id for i in visit] == [amina] * 5 + [None]
+    # unticked: one recording only, e.g. a place that was someone else's
+    response = client.post(f"/recordings/{visit[4]}/assign", data={"csrf_token": token, "patient_id": ""})
+    assert [web_store.get_recording(i).patient_id for i in visit] == [amina] * 4 + [None, None]
+    assert "and the visit's 3 other recordings of this person" in text(client.get(f"/recordings/{visit[0]}"))
+
+
+def test_the_patient_page_assigns_an_unassigned_visit_in_one_step(client, auth, web_store, visit):
+    auth.login("health_worker")
+    amina = web_store.add_patient(name="Amina", actor="t")
+    page = text(client.get(f"/patients/{amina}"))
+    rows = page.split('id="unassigned"', 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+    assert len(rows) == 6
+    assert sum("Assign to Amina with its visit (4 more)" in r for r in rows) == 5
+    assert "mitral area (apex)" in rows[1]  # newest first: the next person, then the last place
+    token = auth.csrf(f"/patients/{amina}")
+    form = rows[3].split('action="', 1)[1].split('"', 1)[0]
+    response = client.post(form, data={"csrf_token": token, "patient_id": str(amina), "back": "patient",
+                                       "whole_visit": "1"})
+    assert response.headers["Location"].endswith(f"/patients/{amina}")
+    assert web_store.count_recordings(patient_id=amina) == 5
+    page = text(client.get(f"/patients/{amina}"))
+    assert "with 4 more of the same visit" in page
+    assert page.split('id="unassigned"', 1)[1].split("</table>", 1)[0].count("<tr>") == 2  # header + next person
+
+
+def test_the_csv_carries_the_visit(client, auth, visit):
+    auth.login("clinician")
+    rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
+    by_id = {int(r["recording_id"]): r["visit"] for r in rows}
+    assert {by_id[i] for i in visit[:5]} == {"a1b2c3d4e5f6"} and by_id[visit[5]] == "ffffff000000"
+
+
+def test_the_guide_lists_the_places_in_order_with_their_flashes(client, auth):
+    auth.login("health_worker")
+    page = text(client.get("/guide"))
+    places = page.split('id="guide-places">', 1)[1].split("</ol>", 1)[0]
+    assert [p.split("</strong>", 1)[0] for p in places.split("<li><strong>")[1:]] == [
+        "1 flash: aortic area", "2 flashes: pulmonic area", "3 flashes: tricuspid area", "4 flashes: mitral area (apex)"]
+    hold = page.split('id="guide-hold">', 1)[1].split("</p>", 1)[0]
+    assert "start the <strong>next person</strong> at place 1" in hold and "After 15 minutes" in hold
+
+
+def test_an_upload_names_no_place_when_the_protocol_has_several(client, auth):
+    auth.login("health_worker")
+    select = client.get("/upload").get_data(as_text=True).split('id="upload-site"', 1)[1].split("</select>", 1)[0]
+    assert all("selected" not in option.split(">", 1)[0] for option in select.split("<option")[2:])
+
+
+# -- a real browser --------------------------------------------------------------------------------
+from tests.test_browser import ARTIFACTS, _login, live_server, page  # noqa: E402,F401 (fixtures, on this module's config)
+
+
+@pytest.mark.browser
+def test_staff_assign_a_visit_once_and_print_all_its_places_in_a_real_browser(live_server, page, heartpi_config):
+    from device.storage import store_recording
+    from tests.conftest import reference_wavs
+
+    base, store = live_server
+    ids = []
+    for n, (site, verdict) in enumerate(zip(FOUR, ("normal", "abnormal", "normal", "normal"))):
+        relative, sha = store_recording(heartpi_config.recordings_dir, reference_wavs()[n].read_bytes())
+        ids.append(store.add_recording(file=relative, sha256=sha, duration_s=20.0, rate=2000, source="device",
+                                       device_id="test-box", verdict=verdict, site=site, visit="0badc0ffee00",
+                                       captured_at=f"2026-03-02T09:0{n}:00+00:00"))
+    pid = store.add_patient(name="Kwame Mensah", external_id="KM-3", actor="test")
+    _login(page, base)
+    page.goto(f"{base}/recordings/{ids[0]}")
+    assert page.locator("#visit tbody tr").count() == 4
+    assert page.locator("#whole-visit").is_checked()
+    page.select_option("#assign-patient", str(pid))
+    page.click("button:text-is('Assign')")
+    page.wait_for_selector("text=Recording assigned, with 3 more of the same visit.")
+    assert [store.get_recording(i).patient_id for i in ids] == [pid] * 4
+    page.emulate_media(media="print")  # the referral sheet: the person's result, every place
+    assert "referral" in page.inner_text("#referral h2")  # the aortic place was normal, the pulmonic not
+    assert "abnormal: refer at the pulmonic area (1 of 4 recordings" in page.inner_text("#referral-result")
+    assert page.locator("p.flash").is_hidden()
+    assert page.locator("#visit").is_visible() and page.locator("#visit td.no-print >> nth=0").is_hidden()
+    assert "pulmonic area" in page.inner_text("#visit")
+    page.screenshot(path=str(ARTIFACTS / "12-visit-print.png"), full_page=True)
+    assert not page.console_errors, page.console_errors
