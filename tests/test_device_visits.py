@@ -238,3 +238,18 @@ def test_field_results_count_an_unassigned_visit_as_one_person(store):
         store.set_finding(_record(store, None, verdict="abnormal"), "normal", actor="user:2:doc@clinic.test")
     assert store.findings_by_verdict() == {("abnormal", "abnormal"): 1, ("normal", "normal"): 1,
                                            ("abnormal", "normal"): 2}
+
+
+@pytest.mark.parametrize("sites,expected", [(("mitral",), "mitral"), (FOUR, None)])
+def test_a_recording_recovered_after_a_crash_has_a_place_only_when_there_is_one(
+        heartpi_config, store, classifier, mock_factory, sites, expected):
+    """Which of several places an interrupted cycle was at is not known afterwards: none, not a guess."""
+    base = heartpi_config.recordings_dir / "2026" / "01"
+    base.mkdir(parents=True)
+    (base / "rec-orphan.wav").write_bytes(reference_wavs()[0].read_bytes())
+    h = protocol_harness(heartpi_config, store, classifier, mock_factory, reference_wavs(), sites=sites)
+    try:
+        rec = store.recording_by_file("2026/01/rec-orphan.wav")
+        assert rec.note.startswith("recovered") and (rec.site, rec.visit) == (expected, None)
+    finally:
+        h.stop()

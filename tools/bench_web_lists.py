@@ -29,7 +29,9 @@ PASSWORD = "a long benchmark password"
 
 def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3) -> None:
     """``patients`` patients and ``recordings`` records (no audio files), in two transactions; a
-    tenth of the recordings carry a clinician's finding (the Device page's field results)."""
+    tenth of the recordings carry a clinician's finding (the Device page's field results). As the
+    box stamps them, recordings come in visits of one person (schema 8): one place, or a poor
+    signal recorded again, or a four-place protocol."""
     rng = random.Random(seed)
     start = time.time() - recordings / 40 * 86400 / 40
     with store.transaction() as conn:
@@ -39,15 +41,19 @@ def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3
                          (f"{rng.choice('ABCDEFGHKLMNOPRSTYZ')}{n:06d} Patient", f"P-{n:06d}", at, at))
     verdicts = ("normal",) * 6 + ("abnormal",) * 3 + ("poor_signal",)
     with store.transaction() as conn:
+        left_in_visit = 0
         for n in range(recordings):
             at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + n * (time.time() - start) / recordings))
-            patient = rng.randint(1, patients) if rng.random() < 0.75 else None
+            if not left_in_visit:
+                left_in_visit, visit = rng.choice((1, 1, 2, 4)), f"{n:012x}"
+                patient = rng.randint(1, patients) if rng.random() < 0.75 else None
+            left_in_visit -= 1
             finding = rng.choice(("normal", "abnormal")) if rng.random() < 0.1 else None
             conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, "
-                         "verdict, patient_id, model_sha256, finding, finding_at) "
-                         "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?)",
+                         "verdict, patient_id, model_sha256, finding, finding_at, visit) "
+                         "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?, ?)",
                          (f"r{n}.wav", "0" * 64, at, rng.choice(verdicts), patient, model_sha256, finding,
-                          at if finding else None))
+                          at if finding else None, visit))
     # the audit log: each recording's patient looked at four times (its page, the recording's,
     # an assignment, a finding), as a clinic's log grows
     with store.transaction() as conn:
