@@ -209,3 +209,52 @@ def test_fit_with_source_adversary_learns_the_label_and_returns_the_plain_networ
     assert not any(l.name.startswith(TRAINING_ONLY) for l in model.layers)
     from model.metrics import auc
     assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9
+
+
+def test_mixup_blends_windows_labels_and_weights_of_one_batch_reproducibly():
+    pytest.importorskip("tensorflow")
+    from model.train.pipeline import mixup_batches
+
+    rng = np.random.default_rng(0)
+    n = 50
+    x = rng.standard_normal((n, 4, 6, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.float32)
+    w = rng.random(n).astype(np.float32) + 0.5
+    batches = mixup_batches(x, y, w, batch_size=16, alpha=0.4, seed=7)
+    assert len(batches) == 4
+    mixed, labels, weights = batches[0]
+    rows = batches.order[:16]
+    # each mixed window is lam * its own + (1 - lam) * a partner's, lam >= 0.5, and so are its label and weight
+    for k, row in enumerate(rows):
+        partner_found = False
+        for other in rows:
+            diff = x[row] - x[other]
+            if other == row or not np.any(diff):
+                continue
+            lam = float(np.sum((mixed[k] - x[other]) * diff) / np.sum(diff * diff))
+            if np.allclose(mixed[k], lam * x[row] + (1 - lam) * x[other], atol=1e-5):
+                assert 0.5 <= lam <= 1.0 + 1e-6
+                assert labels[k] == pytest.approx(lam * y[row] + (1 - lam) * y[other], abs=1e-5)
+                assert weights[k] == pytest.approx(lam * w[row] + (1 - lam) * w[other], abs=1e-5)
+                partner_found = True
+                break
+        assert partner_found or np.allclose(mixed[k], x[row])  # paired with itself: unchanged
+    assert 0 < np.mean((labels > 0) & (labels < 1))  # some labels are soft
+    again = mixup_batches(x, y, w, batch_size=16, alpha=0.4, seed=7)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(again, (mixed, labels, weights)))
+
+
+def test_fit_with_mixup_still_learns_the_label():
+    pytest.importorskip("tensorflow")
+    import dsp
+    from model.metrics import auc
+    from model.train.pipeline import Tricks, fit
+
+    params = dsp.FeatureParams()
+    rng = np.random.default_rng(0)
+    n = 256
+    x = rng.standard_normal((n, params.n_mfcc, params.frames_per_window, 1)).astype(np.float32)
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x[:, 2] += 1.5 * y[:, None, None]
+    model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1, tricks=Tricks(mixup=0.4))
+    assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9

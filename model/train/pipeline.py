@@ -107,6 +107,40 @@ class Tricks:
 
     mix_style: bool = False  #: MixStyle after the first two convolution blocks
     source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
+    mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :class:`MixupBatches`
+
+
+def mixup_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int, alpha: float, seed: int):
+    """Training batches in which each window is blended with another of the same batch (mixup,
+    Zhang et al. 2018): ``lam * a + (1 - lam) * b`` for the features, label and weight, with
+    ``lam ~ Beta(alpha, alpha)`` folded to >= 0.5 so each blend stays mostly its own window.
+    Batches mix stethoscopes, so the network sees recording chains between the sources' own
+    (the research summary's domain-mixing family); a Keras ``PyDataset`` drawn from one seeded
+    generator, reshuffled every epoch, so a run is reproducible."""
+    import tensorflow as tf
+
+    class MixupBatches(tf.keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * batch_size:(index + 1) * batch_size]
+            partners = self.rng.permutation(rows)
+            lam = self.rng.beta(alpha, alpha, size=len(rows)).astype(np.float32)
+            lam = np.maximum(lam, 1.0 - lam)
+            keep = 1.0 - lam
+            mixed = lam[:, None, None, None] * x[rows] + keep[:, None, None, None] * x[partners]
+            return mixed, lam * y[rows] + keep * y[partners], lam * w[rows] + keep * w[partners]
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(x))
+
+    return MixupBatches()
 
 
 def ganin_strength(progress: float) -> float:
@@ -145,8 +179,14 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss=loss, weighted_metrics=metrics)
     callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
                                                       restore_best_weights=True))
-    model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
-              callbacks=callbacks, verbose=2, shuffle=True)
+    if tricks.mixup:
+        if adversary:
+            raise ValueError("mixup and the source adversary are not combined")
+        model.fit(mixup_batches(x, y, w, batch_size=batch_size, alpha=tricks.mixup, seed=seed),
+                  validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
+    else:
+        model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
+                  callbacks=callbacks, verbose=2, shuffle=True)
     return plain_network(model)
 
 
@@ -327,6 +367,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--source-adversary", action="store_true", help="a domain-adversarial head "
                         "(gradient reversal) that tries to name the source set from the pooled features "
                         "while training; the shipped network is unchanged in shape")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup between the "
+                        "windows of a batch while training, blend weights ~ Beta(ALPHA, ALPHA) (0: off)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -354,8 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
     if init_seed != args.seed:
         report["init_seed"] = init_seed
-    tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary)
-    report.update({name: True for name, used in asdict(tricks).items() if used})
+    tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup)
+    report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
