@@ -127,6 +127,12 @@ class Config:
         return self.audio.sites or ((self.audio.site,) if self.audio.site else ())
 
     @property
+    def only_site(self) -> Optional[str]:
+        """The place of every recording when the protocol names exactly one (else None: which of
+        several is not known for an upload or a recording recovered after a crash)."""
+        return self.protocol[0] if len(self.protocol) == 1 else None
+
+    @property
     def clinic_time(self) -> ClinicTime:
         """Times shown, and days cut, in ``device.timezone`` (checked when the file was read)."""
         return ClinicTime(self.device.timezone)

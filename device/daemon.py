@@ -260,9 +260,9 @@ class Daemon:
         led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(verdict.label, gpio.POOR_SIGNAL)
         detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
         self._enter(RESULT, led, detail)
-        log.info("recording %d saved as %s: %s, p(abnormal)=%s, %s overflow(s)", rec_id, relative,
-                 verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",
-                 capture.overflows)
+        log.info("recording %d saved as %s: %s, p(abnormal)=%s, %s overflow(s), place %s, visit %s", rec_id,
+                 relative, verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",
+                 capture.overflows, site or "not recorded", visit_id)
         self._result_until = self.clock() + self.config.device.result_hold_seconds
         return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
 
@@ -299,9 +299,8 @@ class Daemon:
                 data = path.read_bytes()
                 samples, rate = dsp.read_wav(data, min_seconds=0.0)
                 verdict = self.classifier.classify(samples, rate, min_seconds=self.config.audio.min_seconds)
-                only_place = self.config.protocol[0] if len(self.config.protocol) == 1 else None
                 self._store_verdict(relative, hashlib.sha256(data).hexdigest(), samples.size / rate, rate,
-                                    verdict, note="recovered after an interrupted cycle", site=only_place)
+                                    verdict, note="recovered after an interrupted cycle", site=self.config.only_site)
                 recovered += 1
                 log.warning("recovered recording %s that had no record (interrupted cycle)", relative)
             except (dsp.DSPError, StorageError) as exc:

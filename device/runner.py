@@ -43,7 +43,8 @@ def build_daemon(config: Config, *, simulate: bool = False, input_path: Optional
 
     def show(state: str) -> None:
         if print_leds:
-            print(f"[LEDs] {gpio.PATTERNS[state].words}", flush=True)
+            place = f" [place {indicator.flashes}]" if state == gpio.READY_AT_PLACE else ""
+            print(f"[LEDs] {gpio.PATTERNS[state].words}{place}", flush=True)
 
     indicator = gpio.Indicator(button_pin=config.gpio.button, green_pin=config.gpio.led_green,
                                red_pin=config.gpio.led_red, amber_pin=config.gpio.led_amber,

@@ -24,5 +24,5 @@ def guide():
     settings = get_config()
     places = [SITES[name] for name in settings.protocol]
     return render_template("guide.html", lights=list(PATTERNS.values()), settings=settings,
-                           site=places[0] if len(places) == 1 else None, places=places if len(places) > 1 else [],
+                           site=SITES.get(settings.only_site or ""), places=places if len(places) > 1 else [],
                            gap_minutes=settings.audio.visit_gap_minutes)

@@ -237,9 +237,7 @@ def upload():
     wanted_id = int(wanted) if wanted.isdigit() else None
 
     # The place: the clinic protocol's when it names one place only, until the form says otherwise.
-    protocol = get_config().protocol
-    site_value = request.form.get("site", "") if request.method == "POST" else (
-        protocol[0] if len(protocol) == 1 else "")
+    site_value = request.form.get("site", "") if request.method == "POST" else (get_config().only_site or "")
     if site_value and site_value not in SITES:
         abort(400, description="Choose one of the four listening places, or not recorded.")
 
