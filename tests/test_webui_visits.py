@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 
 import pytest
 
@@ -95,6 +96,24 @@ def test_the_csv_carries_the_visit(client, auth, visit):
     rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
     by_id = {int(r["recording_id"]): r["visit"] for r in rows}
     assert {by_id[i] for i in visit[:5]} == {"a1b2c3d4e5f6"} and by_id[visit[5]] == "ffffff000000"
+
+
+def test_fhir_puts_a_visits_recordings_in_one_encounter(client, auth, web_store, visit):
+    auth.login("clinician")
+    amina = web_store.add_patient(name="Amina", actor="t")
+    web_store.assign_recording(visit[5], amina, actor="t")  # the next person, assigned
+    bundle = json.loads(client.get("/export/fhir.json?audio=0").get_data(as_text=True))
+    resources = [e["resource"] for e in bundle["entry"]]
+    encounters = {r["id"]: r for r in resources if r["resourceType"] == "Encounter"}
+    assert set(encounters) == {"visit-a1b2c3d4e5f6", "visit-ffffff000000"}
+    first = encounters["visit-a1b2c3d4e5f6"]
+    assert first["period"] == {"start": "2026-03-02T09:00:00+00:00", "end": "2026-03-02T09:04:00+00:00"}
+    assert first["identifier"][0]["value"] == "a1b2c3d4e5f6" and "subject" not in first  # nobody assigned yet
+    assert encounters["visit-ffffff000000"]["subject"] == {"reference": f"Patient/patient-{amina}"}
+    named = [r["id"] for r in resources if r.get("encounter") == {"reference": "Encounter/visit-a1b2c3d4e5f6"}]
+    assert sorted(named) == sorted([f"media-{i}" for i in visit[:5]] + [f"observation-{i}" for i in visit[:5]])
+    ids = [r["id"] for r in resources]
+    assert ids.index("visit-a1b2c3d4e5f6") < min(ids.index(n) for n in named)  # declared before use
 
 
 def test_the_guide_lists_the_places_in_order_with_their_flashes(client, auth):

@@ -164,20 +164,47 @@ def _finding_resource(rec: Recording) -> dict:
     return resource
 
 
+def _encounter_resource(visit: str, recs: list[Recording]) -> dict:
+    """One person's visit (the protocol's places recorded one after another) as an ambulatory
+    Encounter, which its recordings' Media and Observations name, so a central server sees the
+    four places of one screening together."""
+    resource = {"resourceType": "Encounter", "id": f"visit-{visit}", "status": "finished",
+                "identifier": [{"system": "urn:heartpi:visit", "value": visit}],
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
+                          "display": "ambulatory"},
+                "type": [{"text": "Heart-sound screening (HeartPi)"}],
+                "period": {"start": min(r.captured_at for r in recs), "end": max(r.captured_at for r in recs)}}
+    patients = {r.patient_id for r in recs}
+    if len(patients) == 1 and None not in patients:
+        resource["subject"] = {"reference": f"Patient/patient-{patients.pop()}"}
+    return resource
+
+
 def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
                    recordings_dir: Optional[Path] = None, include_audio: bool = True) -> dict:
-    """A FHIR R4 ``collection`` Bundle of the recordings and their patients."""
-    entries, seen = [], set()
+    """A FHIR R4 ``collection`` Bundle of the recordings, their patients and their visits."""
+    recordings = list(recordings)
+    visits: dict[str, list[Recording]] = {}
+    for rec in recordings:
+        if rec.visit:
+            visits.setdefault(rec.visit, []).append(rec)
+    entries, seen, seen_visits = [], set(), set()
     for rec in recordings:
         if rec.patient_id and rec.patient_id not in seen:
             patient = store.get_patient(rec.patient_id)
             if patient:
                 seen.add(rec.patient_id)
                 entries.append(_patient_resource(patient, device_id))
-        entries.append(_media_resource(rec, recordings_dir, include_audio))
-        entries.append(_observation_resource(rec))
+        if rec.visit and rec.visit not in seen_visits:
+            seen_visits.add(rec.visit)
+            entries.append(_encounter_resource(rec.visit, visits[rec.visit]))
+        made = [_media_resource(rec, recordings_dir, include_audio), _observation_resource(rec)]
         if rec.finding:
-            entries.append(_finding_resource(rec))
+            made.append(_finding_resource(rec))
+        for resource in made:
+            if rec.visit:
+                resource["encounter"] = {"reference": f"Encounter/visit-{rec.visit}"}
+        entries += made
     return {"resourceType": "Bundle", "type": "collection",
             "entry": [{"fullUrl": f"urn:uuid:heartpi-{device_id}-{r['id']}", "resource": r} for r in entries]}
 
