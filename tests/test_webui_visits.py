@@ -165,3 +165,12 @@ def test_staff_assign_a_visit_once_and_print_all_its_places_in_a_real_browser(li
     assert "pulmonic area" in page.inner_text("#visit")
     page.screenshot(path=str(ARTIFACTS / "12-visit-print.png"), full_page=True)
     assert not page.console_errors, page.console_errors
+
+
+def test_the_recordings_list_shows_each_place(client, auth, visit):
+    auth.login("health_worker")
+    page = text(client.get("/recordings"))
+    table = page.split('id="recordings"', 1)[1].split("</table>", 1)[0]
+    assert "<th>Place</th>" in table
+    assert [cell.split("<", 1)[0] for cell in table.split('class="site">')[1:]] == [
+        "aortic area", "mitral area (apex)", "tricuspid area", "pulmonic area", "pulmonic area", "aortic area"]
