@@ -30,6 +30,19 @@ def _old_database(path, version: int) -> sqlite3.Connection:
     return conn
 
 
+def _migrated_recording(path, version: int, **columns):
+    """One recording written by software at schema ``version`` (the columns it knew, plus
+    ``columns``), then opened by this software: (the migrated store, the recording)."""
+    row = {"file": "a.wav", "sha256": "x", "duration_s": 20, "rate": 48000, "captured_at": "2026-01-01T00:00:00+00:00",
+           "source": "device", "device_id": "box", **columns}
+    conn = _old_database(path, version)
+    conn.execute(f"INSERT INTO recordings ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    conn.commit()
+    conn.close()
+    store = RecordStore(path)
+    return store, store.list_recordings()[0]
+
+
 def test_pragmas_and_schema(store):
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -54,15 +67,7 @@ def test_migration_from_version_1_keeps_data(tmp_path):
 
 def test_migration_to_version_6_keeps_recordings_without_a_place(tmp_path):
     """Recordings made before sites were recorded keep everything and say 'not recorded'."""
-    path = tmp_path / "v5.sqlite3"
-    conn = _old_database(path, 5)
-    conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, verdict, "
-                 "finding) VALUES ('a.wav', 'x', 20, 48000, '2026-01-01T00:00:00+00:00', 'device', 'box', "
-                 "'abnormal', 'abnormal')")
-    conn.commit()
-    conn.close()
-    store = RecordStore(path)
-    rec = store.list_recordings()[0]
+    store, rec = _migrated_recording(tmp_path / "v5.sqlite3", 5, verdict="abnormal", finding="abnormal")
     assert (rec.file, rec.verdict, rec.finding, rec.site) == ("a.wav", "abnormal", "abnormal", None)
     store.set_site(rec.id, "aortic", actor="t")
     assert store.get_recording(rec.id).site == "aortic"

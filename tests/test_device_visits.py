@@ -184,18 +184,9 @@ def _record(store, visit=None, verdict="normal", patient_id=None, site=None, n=[
 
 
 def test_migration_to_version_8_keeps_recordings_outside_any_visit(tmp_path):
-    from device.records import RecordStore
-    from tests.test_device_records import _old_database
+    from tests.test_device_records import _migrated_recording
 
-    path = tmp_path / "v7.sqlite3"
-    conn = _old_database(path, 7)
-    conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, verdict, "
-                 "site) VALUES ('a.wav', 'x', 20, 48000, '2026-01-01T00:00:00+00:00', 'device', 'box', 'normal', "
-                 "'mitral')")
-    conn.commit()
-    conn.close()
-    store = RecordStore(path)
-    rec = store.list_recordings()[0]
+    store, rec = _migrated_recording(tmp_path / "v7.sqlite3", 7, verdict="normal", site="mitral")
     assert (rec.file, rec.site, rec.visit) == ("a.wav", "mitral", None)
     assert store.visit_recordings(None) == [] and store.visit_sizes([None]) == {}
     plan = " ".join(r[3] for r in store._conn.execute(

@@ -189,9 +189,11 @@ def test_ganin_schedule_rises_from_zero_towards_one():
     assert values[0] == 0.0 and all(b > a for a, b in zip(values, values[1:])) and 0.99 < values[-1] < 1.0
 
 
-def test_fit_with_source_adversary_learns_the_label_and_returns_the_plain_network():
-    """A few epochs on windows whose label is in one coefficient's level: the adversarial
-    training must still learn it (AUC well above chance) and hand back the plain network."""
+@pytest.mark.parametrize("trick", ["source_adversary", "mixup"])
+def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_network(trick):
+    """A few epochs on windows whose label is in one coefficient's level: adversarial training,
+    or mixup's soft labels, must still learn it (AUC well above chance) and hand back the plain
+    network."""
     pytest.importorskip("tensorflow")
     import dsp
     from model.train.network import TRAINING_ONLY
@@ -204,8 +206,9 @@ def test_fit_with_source_adversary_learns_the_label_and_returns_the_plain_networ
     y = (rng.random(n) < 0.5).astype(np.float32)
     x[:, 2] += 1.5 * y[:, None, None]
     sources = rng.integers(0, 3, n).astype(np.int32)
+    tricks = Tricks(source_adversary=True) if trick == "source_adversary" else Tricks(mixup=0.4)
     model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
-                tricks=Tricks(source_adversary=True), sources=(sources, sources[:64]))
+                tricks=tricks, sources=(sources, sources[:64]))
     assert not any(l.name.startswith(TRAINING_ONLY) for l in model.layers)
     from model.metrics import auc
     assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9
@@ -243,18 +246,3 @@ def test_mixup_blends_windows_labels_and_weights_of_one_batch_reproducibly():
     again = mixup_batches(x, y, w, batch_size=16, alpha=0.4, seed=7)[0]
     assert all(np.array_equal(a, b) for a, b in zip(again, (mixed, labels, weights)))
 
-
-def test_fit_with_mixup_still_learns_the_label():
-    pytest.importorskip("tensorflow")
-    import dsp
-    from model.metrics import auc
-    from model.train.pipeline import Tricks, fit
-
-    params = dsp.FeatureParams()
-    rng = np.random.default_rng(0)
-    n = 256
-    x = rng.standard_normal((n, params.n_mfcc, params.frames_per_window, 1)).astype(np.float32)
-    y = (rng.random(n) < 0.5).astype(np.float32)
-    x[:, 2] += 1.5 * y[:, None, None]
-    model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1, tricks=Tricks(mixup=0.4))
-    assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9
