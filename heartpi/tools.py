@@ -37,6 +37,8 @@ def register(sub, dispatch: Callable) -> None:
     p.add_argument("--card", default="", help="sound card name substring or index")
     p.add_argument("--timezone", default="", help="the clinic's time zone, e.g. Africa/Nairobi (default: "
                    "the system's, as raspi-config set it; else UTC)")
+    p.add_argument("--sites", default="", help="the clinic's protocol of places, in order, comma-separated, "
+                   "e.g. aortic,pulmonic,tricuspid,mitral, or one place (default: none; README, audio.sites)")
     p.add_argument("--force", action="store_true", help="replace an existing config, certificate or admin")
     p.set_defaults(func=dispatch, tool="provision")
 
@@ -121,6 +123,7 @@ result_hold_seconds = 30
 
 [audio]
 card = {card}
+sites = {sites}
 sample_rate = 48000
 record_seconds = 20
 min_seconds = 5
@@ -166,7 +169,8 @@ def provision(args: argparse.Namespace) -> int:
     else:
         timezone = args.timezone or system_zone(root)
         text = CONFIG_TEMPLATE.format(date=_dt.date.today().isoformat(), device_id=json.dumps(device_id),
-                                      card=card, timezone=json.dumps(timezone))
+                                      card=card, timezone=json.dumps(timezone),
+                                      sites=json.dumps([s.strip() for s in args.sites.split(",") if s.strip()]))
         import tomllib
 
         try:

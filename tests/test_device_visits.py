@@ -244,3 +244,20 @@ def test_a_recording_recovered_after_a_crash_has_a_place_only_when_there_is_one(
         assert rec.note.startswith("recovered") and (rec.site, rec.visit) == (expected, None)
     finally:
         h.stop()
+
+
+def test_provisioning_writes_the_protocol_and_refuses_an_unknown_place(tmp_path):
+    import tomllib
+
+    from tests.test_tools import run_cli
+
+    done = run_cli("provision", "--root", str(tmp_path / "a"), "--sites", "aortic, pulmonic,tricuspid,mitral")
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = tomllib.loads((tmp_path / "a/etc/heartpi/heartpi.toml").read_text())
+    assert config_from_mapping(written, env={}).protocol == FOUR
+    plain = run_cli("provision", "--root", str(tmp_path / "p"))
+    assert plain.returncode == 0 and config_from_mapping(
+        tomllib.loads((tmp_path / "p/etc/heartpi/heartpi.toml").read_text()), env={}).protocol == ()
+    refused = run_cli("provision", "--root", str(tmp_path / "b"), "--sites", "aortic,apex")
+    assert refused.returncode != 0 and "'apex' is not one of them" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "b/etc/heartpi/heartpi.toml").exists()
