@@ -53,6 +53,8 @@ def test_a_recording_page_shows_the_persons_other_places(client, auth, visit):
     assert all(f'/recordings/{i}"' in table for i in visit[:5] if i != visit[2])
     assert f'/recordings/{visit[5]}"' not in table  # the next person is not in it
     assert "and the visit's 4 other recordings without a patient" in page
+    print_result = page.split('id="referral-result">', 1)[1].split("</dd>", 1)[0]
+    assert "at the pulmonic area (1 of 5 recordings of this visit" in print_result
     lone = text(client.get(f"/recordings/{visit[5]}"))
     assert 'id="visit"' not in lone and 'id="whole-visit"' not in lone
 
@@ -175,3 +177,16 @@ def test_the_recordings_list_shows_each_place(client, auth, visit):
     assert "<th>Place</th>" in table
     assert [cell.split("<", 1)[0] for cell in table.split('class="site">')[1:]] == [
         "aortic area", "mitral area (apex)", "tricuspid area", "pulmonic area", "pulmonic area", "aortic area"]
+
+
+def test_a_visit_without_places_is_a_recording_and_its_repeat(client, auth, web_store):
+    """No protocol: a poor signal and the recording made again are one person, with no place to name."""
+    ids = [web_store.add_recording(file=f"n-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
+                                   device_id="test-box", verdict=verdict, visit="0123456789ab")
+           for n, verdict in enumerate(("poor_signal", "abnormal"))]
+    auth.login("health_worker")
+    page = text(client.get(f"/recordings/{ids[0]}"))
+    assert "This person's visit: 2 recordings" in page
+    result = page.split('id="referral-result">', 1)[1].split("</dd>", 1)[0]
+    assert "abnormal: refer" in result and " at the" not in result and "(1 of 2 recordings" in result
+    assert "Heart-sound screening: referral" in page

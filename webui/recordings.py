@@ -69,7 +69,7 @@ def detail(rec_id: int):
     person_verdict = next((v for v in ("abnormal", "normal", "poor_signal") if v in verdicts), rec.verdict)
     return render_template("recording.html", rec=rec, patient=patient,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
-                           refer_places=[r.site for r in visit if r.verdict == "abnormal"],
+                           referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
                            choice=patient_choice(store, rec.patient_id),
                            advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
