@@ -115,32 +115,25 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: in
     Zhang et al. 2018): ``lam * a + (1 - lam) * b`` for the features, label and weight, with
     ``lam ~ Beta(alpha, alpha)`` folded to >= 0.5 so each blend stays mostly its own window.
     Batches mix stethoscopes, so the network sees recording chains between the sources' own
-    (the research summary's domain-mixing family); a Keras ``PyDataset`` drawn from one seeded
-    generator, reshuffled every epoch, so a run is reproducible."""
+    (the research summary's domain-mixing family). A ``tf.data`` pipeline, reshuffled every
+    epoch, its random draws seeded: a run is reproducible, and as fast as plain batches (a
+    Python ``PyDataset`` took twice as long per epoch)."""
     import tensorflow as tf
 
-    class MixupBatches(tf.keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(x))
+    def blend(xb, yb, wb):
+        n = tf.shape(xb)[0]
+        partners = tf.random.shuffle(tf.range(n), seed=seed)
+        a = tf.random.gamma([n], alpha, seed=seed + 1)
+        b = tf.random.gamma([n], alpha, seed=seed + 2)
+        lam = a / (a + b)
+        lam = tf.maximum(lam, 1.0 - lam)
+        keep = 1.0 - lam
+        mixed = lam[:, None, None, None] * xb + keep[:, None, None, None] * tf.gather(xb, partners)
+        return mixed, lam * yb + keep * tf.gather(yb, partners), lam * wb + keep * tf.gather(wb, partners)
 
-        def __len__(self) -> int:
-            return -(-len(x) // batch_size)
-
-        def __getitem__(self, index: int):
-            rows = self.order[index * batch_size:(index + 1) * batch_size]
-            partners = self.rng.permutation(rows)
-            lam = self.rng.beta(alpha, alpha, size=len(rows)).astype(np.float32)
-            lam = np.maximum(lam, 1.0 - lam)
-            keep = 1.0 - lam
-            mixed = lam[:, None, None, None] * x[rows] + keep[:, None, None, None] * x[partners]
-            return mixed, lam * y[rows] + keep * y[partners], lam * w[rows] + keep * w[partners]
-
-        def on_epoch_end(self) -> None:
-            self.order = self.rng.permutation(len(x))
-
-    return MixupBatches()
+    data = tf.data.Dataset.from_tensor_slices((x, y, w))
+    data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    return data.map(blend).prefetch(2)
 
 
 def ganin_strength(progress: float) -> float:
