@@ -176,11 +176,14 @@ def test_a_one_place_protocol_shows_the_plain_ready_light(heartpi_config, store,
 
 
 # -- the records --------------------------------------------------------------------------------
-def _record(store, visit=None, verdict="normal", patient_id=None, site=None, n=[0]):
-    n[0] += 1
-    return store.add_recording(file=f"v-{n[0]}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+_numbers = itertools.count(1)
+
+
+def _record(store, visit=None, verdict="normal", patient_id=None, site=None):
+    n = next(_numbers)
+    return store.add_recording(file=f"v-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
                                source="device", device_id="box", verdict=verdict, patient_id=patient_id,
-                               visit=visit, site=site, captured_at=f"2026-03-02T09:{n[0] % 60:02d}:00+00:00")
+                               visit=visit, site=site, captured_at=f"2026-03-02T09:{n % 60:02d}:00+00:00")
 
 
 def test_migration_to_version_8_keeps_recordings_outside_any_visit(tmp_path):

@@ -107,7 +107,7 @@ class Tricks:
 
     mix_style: bool = False  #: MixStyle after the first two convolution blocks
     source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
-    mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :class:`MixupBatches`
+    mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :func:`mixup_batches`
 
 
 def mixup_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int, alpha: float, seed: int):
@@ -125,7 +125,7 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: in
         partners = tf.random.shuffle(tf.range(n), seed=seed)
         a = tf.random.gamma([n], alpha, seed=seed + 1)
         b = tf.random.gamma([n], alpha, seed=seed + 2)
-        lam = a / (a + b)
+        lam = a / tf.maximum(a + b, 1e-30)  # both draws can underflow to 0 at a small alpha: lam 0, folded to 1
         lam = tf.maximum(lam, 1.0 - lam)
         keep = 1.0 - lam
         mixed = lam[:, None, None, None] * xb + keep[:, None, None, None] * tf.gather(xb, partners)
