@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 from .clinic_time import ClinicTime
 from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, iso_utc
@@ -150,6 +150,14 @@ MIGRATIONS: list[str] = [
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def screening_verdict(verdicts: Iterable[Optional[str]]) -> Optional[str]:
+    """The verdict a health worker acts on for one person's recordings: abnormal if any of them
+    is, else normal if any is, else poor signal (None: none scored). The field results count
+    screenings by the same rule, in SQL (:meth:`RecordStore.findings_by_verdict`)."""
+    present = set(verdicts)
+    return next((v for v in ("abnormal", "normal", "poor_signal") if v in present), None)
 
 
 def _checked_site(site: Optional[str]) -> Optional[str]:
@@ -444,8 +452,8 @@ class RecordStore:
         visit's unassigned recordings (:mod:`device.visits`), or an unassigned recording of no
         visit on its own: a person recorded at four places, or again after a poor signal, is
         one person examined, not four. Its verdict is the one a health worker
-        acts on: abnormal if any of its recordings is, else normal if any is, else poor signal;
-        its finding is the latest entered on any of its recordings (entered in the same second:
+        acts on (:func:`screening_verdict`: abnormal if any of its recordings is, else normal if
+        any is, else poor signal); its finding is the latest entered on any of its recordings (entered in the same second:
         the later recording's).
         """
         where, args = self._recording_filters(model_sha256=model_sha256, source=source)

@@ -3,8 +3,9 @@
 A murmur's place says much about its cause (aortic stenosis loudest at the aortic area, mitral
 regurgitation at the apex), so a clinician reading a referral needs it, and a screening
 programme comparing devices or clinics needs it recorded the same way everywhere. The device
-stamps its configured site (``audio.site``: the clinic protocol's place) on what it records;
-staff correct it, or give it for an upload, on the web page.
+stamps the clinic protocol's place (``audio.site``, or the next of ``audio.sites``:
+:mod:`device.visits`) on what it records; staff correct it, or give it for an upload, on the
+web page.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ SITES = {site.name: site for site in (
     AuscultationSite("mitral", "mitral area (apex)",
                      "left chest, 5th space between the ribs, below the middle of the collarbone"),
 )}
+
+
+def site_label(name: Optional[str]) -> str:
+    """The place's short name for lists ("–": not recorded)."""
+    site = SITES.get(name or "")
+    return site.label if site else "–"
 
 
 def site_text(name: Optional[str]) -> str:

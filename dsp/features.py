@@ -259,12 +259,16 @@ def power_to_db(S: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
 
 
 def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 20, n_fft: int = 2048, hop_length: int = 512,
-         n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
-    """MFCCs, shape ``(n_mfcc, frames)``, equal to ``librosa.feature.mfcc`` with these arguments."""
+         n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None,
+         median_padding: float = 0.0) -> np.ndarray:
+    """MFCCs, shape ``(n_mfcc, frames)``, equal to ``librosa.feature.mfcc`` with these arguments
+    (``median_padding`` > 0: each mel band's floor raised first, :func:`pad_noise_floor`)."""
     if not 0 < n_mfcc <= n_mels:
         raise ParameterError(f"n_mfcc must be in 1..n_mels ({n_mels}), got {n_mfcc}")
-    log_mel = power_to_db(_mel_frames(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-                                      fmin=fmin, fmax=fmax))
+    mel = _mel_frames(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    if median_padding > 0:
+        pad_noise_floor(mel, median_padding)
+    log_mel = power_to_db(mel)
     return np.ascontiguousarray((log_mel @ _dct_matrix(int(n_mfcc), int(n_mels)).T).T)
 
 
@@ -328,15 +332,9 @@ def recording_features(analysis_samples: np.ndarray, params: FeatureParams) -> n
     Cepstral mean (and variance) normalisation removes a stethoscope's fixed frequency
     response, the largest single cause of failure on an unseen device.
     """
-    if params.median_padding > 0:
-        mel = _mel_frames(analysis_samples, sr=params.sr, n_fft=params.n_fft, hop_length=params.hop_length,
-                          n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax)
-        log_mel = power_to_db(pad_noise_floor(mel, params.median_padding))
-        coeffs = np.ascontiguousarray((log_mel @ _dct_matrix(params.n_mfcc, params.n_mels).T).T)
-    else:
-        coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
-                      hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
-                      fmax=params.fmax)
+    coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
+                  hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
+                  fmax=params.fmax, median_padding=params.median_padding)
     if params.normalise in ("cmn", "cmvn"):
         coeffs = coeffs - coeffs.mean(axis=1, keepdims=True)
     if params.normalise == "cmvn":

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask, g, render_template, request
 
-from device.sites import SITES
+from device.sites import SITES, site_label
 
 from .errors import SetupError, WebError
 
@@ -113,7 +113,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     clinic = config.clinic_time
     app.jinja_env.filters["when"] = clinic.text  # stored UTC instants, shown as the clinic's clocks read
     app.jinja_env.globals["clinic_zone"] = clinic.name
-    app.jinja_env.filters["site_label"] = lambda name: SITES[name].label if name in SITES else "–"
+    app.jinja_env.filters["site_label"] = site_label
 
     @app.context_processor
     def inject():

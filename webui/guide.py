@@ -24,5 +24,4 @@ def guide():
     settings = get_config()
     places = [SITES[name] for name in settings.protocol]
     return render_template("guide.html", lights=list(PATTERNS.values()), settings=settings,
-                           site=SITES.get(settings.only_site or ""), places=places if len(places) > 1 else [],
-                           gap_minutes=settings.audio.visit_gap_minutes)
+                           site=SITES.get(settings.only_site or ""), places=places if len(places) > 1 else [])

@@ -7,7 +7,7 @@ from flask import (Blueprint, abort, flash, g, redirect, render_template, reques
 
 import dsp
 from device.errors import StorageError
-from device.records import FINDINGS
+from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
@@ -64,9 +64,8 @@ def detail(rec_id: int):
     if mode not in dsp.LISTENING_MODES and mode != AS_RECORDED:
         mode = DEFAULT_LISTENING
     visit = store.visit_recordings(rec.visit)
-    verdicts = {r.verdict for r in visit} or {rec.verdict}
     # What the person is referred on: any place's "refer" (as the health worker acted on it).
-    person_verdict = next((v for v in ("abnormal", "normal", "poor_signal") if v in verdicts), rec.verdict)
+    person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
     return render_template("recording.html", rec=rec, patient=patient,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
