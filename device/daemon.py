@@ -255,10 +255,14 @@ class Daemon:
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
                                      overflows=capture.overflows, site=site, visit=visit_id,
                                      note="stopped early by the button" if capture.stopped_early else "")
-        self.visit.recorded(verdict.label)
+        person = self.visit.recorded(verdict.label)
         done = self.clock()
-        led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(verdict.label, gpio.POOR_SIGNAL)
+        # after the last of several places the light is the person's: red if any place said refer
+        shown = person.verdict if person else verdict.label
+        led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(shown, gpio.POOR_SIGNAL)
         detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
+        if person:
+            detail += f"; {person.describe()}"
         self._enter(RESULT, led, detail)
         log.info("recording %d saved as %s: %s, p(abnormal)=%s, %s overflow(s), place %s, visit %s", rec_id,
                  relative, verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",

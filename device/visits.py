@@ -4,7 +4,9 @@ A screening programme often listens at several places (the four classic areas; r
 disease shows first at the apex), one recording each. The box cannot see the chest, so it keeps
 count: the ready light flashes the number of the place that comes next, a result moves on to the
 next place, and after the last place the next press is a new person. A poor signal (or a
-cancelled or failed recording) stays at the same place: record it again. A long press starts
+cancelled or failed recording) stays at the same place: record it again. The last place's result
+light shows the person's result, not only that place's: red if any of the person's places said
+refer, so a red at place 2 is not forgotten by the time place 4 shows green. A long press starts
 the next person at the first place, and so does a pause longer than ``audio.visit_gap_minutes``
 (a health worker who gave up on a person after poor signals and walked on).
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from .records import screening_verdict
 from .sites import SITES
 
 #: results after which the box moves on to the next place; anything else is recorded again
@@ -28,6 +32,23 @@ MOVES_ON = ("normal", "abnormal")
 def new_visit_id() -> str:
     """Unique enough for one clinic's records and short enough to read out: 12 hex digits."""
     return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class PersonResult:
+    """What the box shows when a person's last place is done: the verdict a health worker acts
+    on (:func:`device.records.screening_verdict` of every place's result) and the places that
+    said refer, in the protocol's order."""
+
+    verdict: str
+    refer_at: tuple[str, ...]
+
+    def describe(self) -> str:
+        """Words for the journal and the simulation's console."""
+        if not self.refer_at:
+            return "the person's result: normal at every place"
+        where = ", ".join(SITES[s].label for s in self.refer_at)
+        return f"the person's result: refer ({where})"
 
 
 class Visit:
@@ -49,6 +70,7 @@ class Visit:
         self.position = 0  #: index of the next place in ``sites``
         self.id: Optional[str] = None  #: None until the person's first recording
         self._last_at: Optional[float] = None
+        self._results: dict[str, str] = {}  #: place -> the result that moved on from it
 
     @property
     def guided(self) -> bool:
@@ -95,18 +117,29 @@ class Visit:
         self._last_at = self._clock()
         return self.site, self.id
 
-    def recorded(self, label: Optional[str]) -> None:
+    def recorded(self, label: Optional[str]) -> Optional[PersonResult]:
         """A recording at the current place ended with ``label``: a result moves on (past the
-        last place: the next press is a new person); a poor signal or failure stays."""
+        last place: the next press is a new person); a poor signal or failure stays.
+
+        Returns the person's result when this recording finished the last of several places
+        (None otherwise: with one place or none, the recording's own result is the person's)."""
         if label not in MOVES_ON:
-            return
+            return None
+        if self.site is not None:
+            self._results[self.site] = label
         if self.position + 1 < max(len(self.sites), 1):
             self.position += 1
-        else:
-            self.next_person()
+            return None
+        person = None
+        if self.guided:
+            person = PersonResult(screening_verdict(self._results.values()),
+                                  tuple(s for s in self.sites if self._results.get(s) == "abnormal"))
+        self.next_person()
+        return person
 
     def next_person(self) -> None:
         """The next recording is someone else's, at the first place."""
         self.position = 0
         self.id = None
         self._last_at = None
+        self._results = {}

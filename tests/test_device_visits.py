@@ -16,7 +16,7 @@ from device.capture import FileSource
 from device.config import ConfigError, config_from_mapping
 from device.daemon import IDLE
 from device.runner import press_button
-from device.visits import Visit
+from device.visits import PersonResult, Visit
 from tests.conftest import reference_wavs
 from tests.test_device_daemon import Harness
 
@@ -46,6 +46,27 @@ def test_a_result_moves_on_a_poor_signal_stays_and_the_last_place_ends_the_perso
     assert stamps == [("aortic", "v1"), ("pulmonic", "v1"), ("pulmonic", "v1"), ("tricuspid", "v1"),
                       ("tricuspid", "v1"), ("mitral", "v1"), ("aortic", "v2")]
     assert v.place_number == 2 and v.id == "v2"
+
+
+def test_the_last_place_gives_the_persons_result_red_if_any_place_said_refer():
+    v, _ = visit()
+    results = []
+    for label in ("normal", "abnormal", "poor_signal", "normal", "poor_signal", "normal"):
+        v.stamp()
+        results.append(v.recorded(label))
+    assert results[:5] == [None] * 5  # only the last place speaks for the person, a poor signal never
+    assert results[5] == PersonResult("abnormal", ("pulmonic",))
+    assert results[5].describe() == "the person's result: refer (pulmonic area)"
+    for label in ("normal", "normal", "normal"):  # the next person starts clean
+        assert v.recorded(label) is None
+    v.next_person()  # a long press forgets the half-done person's refer
+    v.recorded("abnormal")
+    v.next_person()
+    person = [v.recorded(label) for label in ("normal", "normal", "normal", "normal")][-1]
+    assert person == PersonResult("normal", ()) and person.describe() == "the person's result: normal at every place"
+    for sites in ((), ("mitral",)):  # one place or none: the recording's own light is the person's
+        single, _ = visit(sites=sites)
+        assert single.recorded("abnormal") is None and single.recorded("normal") is None
 
 
 def test_a_long_press_or_a_pause_starts_the_next_person_at_the_first_place():
@@ -147,6 +168,31 @@ def test_the_box_walks_the_protocols_places_and_marks_one_visit(heartpi_config, 
     assert visits[0] == visits[1] == visits[2] != visits[3] == visits[4] and all(visits)
     assert first.label == "normal" and fourth.label == "normal"
     assert [r.id for r in store.visit_recordings(visits[0])] == [r.id for r in recs[:3]]
+
+
+def test_the_last_places_light_is_red_when_an_earlier_place_said_refer(heartpi_config, store, classifier,
+                                                                       mock_factory, caplog):
+    normal, abnormal = reference_wavs()[2], reference_wavs()[0]
+    h = protocol_harness(heartpi_config, store, classifier, mock_factory, [abnormal, normal, normal, normal],
+                         sites=("pulmonic", "mitral"))
+    try:
+        with caplog.at_level("INFO", logger="heartpi.daemon"):
+            labels = [h.press_and_wait().label]
+            wait_idle(h, 2)
+            labels.append(h.press_and_wait().label)  # the last place: normal, but the person is referred
+            person_referred = (h.indicator.state, h.led("red"), h.led("green"))
+            labels += [h.press_and_wait().label]  # a press during the result: the next person, place 1
+            wait_idle(h, 2)
+            labels += [h.press_and_wait().label]  # normal at both places
+            person_normal = h.indicator.state
+        sites = [store.get_recording(r.recording_id).site for r in h.daemon.results]
+    finally:
+        h.stop()
+    assert labels == ["abnormal", "normal", "normal", "normal"]  # each recording keeps its own verdict
+    assert sites == ["pulmonic", "mitral", "pulmonic", "mitral"]
+    assert person_referred == (gpio.ABNORMAL, True, False)
+    assert person_normal == gpio.NORMAL
+    assert "the person's result: refer (pulmonic area)" in caplog.text
 
 
 def test_a_pause_ends_the_person_while_the_box_waits(heartpi_config, store, classifier, mock_factory):

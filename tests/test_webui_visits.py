@@ -125,6 +125,7 @@ def test_the_guide_lists_the_places_in_order_with_their_flashes(client, auth):
     assert [p.split("</strong>", 1)[0] for p in places.split("<li><strong>")[1:]] == [
         "1 flash: aortic area", "2 flashes: pulmonic area", "3 flashes: tricuspid area", "4 flashes: mitral area (apex)"]
     assert "if <strong>any</strong> of the 4 places showed it" in page.split('id="after"', 1)[1]
+    assert "red if any place said refer" in page.split('id="guide-last-place">', 1)[1].split("</span>", 1)[0]
     hold = page.split('id="guide-hold">', 1)[1].split("</p>", 1)[0]
     assert "start the <strong>next person</strong> at place 1" in hold and "After 15 minutes" in hold
 
