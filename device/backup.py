@@ -462,7 +462,7 @@ def restore_backup(config: Config, archive: Union[str, os.PathLike], *, force: b
                 _unpack(tar, database_entry, staging / "heartpi.sqlite3")
                 for entry in entries:
                     _unpack(tar, entry, staging / entry["path"])
-            _check_database(staging / "heartpi.sqlite3")
+            schema = _check_database(staging / "heartpi.sqlite3")
             for link, target in manifest.get("links", {}).items():
                 name = _member_path(link)
                 if "/" in target or target in ("", ".", "..") or len(name.parts) != 2 or name.parts[0] != "models":
@@ -474,8 +474,10 @@ def restore_backup(config: Config, archive: Union[str, os.PathLike], *, force: b
             try:
                 store.end_all_sessions()
                 recordings, patients = store.count_recordings(), store.count_patients()
+                forward = f"; its records brought forward from schema {schema} to {SCHEMA_VERSION}" \
+                    if schema < SCHEMA_VERSION else ""
                 store.audit(actor, "backup.restore", "", f"from a backup of device {manifest.get('device_id')} "
-                            f"made {manifest.get('created')}: {recordings} recordings, {patients} patients")
+                            f"made {manifest.get('created')}: {recordings} recordings, {patients} patients{forward}")
             finally:
                 store.close()
             _hand_over(staging, _owner_of(config.data_dir))

@@ -449,6 +449,8 @@ def test_a_backup_from_an_older_heartpi_is_migrated_forward(tmp_path):
     store = RecordStore(device.database_path)
     try:
         assert store.schema_version() == records.SCHEMA_VERSION
+        (entry,) = store.audit_entries(action="backup.restore")
+        assert entry["detail"].endswith(f"; its records brought forward from schema 1 to {records.SCHEMA_VERSION}")
         (rec,) = store.list_recordings()
         assert rec.captured_at == "2025-03-01T10:00:00+00:00"
         assert (device.recordings_dir / rec.file).read_bytes() == wav
