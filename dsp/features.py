@@ -80,7 +80,7 @@ def _hann(n_fft: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     """Rows of the orthonormal DCT-II, so that ``D @ x == scipy.fft.dct(x, norm='ortho')[:n]``."""
     k = np.arange(n_mfcc)[:, None]
     n = np.arange(n_mels)[None, :]
@@ -269,7 +269,7 @@ def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 20, n_fft: int = 2048, hop_len
     if median_padding > 0:
         pad_noise_floor(mel, median_padding)
     log_mel = power_to_db(mel)
-    return np.ascontiguousarray((log_mel @ _dct_matrix(int(n_mfcc), int(n_mels)).T).T)
+    return np.ascontiguousarray((log_mel @ dct_matrix(int(n_mfcc), int(n_mels)).T).T)
 
 
 @dataclass(frozen=True)

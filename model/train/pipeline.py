@@ -107,33 +107,69 @@ class Tricks:
 
     mix_style: bool = False  #: MixStyle after the first two convolution blocks
     source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
-    mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :func:`mixup_batches`
+    mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :func:`training_batches`
+    band_mask: int = 0  #: at most this many adjacent mel bands masked per window (0: off), :func:`training_batches`
+
+    @property
+    def batched(self) -> bool:
+        """True when training batches come from :func:`training_batches`, not plain shuffling."""
+        return bool(self.mixup or self.band_mask)
 
 
-def mixup_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int, alpha: float, seed: int):
-    """Training batches in which each window is blended with another of the same batch (mixup,
-    Zhang et al. 2018): ``lam * a + (1 - lam) * b`` for the features, label and weight, with
-    ``lam ~ Beta(alpha, alpha)`` folded to >= 0.5 so each blend stays mostly its own window.
-    Batches mix stethoscopes, so the network sees recording chains between the sources' own
-    (the research summary's domain-mixing family). A ``tf.data`` pipeline, reshuffled every
-    epoch, its random draws seeded: a run is reproducible, and as fast as plain batches (a
-    Python ``PyDataset`` took twice as long per epoch)."""
+def training_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int, seed: int,
+                     mixup: float = 0.0, band_mask: int = 0, n_mels: int = 0):
+    """Training batches with mixup and/or band masking, as a ``tf.data`` pipeline reshuffled
+    every epoch with seeded random draws: a run is reproducible, and as fast as plain batches
+    (a Python ``PyDataset`` took twice as long per epoch).
+
+    ``mixup`` (Zhang et al. 2018): each window is blended with another of the same batch,
+    ``lam * a + (1 - lam) * b`` for the features, label and weight, with ``lam ~ Beta(mixup,
+    mixup)`` folded to >= 0.5 so each blend stays mostly its own window. Batches mix
+    stethoscopes, so the network sees recording chains between the sources' own (the research
+    summary's domain-mixing family).
+
+    ``band_mask`` (SpecAugment's frequency masking, Park et al. 2019, done on cepstra): each
+    window loses a random run of 0 to ``band_mask`` adjacent bands of its ``n_mels``-band log-mel
+    spectrum, smoothed as the MFCCs see it: ``x <- D diag(keep) D^T x`` with ``D`` the MFCCs'
+    orthonormal DCT rows (so nothing changes when no band is masked). A stethoscope that
+    swallows or rings one band then looks like something the network has met, instead of the
+    evidence it leaned on. The features are the normalised MFCCs, so the masked band is set to
+    the recording's own level, not to silence.
+    """
     import tensorflow as tf
 
     def blend(xb, yb, wb):
         n = tf.shape(xb)[0]
         partners = tf.random.shuffle(tf.range(n), seed=seed)
-        a = tf.random.gamma([n], alpha, seed=seed + 1)
-        b = tf.random.gamma([n], alpha, seed=seed + 2)
+        a = tf.random.gamma([n], mixup, seed=seed + 1)
+        b = tf.random.gamma([n], mixup, seed=seed + 2)
         lam = a / tf.maximum(a + b, 1e-30)  # both draws can underflow to 0 at a small alpha: lam 0, folded to 1
         lam = tf.maximum(lam, 1.0 - lam)
         keep = 1.0 - lam
         mixed = lam[:, None, None, None] * xb + keep[:, None, None, None] * tf.gather(xb, partners)
         return mixed, lam * yb + keep * tf.gather(yb, partners), lam * wb + keep * tf.gather(wb, partners)
 
+    def mask(xb, yb, wb):
+        n = tf.shape(xb)[0]
+        dct = tf.constant(dsp.features.dct_matrix(xb.shape[1], n_mels))  # (n_mfcc, n_mels)
+        width = tf.random.uniform([n], 0, band_mask + 1, dtype=tf.int32, seed=seed + 3)
+        start = tf.cast(tf.random.uniform([n], seed=seed + 4) * tf.cast(n_mels - width + 1, tf.float32), tf.int32)
+        bands = tf.range(n_mels)[None, :]
+        gone = tf.cast((bands >= start[:, None]) & (bands < (start + width)[:, None]), tf.float32)
+        # D diag(1 - gone) D^T = I - D diag(gone) D^T, since D's rows are orthonormal
+        removed = tf.einsum("ib,nb,jb->nij", dct, gone, dct)
+        masked = xb[..., 0] - tf.einsum("nij,njt->nit", removed, xb[..., 0])
+        return masked[..., None], yb, wb
+
     data = tf.data.Dataset.from_tensor_slices((x, y, w))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    return data.map(blend).prefetch(2)
+    if mixup:
+        data = data.map(blend)
+    if band_mask:
+        if not 0 < band_mask < n_mels:
+            raise ValueError(f"band_mask must be 1..{n_mels - 1} bands, not {band_mask}")
+        data = data.map(mask)
+    return data.prefetch(2)
 
 
 def ganin_strength(progress: float) -> float:
@@ -172,10 +208,11 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss=loss, weighted_metrics=metrics)
     callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
                                                       restore_best_weights=True))
-    if tricks.mixup:
+    if tricks.batched:
         if adversary:
-            raise ValueError("mixup and the source adversary are not combined")
-        model.fit(mixup_batches(x, y, w, batch_size=batch_size, alpha=tricks.mixup, seed=seed),
+            raise ValueError("mixup or band masking and the source adversary are not combined")
+        model.fit(training_batches(x, y, w, batch_size=batch_size, seed=seed, mixup=tricks.mixup,
+                                   band_mask=tricks.band_mask, n_mels=params.n_mels),
                   validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
     else:
         model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
@@ -362,6 +399,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "while training; the shipped network is unchanged in shape")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup between the "
                         "windows of a batch while training, blend weights ~ Beta(ALPHA, ALPHA) (0: off)")
+    parser.add_argument("--band-mask", type=int, default=0, metavar="BANDS", help="mask a random run of "
+                        "0 to BANDS adjacent mel bands of each training window (0: off; SpecAugment's "
+                        "frequency masking, done on the MFCCs)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -389,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
     if init_seed != args.seed:
         report["init_seed"] = init_seed
-    tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup)
+    tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
+                    band_mask=args.band_mask)
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
@@ -454,7 +495,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              + ("resonance, " if args.resonance else "")
                              + "band limits, noise, gain, clock)") if args.augment else "none")
                             + ("; MixStyle in training" if args.mix_style else "")
-                            + ("; source-adversarial head in training" if args.source_adversary else ""),
+                            + ("; source-adversarial head in training" if args.source_adversary else "")
+                            + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
+                            + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else ""),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
                                       else "yaseen2018 (external device test only)"),
         },
