@@ -1,9 +1,11 @@
 """HeartPi signal processing: read a recording, judge its quality, compute MFCC features.
 
-numpy only (scipy.fft just for long transforms, imported when used). No hardware, no
-TensorFlow, no librosa: importing this package must stay cheap on a Raspberry Pi.
+numpy only (scipy.fft just for long transforms, imported when used; PyAV only when a compressed
+recording arrives, :mod:`dsp.decode`). No hardware, no TensorFlow, no librosa: importing this
+package must stay cheap on a Raspberry Pi.
 """
 
+from .decode import Audio, read_audio
 from .errors import BadAudioError, DSPError, ParameterError
 from .features import (FeatureParams, mel_filterbank, melspectrogram, mfcc, power_spectrogram,
                        power_to_db, recording_features, window_features)
@@ -15,11 +17,11 @@ from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN
                   MIN_RATE_HZ, read_wav, wav_bytes, write_wav)
 
 __all__ = [
-    "ANALYSIS_RATE_HZ", "BadAudioError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
+    "ANALYSIS_RATE_HZ", "Audio", "BadAudioError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
     "LISTENING_MODES", "LISTEN_RATE_HZ", "ListeningMode", "MAX_CHANNELS", "MAX_DURATION_S",
     "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
     "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",
     "bandpass_with_spectrum", "heart_rate", "listening_copy", "mel_filterbank", "melspectrogram", "mfcc",
-    "power_spectrogram", "power_to_db", "quality", "read_wav", "recording_features", "resample",
+    "power_spectrogram", "power_to_db", "quality", "read_audio", "read_wav", "recording_features", "resample",
     "to_analysis_rate", "wav_bytes", "window_features", "write_wav",
 ]

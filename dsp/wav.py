@@ -42,27 +42,36 @@ def sniff_other_format(data: bytes) -> str:
     """Name the audio format of a file that is not a WAV, from its first bytes, or "".
 
     Phones' voice recorders save M4A (AAC), 3GP or AMR, and stethoscope apps MP3, OGG or
-    FLAC: a health worker told which one it is knows what to change in the app.
+    FLAC: a health worker told which one it is knows what to change in the app, and
+    :func:`dsp.read_audio` decodes them.
     """
     head = data[:16]
     if head[4:8] == b"ftyp":
         brand = head[8:11]
-        return "a 3GP phone recording" if brand.startswith(b"3g") else "an M4A/MP4 (AAC) recording"
+        return "3GP phone" if brand.startswith(b"3g") else "M4A/MP4 (AAC)"
     if head.startswith(b"#!AMR"):
-        return "an AMR phone recording"
+        return "AMR phone"
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # ADTS: MPEG sync, layer 0
+        return "AAC"
     if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "an MP3 recording"
+        return "MP3"
     if head.startswith(b"OggS"):
-        return "an OGG (Vorbis/Opus) recording"
+        return "OGG (Vorbis/Opus)"
     if head.startswith(b"fLaC"):
-        return "a FLAC recording"
+        return "FLAC"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "a WebM recording"
+        return "WebM"
     if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC"):
-        return "an AIFF recording"
+        return "AIFF"
     if head.startswith(b"caff"):
-        return "a CAF (Apple) recording"
+        return "CAF (Apple)"
     return ""
+
+
+def with_article(name: str) -> str:
+    """"an MP3", "a FLAC": a format's name as a sentence needs it."""
+    return ("an " if name[0] in "AEIMO" else "a ") + name
+
 
 #: Sizes at or above this are the placeholders streaming writers (arecord, sox or espeak-ng to a
 #: pipe) leave in the header: "until the end of the file", not a claim about the length.
@@ -71,7 +80,8 @@ STREAMING_SIZE = 0x7FFF0000
 PathOrFile = Union[str, os.PathLike, BinaryIO, bytes]
 
 
-def _read_bytes(source: PathOrFile) -> bytes:
+def read_bytes(source: PathOrFile) -> bytes:
+    """The file's bytes, refusing anything over :data:`MAX_FILE_BYTES` before reading it all."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
@@ -154,7 +164,7 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
     open binary file or the file's bytes. Every way the file can be unusable raises
     :class:`BadAudioError` with a message a health worker can act on.
     """
-    data = _read_bytes(source)
+    data = read_bytes(source)
     if len(data) == 0:
         raise BadAudioError("the file is empty. Record again.")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -162,7 +172,7 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
             raise BadAudioError("RF64 (very large) WAV files are not supported. " + _RE_EXPORT)
         kind = sniff_other_format(data)
         if kind:
-            raise BadAudioError(f"this is {kind}, not a WAV recording. Use a recorder app or stethoscope "
+            raise BadAudioError(f"this is {with_article(kind)} recording, not a WAV recording. Use a recorder app or stethoscope "
                                 "software that saves WAV, or convert the file to WAV (PCM) and try again.")
         raise BadAudioError("this file is not a WAV recording. " + _RE_EXPORT)
     riff_size = struct.unpack("<I", data[4:8])[0]

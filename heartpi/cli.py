@@ -46,15 +46,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
         try:
-            samples, rate = dsp.read_wav(path, min_seconds=0.5)
+            audio = dsp.read_audio(path, min_seconds=0.5)
         except dsp.BadAudioError as exc:
             _error(f"{path}: {exc}")
             failed = True
             continue
+        samples, rate = audio.samples, audio.rate
         report = dsp.quality(samples, rate)
         bpm = f"{report.heart_rate_bpm:.0f} bpm" if report.heart_rate_bpm else "no heart rate"
         verdict = "quality ok" if report.ok else "poor signal: " + ", ".join(report.reasons)
-        print(f"{path}: {report.duration_s:.1f} s at {rate} Hz, level {report.rms_dbfs:.1f} dBFS, "
+        print(f"{path}: {'' if not audio.decoded else audio.format + ', '}{report.duration_s:.1f} s at {rate} Hz, level {report.rms_dbfs:.1f} dBFS, "
               f"clipped {100 * report.clipped_fraction:.2f}%, heart-band share "
               f"{report.band_share_db:.1f} dB, periodicity {report.periodicity:.2f}, {bpm}; {verdict}")
     return EXIT_FAILED if failed else EXIT_OK

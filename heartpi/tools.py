@@ -318,6 +318,7 @@ def selftest(args: argparse.Namespace) -> int:
     except ModelError as exc:
         results.append(_line(False, "model", str(exc)))
 
+    results.append(_phone_decoders_check())
     results.append(_clock_check(time.time()))
     free = free_mb(config.data_dir)
     results.append(_line(free >= config.storage.min_free_mb, "disk space",
@@ -333,6 +334,28 @@ def selftest(args: argparse.Namespace) -> int:
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+#: FFmpeg decoders behind dsp.read_audio: phones' AAC (M4A, 3GP) and AMR, apps' MP3, Opus, Vorbis, FLAC
+PHONE_DECODERS = ("aac", "amrnb", "mp3", "opus", "vorbis", "flac")
+
+
+def _phone_decoders_check() -> bool:
+    """Uploads of phones' compressed recordings need PyAV and its bundled decoders."""
+    try:
+        import av
+    except ImportError:
+        return _line(False, "phone recordings", "PyAV is not installed: uploads must be WAV until "
+                     "`pip install av` in HeartPi's environment (tools/install-pi.sh does it)")
+    missing = []
+    for name in PHONE_DECODERS:
+        try:
+            av.codec.Codec(name, "r")
+        except Exception:  # PyAV names it UnknownCodecError; any failure means "cannot decode"
+            missing.append(name)
+    if missing:
+        return _line(False, "phone recordings", f"PyAV {av.__version__} lacks decoders: {', '.join(missing)}")
+    return _line(True, "phone recordings", f"M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV {av.__version__}")
 
 
 def _clock_check(now: float) -> bool:

@@ -209,6 +209,7 @@ class Classifier:
                        quality=report.to_dict())
 
     def classify_file(self, path: Union[str, os.PathLike]) -> Verdict:
-        """Read (and validate) a WAV file and classify it; BadAudioError for a bad file."""
-        samples, rate = dsp.read_wav(path)
-        return self.classify(samples, rate)
+        """Read (and validate) a WAV, or a phone's compressed recording (:func:`dsp.read_audio`),
+        and classify it; BadAudioError for a bad file."""
+        audio = dsp.read_audio(path)
+        return self.classify(audio.samples, audio.rate)

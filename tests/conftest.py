@@ -166,3 +166,32 @@ def reference_wavs() -> list[Path]:
     from model.classifier import ASSETS
 
     return sorted((ASSETS / "reference").glob("*.wav"))
+
+
+#: (container, codec, rate) of the compressed recordings phones and apps save, for the decode tests
+PHONE_FORMATS = {"m4a": ("ipod", "aac", 44100), "mp3": ("mp3", "libmp3lame", 44100),
+                 "ogg": ("ogg", "libopus", 48000), "flac": ("flac", "flac", 44100)}
+
+
+def encode_compressed(samples, rate: int, container: str, codec: str, *, bit_rate: int = 64000) -> bytes:
+    """A compressed recording made by FFmpeg's own encoders through PyAV, as a phone would save it."""
+    import io
+
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        if codec != "flac":
+            stream.bit_rate = bit_rate
+        step = stream.codec_context.frame_size or 1024
+        pcm = np.asarray(samples, np.float32)
+        for start in range(0, pcm.size, step):
+            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + step], format="fltp", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()

@@ -158,7 +158,7 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
                                                       "buffer": b"ID3 this is an mp3"}])
     page.click("#upload-form button[type=submit]")
     error = page.locator("#upload-error").inner_text()
-    assert "this is an MP3 recording, not a WAV recording" in error and store.count_recordings() == 0
+    assert "this MP3 recording is damaged or incomplete" in error and store.count_recordings() == 0
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "page scrolls sideways on a phone"
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)

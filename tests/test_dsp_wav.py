@@ -129,6 +129,7 @@ def test_broken_files_raise_bad_audio_error_with_words(name):
     (b"#!AMR\n\x3c\x91", "AMR phone"),
     (b"ID3\x04\x00\x00\x00\x00\x00\x00", "MP3"),
     (b"\xff\xfb\x90\x64\x00", "MP3"),                                      # MP3 without a tag
+    (b"\xff\xf1\x50\x80\x02", "AAC"),                                      # ADTS, a raw .aac file
     (b"OggS\x00\x02\x00\x00", "OGG (Vorbis/Opus)"),
     (b"fLaC\x00\x00\x00\x22", "FLAC"),
     (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "WebM"),

@@ -206,3 +206,22 @@ def test_cli_classify_json():
     data = json.loads(result.stdout)
     assert data["label"] == "abnormal" and data["file"] == str(path)
     assert 0 <= data["p_abnormal"] <= 1 and len(data["model_sha256"]) == 64
+
+
+def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
+    pytest.importorskip("av")
+    from tests.conftest import PHONE_FORMATS, encode_compressed
+
+    files = []
+    for kind in ("m4a", "mp3"):
+        container, codec, rate = PHONE_FORMATS[kind]
+        samples, source_rate = dsp.read_wav(reference_files("abnormal")[0])
+        target = tmp_path / f"phone.{kind}"
+        target.write_bytes(encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec))
+        files.append(str(target))
+    result = _heartpi("classify", *files)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in result.stdout.strip().splitlines()] == [
+        "ABNORMAL: REFER", "ABNORMAL: REFER"]
+    analysed = _heartpi("analyze", files[0])
+    assert analysed.returncode == 0 and "M4A/MP4 (AAC), 20.0 s at 44100 Hz" in analysed.stdout, analysed.stdout

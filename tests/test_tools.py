@@ -99,7 +99,8 @@ def test_selftest_passes_with_card_pins_and_a_button_press(selftest_config, mock
     code, out = _selftest(selftest_config, "--button-timeout", "10")
     assert code == 0, out
     for check in ("sound card: stetho", "capture level", "LEDs", "button: press seen", "model: sha256",
-                  "clock", "disk space", "database", "reference normal-", "reference abnormal-"):
+                  "clock", "disk space", "database", "reference normal-", "reference abnormal-",
+                  "phone recordings: M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV"):
         assert f"PASS  {check}" in out, check
     assert "FAIL" not in out
 
@@ -314,3 +315,11 @@ def test_model_calibrate_from_clinicians_findings_on_this_device(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     calibration = json.loads((data / "models" / "calibration.json").read_text())
     assert calibration["recordings"] == 22 and calibration["threshold"] == pytest.approx(0.30)
+
+
+def test_selftest_says_when_phone_recordings_cannot_be_decoded(monkeypatch, capsys):
+    from heartpi.tools import _phone_decoders_check
+
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV missing: import av raises ImportError
+    assert _phone_decoders_check() is False
+    assert "FAIL  phone recordings: PyAV is not installed: uploads must be WAV" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import PASSWORD, reference_wavs
@@ -220,6 +221,31 @@ def test_upload_shows_the_verdict_and_stores_the_file(client, auth, web_store, h
     png = client.get(f"/recordings/{rec.id}/spectrogram.png")
     assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
     assert (heartpi_config.data_dir / "cache" / f"{rec.sha256}-spectrogram.png").exists()
+
+
+def test_a_phones_m4a_upload_is_judged_and_kept_as_the_wav_that_was_analysed(client, auth, web_store,
+                                                                              heartpi_config, classifier):
+    pytest.importorskip("av")
+    import dsp
+    from tests.conftest import PHONE_FORMATS, encode_compressed
+
+    auth.login("health_worker")
+    path = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    container, codec, rate = PHONE_FORMATS["m4a"]
+    samples, source_rate = dsp.read_wav(path)
+    m4a = encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec)
+    response = _upload(client, auth, data=m4a)
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "abnormal: refer" in page and "M4A/MP4 (AAC), kept as WAV" in page
+    rec = web_store.list_recordings()[0]
+    stored = (heartpi_config.recordings_dir / rec.file).read_bytes()
+    assert stored[:4] == b"RIFF" and hashlib.sha256(stored).hexdigest() == rec.sha256
+    kept, kept_rate = dsp.read_wav(stored)
+    decoded = dsp.read_audio(m4a)
+    assert kept_rate == rate == rec.rate and np.max(np.abs(kept - decoded.samples)) <= 1 / 32768
+    assert rec.verdict == classifier.classify(kept, kept_rate).label == "abnormal"
+    assert client.get(f"/recordings/{rec.id}/spectrogram.png").data.startswith(b"\x89PNG")
 
 
 def test_a_short_clip_from_another_stethoscope_gets_a_verdict_and_pictures(client, auth, web_store):

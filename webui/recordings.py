@@ -248,18 +248,23 @@ def upload():
         return page()
     file = request.files.get("file")
     if file is None or not file.filename:
-        return page("Choose a .wav file to upload.", 400)
+        return page("Choose a recording to upload.", 400)
     data = file.read()
     try:
-        samples, rate = dsp.read_wav(data)
+        audio = dsp.read_audio(data)
     except dsp.BadAudioError as exc:
         store.audit(actor(), "upload.rejected", "", str(exc)[:200])
         return page(f"This file cannot be used: {exc}", 400)
     patient_id = wanted_id if wanted_id is not None and store.get_patient(wanted_id) else None
+    samples, rate = audio.samples, audio.rate
     verdict = classify(samples, rate)
     config = get_config()
+    # A phone's compressed recording is kept as the WAV that was analysed: every page, export
+    # and backup reads WAV, and the sha256 then names exactly what the verdict heard.
+    kept = dsp.wav_bytes(samples, rate) if audio.decoded else data
+    how = f" ({audio.format}, kept as WAV)" if audio.decoded else ""
     try:
-        relative, sha = store_recording(config.recordings_dir, data, min_free_mb=config.storage.min_free_mb,
+        relative, sha = store_recording(config.recordings_dir, kept, min_free_mb=config.storage.min_free_mb,
                                         prefix="upload")
     except StorageError as exc:
         return page(str(exc), 507)
@@ -269,5 +274,5 @@ def upload():
         verdict=verdict.label, p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
         quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
         model_sha256=verdict.model_sha256, software_version=verdict.software_version,
-        note=f"uploaded as {file.filename}"[:200], site=site_value or None, actor=actor())
+        note=f"uploaded as {file.filename}{how}"[:200], site=site_value or None, actor=actor())
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
