@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""How much does a verdict depend on where the recording happens to start?
+
+The network pools three times by 2, so it sees a window differently when the sound moves by
+one analysis frame (16 ms); a recording's start is arbitrary (when the button was pressed, a
+codec's start-up delay), so that is pure noise in P(abnormal). For the shipped int8 model and
+each window hop, on the chosen split: the range of a recording's P(abnormal) over the 8 starts
+0..7 frames later (median, 90th percentile, largest), how many verdicts change when it starts
+one frame later (threshold chosen on validation at that hop, as the training pipeline does),
+and the split's MAcc and AUC at that threshold. A hop that is odd in frames meets all 8
+alignments of the pooling in consecutive windows; the recording's mean then averages them.
+Not a test: it reads the validation split (and the test split with ``--split test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import dsp  # noqa: E402
+from model import Classifier  # noqa: E402
+from model.metrics import best_threshold, screening_metrics  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, read_labels, split_records  # noqa: E402
+
+STARTS = 8  #: 2 ** (the network's stride-2 poolings)
+
+
+def start_scores(classifier: Classifier, coeffs: np.ndarray, hop_frames: int) -> np.ndarray:
+    """P(abnormal) of one recording's MFCCs started 0..STARTS-1 frames later, at this hop."""
+    width = classifier.params.frames_per_window
+    out = []
+    for start in range(STARTS):
+        x = coeffs[:, start:]
+        if x.shape[1] < width:
+            x = np.tile(x, (1, -(-width // x.shape[1])))
+        windows = np.stack([x[:, s:s + width] for s in range(0, x.shape[1] - width + 1, hop_frames)])
+        out.append(float(np.mean(classifier.score_windows(windows.astype(np.float32)))))
+    return np.array(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--split", choices=["validation", "test"], default="validation")
+    parser.add_argument("--hops", default="94,47,31,23", help="window hops in frames (16 ms each)")
+    args = parser.parse_args()
+    import soundfile
+
+    classifier = Classifier.load()
+    seed = classifier.metadata.get("metrics", {}).get("seed", 20161)
+    splits = split_records(read_labels(args.data, "physionet2016"), seed=seed)
+    sets = {"validation": splits["validation"], args.split: splits[args.split]}
+    coeffs = {name: [] for name in sets}
+    for name, records in sets.items():
+        for record in records:
+            samples, rate = soundfile.read(str(args.data / record.name), dtype="float32")
+            analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
+            coeffs[name].append(dsp.recording_features(analysis, classifier.params))
+    labels = {name: np.array([r.label == "abnormal" for r in records]) for name, records in sets.items()}
+    print(f"shipped model, window hop in metadata {classifier.params.frames_per_hop} frames; "
+          f"{len(sets[args.split])} {args.split} recordings")
+    for hop in (int(h) for h in args.hops.split(",")):
+        scores = {name: np.array([start_scores(classifier, c, hop) for c in coeffs[name]]) for name in sets}
+        threshold = best_threshold(labels["validation"], scores["validation"][:, 0])
+        own = scores[args.split]
+        spread = own.max(axis=1) - own.min(axis=1)
+        flips = int(np.sum((own[:, 0] >= threshold) != (own[:, 1] >= threshold)))
+        m = screening_metrics(labels[args.split], own[:, 0] >= threshold, own[:, 0], bootstrap=0)
+        hop_s = dataclasses.replace(classifier.params, window_hop_s=hop * classifier.params.hop_length
+                                    / classifier.params.sr).window_hop_s
+        print(f"  hop {hop:3d} frames ({hop_s:.3f} s): P range over {STARTS} starts median {np.median(spread):.3f} "
+              f"p90 {np.percentile(spread, 90):.3f} max {spread.max():.3f}; {flips} verdicts change one frame "
+              f"later; threshold {threshold:.3f}: MAcc {m.macc:.3f} AUC {m.auc:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
