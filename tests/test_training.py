@@ -40,6 +40,23 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert "Trained on as a seventh source" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier._input["dtype"] == np.int8
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
+    assert meta["features"]["window_hop_s"] == 0.368  # the device's windows; training's stay 1.5 s
+
+    # --reevaluate: the same model judged with other windows, no training; the .tflite is untouched
+    tflite = (tmp_path / "heartpi-cnn.tflite").read_bytes()
+    result = subprocess.run([sys.executable, "-m", "model.train", "--reevaluate", "--window-hop", "0.752",
+                             "--subset", "4", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((tmp_path / "heartpi-cnn.json").read_text())
+    assert (tmp_path / "heartpi-cnn.tflite").read_bytes() == tflite and again["tflite_sha256"] == meta["tflite_sha256"]
+    assert again["features"]["window_hop_s"] == 0.752 and again["created"] == meta["created"]
+    (event,) = again["metrics"]["reevaluated"]
+    assert event["features_changed"] == {"window_hop_s": {"from": 0.368, "to": 0.752}}
+    assert event["threshold"] == {"from": meta["threshold"], "to": again["threshold"]}
+    assert again["metrics"]["split"] == meta["metrics"]["split"]  # the same recordings, the same split
+    assert "## Re-evaluated" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert Classifier.load(tmp_path / "heartpi-cnn.tflite").params.frames_per_hop == 47
 
 
 def test_record_split_never_puts_a_recording_in_two_splits():

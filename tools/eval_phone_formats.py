@@ -54,7 +54,7 @@ def main() -> int:
     test = split_records(read_labels(args.data, "physionet2016"), seed=seed)["test"]
     if args.limit:  # spread over the split (it is ordered by source set and label), not its first N
         test = test[:: -(-len(test) // args.limit)]
-    labels = np.array([r.label == "abnormal" for r in test], dtype=int)
+    labels = np.array([r.label for r in test], dtype=int)
     wav: dict[int, list] = {44100: [], 48000: []}
     later: list = []  # the 44.1 kHz WAV, one analysis frame (16 ms) later
     coded: dict[str, list] = {name: [] for name in FORMATS}

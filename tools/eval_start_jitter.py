@@ -63,7 +63,7 @@ def main() -> int:
             samples, rate = soundfile.read(str(args.data / record.name), dtype="float32")
             analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
             coeffs[name].append(dsp.recording_features(analysis, classifier.params))
-    labels = {name: np.array([r.label == "abnormal" for r in records]) for name, records in sets.items()}
+    labels = {name: np.array([r.label for r in records], dtype=int) for name, records in sets.items()}
     print(f"shipped model, window hop in metadata {classifier.params.frames_per_hop} frames; "
           f"{len(sets[args.split])} {args.split} recordings")
     for hop in (int(h) for h in args.hops.split(",")):

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -30,6 +30,21 @@ from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record
 
 log = logging.getLogger("model.train")
 MAX_TRAIN_WINDOWS_PER_VERSION = 8
+#: Training windows are cut every 1.5 s (then at most MAX_TRAIN_WINDOWS_PER_VERSION kept per
+#: version), as the shipped model was trained; the device's windows (``--window-hop``, in the
+#: metadata) are denser, see :data:`DEVICE_WINDOW_HOP_S`.
+TRAINING_WINDOW_HOP_S = 1.5
+#: The device scores a window every 23 analysis frames (0.368 s). The network pools three times
+#: by 2, so its score of a window depends on which of 8 frame alignments the sound falls on;
+#: an odd hop meets all 8 in consecutive windows, and the recording's mean averages them, so a
+#: verdict no longer moves with where the recording happened to start
+#: (tools/eval_start_jitter.py; the model card has the figures).
+DEVICE_WINDOW_HOP_S = 0.368
+
+
+def training_params(params: dsp.FeatureParams) -> dsp.FeatureParams:
+    """The features of training windows: the device's, cut every :data:`TRAINING_WINDOW_HOP_S`."""
+    return replace(params, window_hop_s=TRAINING_WINDOW_HOP_S)
 
 
 def _windows_of(args) -> list[np.ndarray]:
@@ -285,11 +300,57 @@ def uncertainty_limit(windows: list[np.ndarray], score, quantile: float = 99.0) 
     return float(np.percentile(spreads, quantile)) if spreads else 1e9
 
 
+def _external(args) -> list[Record]:
+    """Yaseen's recordings, the device never trained on, when they are there."""
+    if not (args.data / YASEEN).exists():
+        return []
+    external = read_labels(args.data, YASEEN)
+    load_audio(external, args.data, args.cache, args.workers)
+    return external
+
+
+def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits: dict, *, workers: int,
+                        external: Sequence[Record] = ()) -> tuple[float, float, dict]:
+    """(threshold, poor-signal limit, figures): the threshold and the window-spread limit are
+    chosen on the validation split with the int8 model the device runs, windows cut as
+    ``params`` says (the device's windows); only then are the test split and the external
+    device scored. The float model's own threshold is chosen the same way, for the int8 drop."""
+    provisional = metadata_for(params, 0.5, 1e9, tflite, {})
+    int8 = Classifier(tflite, provisional)
+    validation, test = splits["validation"], splits["test"]
+    val_windows = record_windows(validation, params, workers)
+    val_labels = np.array([r.label for r in validation])
+    int8_val = record_scores(val_windows, int8.score_windows)
+    threshold = best_threshold(val_labels, int8_val)
+    uncertainty = uncertainty_limit(val_windows, int8.score_windows)
+
+    # The headline test figures are PhysioNet's test split alone, comparable whatever else
+    # was trained on; a trained-on Yaseen gets its own row (per source).
+    test_windows = record_windows(test, params, workers)
+    test_labels = np.array([r.label for r in test])
+    physionet = np.array([r.source != YASEEN for r in test])
+    float_scores = record_scores(test_windows, keras_scorer(model))
+    float_threshold = best_threshold(val_labels, record_scores(val_windows, keras_scorer(model)))
+    int8_scores = record_scores(test_windows, int8.score_windows)
+    figures = {
+        "split": {k: len(v) for k, v in splits.items()},
+        "validation_int8": evaluate(val_labels, int8_val, threshold),
+        "test_float": evaluate(test_labels[physionet], float_scores[physionet], float_threshold),
+        "test_int8": evaluate(test_labels[physionet], int8_scores[physionet], threshold),
+        "test_int8_per_source": per_source(test, int8_scores, threshold),
+        "float_threshold": float_threshold,
+    }
+    if external:
+        ext_scores = record_scores(record_windows(external, params, workers), int8.score_windows)
+        figures["external_yaseen2018_int8"] = evaluate(np.array([r.label for r in external]), ext_scores, threshold)
+    return threshold, uncertainty, figures
+
+
 def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
                versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int,
                tricks: Tricks = Tricks()):
     x, y, w = training_windows(train, versions)
-    val_windows = record_windows(validation, params, workers)
+    val_windows = record_windows(validation, training_params(params), workers)
     xv = np.concatenate(val_windows)[..., None]
     yv = np.concatenate([np.full(len(win), r.label, np.float32) for win, r in zip(val_windows, validation)])
     sources = None
@@ -314,12 +375,12 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         if not test:
             continue
         splits = split_records(rest, seed=seed, test=0.0, validation=0.15)
-        model, _, val_windows = train_once(splits["train"], splits["validation"], params,
+        model, _, _ = train_once(splits["train"], splits["validation"], params,
                                            versions=versions, epochs=epochs, seed=seed, workers=workers,
                                            tricks=tricks)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
-        val_scores = record_scores(val_windows, score)
+        val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
         threshold = best_threshold(val_labels, val_scores)
         labels = np.array([r.label for r in test])
         scores = record_scores(record_windows(test, params, workers), score)
@@ -363,6 +424,55 @@ def first_per_group(records: Sequence[Record], n: int) -> list[Record]:
     return subset
 
 
+def reevaluate(args, params: dsp.FeatureParams) -> int:
+    """``--reevaluate``: the model in ``args.out`` judged again with ``params`` (the device's
+    feature settings, e.g. a new window hop), without training: threshold and poor-signal limit
+    chosen on validation, then the test split and Yaseen scored, by :func:`choose_and_evaluate`
+    as after training. The metadata keeps what training measured that this does not redo
+    (leave-one-source-out, the seeds, the training data) and says what was re-evaluated when."""
+    import tensorflow as tf
+
+    metadata_file = args.out / "heartpi-cnn.json"
+    old = json.loads(metadata_file.read_text())
+    tflite = (args.out / "heartpi-cnn.tflite").read_bytes()
+    if sha256_bytes(tflite) != old["tflite_sha256"]:
+        raise SystemExit(f"{args.out}: the .tflite does not match its metadata; nothing re-evaluated")
+    model = tf.keras.models.load_model(args.out / "heartpi-cnn-float.keras")
+    seed = old["metrics"]["seed"]
+    records = read_labels(args.data, "physionet2016")
+    if old["metrics"].get("trained_on_yaseen2018"):
+        records += read_labels(args.data, YASEEN)
+    if args.subset:  # a smoke run's model, re-evaluated on the same recordings and split
+        records = first_per_group(records, args.subset)
+    load_audio(records, args.data, args.cache, args.workers)
+    splits = split_records(records, seed=seed)
+    external = [] if args.subset or old["metrics"].get("trained_on_yaseen2018") else _external(args)
+    threshold, uncertainty, figures = choose_and_evaluate(tflite, model, params, splits, workers=args.workers,
+                                                          external=external)
+    before = dsp.FeatureParams.from_dict(old["features"]).to_dict()  # what the device ran, defaults filled in
+    changed = {k: (before[k], v) for k, v in params.to_dict().items() if before[k] != v}
+    metrics = {**old["metrics"], **figures}
+    metrics.setdefault("reevaluated", []).append({
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        "features_changed": {k: {"from": a, "to": b} for k, (a, b) in changed.items()},
+        "threshold": {"from": old["threshold"], "to": threshold},
+        "why": args.why,
+        "not_redone": "leave-one-source-out (its folds' models are not kept): measured with the features "
+                      "the model was trained with"})
+    metadata = metadata_for(params, threshold, uncertainty, tflite,
+                            {"training_data": old["training_data"], "metrics": metrics})
+    metadata["created"] = old["created"]
+    from model.train.card import render
+
+    ablation_file = args.out / "ablations.json"
+    ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
+    (args.out / "MODEL_CARD.md").write_text(render(metadata, ablations=ablations))
+    metadata_file.write_text(json.dumps(metadata, indent=1) + "\n")
+    log.info("re-evaluated %s with %s: threshold %.3f (was %.3f), test int8 MAcc %.3f (was %.3f)", metadata_file,
+             changed, threshold, old["threshold"], figures["test_int8"]["macc"], old["metrics"]["test_int8"]["macc"])
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HEARTPI_DATA", DEFAULT_DATA)))
@@ -402,6 +512,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--band-mask", type=int, default=0, metavar="BANDS", help="mask a random run of "
                         "0 to BANDS adjacent mel bands of each training window (0: off; SpecAugment's "
                         "frequency masking, done on the MFCCs)")
+    parser.add_argument("--window-hop", type=float, default=DEVICE_WINDOW_HOP_S, metavar="SECONDS",
+                        help="how often the device scores a window (metadata; training windows stay every "
+                             f"{TRAINING_WINDOW_HOP_S:g} s)")
+    parser.add_argument("--reevaluate", action="store_true", help="no training: choose the threshold and "
+                        "poor-signal limit of the model in --out again on validation with these feature "
+                        "settings (e.g. --window-hop), score the test split and Yaseen, and rewrite its "
+                        "metadata and model card (the .tflite is unchanged)")
+    parser.add_argument("--why", default="", help="with --reevaluate: why, and what decided it, for the "
+                        "model card")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -414,7 +533,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.experimental.enable_op_determinism()
     started = time.time()
     params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
-                               median_padding=args.median_padding)
+                               median_padding=args.median_padding, window_hop_s=args.window_hop)
+    if args.reevaluate:
+        return reevaluate(args, params)
 
     records = read_labels(args.data, "physionet2016")
     extra = read_labels(args.data, YASEEN) if args.with_yaseen else []
@@ -434,7 +555,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
-    versions = training_versions(train_pool, params, n_aug=args.augment, seed=args.seed,
+    versions = training_versions(train_pool, training_params(params), n_aug=args.augment, seed=args.seed,
                                  workers=args.workers, resonance=args.resonance)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
@@ -445,45 +566,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps(report["loso"], indent=1))
             return 0
 
-    model, x_train, val_windows = train_once(splits["train"], splits["validation"], params,
+    model, x_train, _ = train_once(splits["train"], splits["validation"], params,
                                              versions=versions, epochs=args.epochs, seed=init_seed,
                                              workers=args.workers, tricks=tricks)
     rng = np.random.default_rng(args.seed)
     representative = x_train[rng.choice(len(x_train), min(500, len(x_train)), replace=False), ..., 0]
     tflite = quantize(model, representative)
-    # Threshold and poor-signal rule from validation, on the int8 model the device runs.
-    provisional = metadata_for(params, 0.5, 1e9, tflite, {})
-    int8 = Classifier(tflite, provisional)
-    val_labels = np.array([r.label for r in splits["validation"]])
-    int8_val = record_scores(val_windows, int8.score_windows)
-    threshold = best_threshold(val_labels, int8_val)
-    uncertainty = uncertainty_limit(val_windows, int8.score_windows)
-
-    # The headline test figures are PhysioNet's test split alone, comparable whatever else
-    # was trained on; a trained-on Yaseen gets its own row (per source).
-    test = splits["test"]
-    test_windows = record_windows(test, params, args.workers)
-    test_labels = np.array([r.label for r in test])
-    physionet = np.array([r.source != YASEEN for r in test])
-    float_scores = record_scores(test_windows, keras_scorer(model))
-    float_threshold = best_threshold(val_labels, record_scores(val_windows, keras_scorer(model)))
-    int8_scores = record_scores(test_windows, int8.score_windows)
-    report.update({
-        "split": {k: len(v) for k, v in splits.items()},
-        "validation_int8": evaluate(val_labels, int8_val, threshold),
-        "test_float": evaluate(test_labels[physionet], float_scores[physionet], float_threshold),
-        "test_int8": evaluate(test_labels[physionet], int8_scores[physionet], threshold),
-        "test_int8_per_source": per_source(test, int8_scores, threshold),
-        "float_threshold": float_threshold,
-        "trained_on_yaseen2018": bool(extra),
-    })
-    external = []
-    if not extra and not args.subset and (args.data / YASEEN).exists():
-        external = read_labels(args.data, YASEEN)
-    if external:
-        load_audio(external, args.data, args.cache, args.workers)
-        ext_scores = record_scores(record_windows(external, params, args.workers), int8.score_windows)
-        report["external_yaseen2018_int8"] = evaluate(np.array([r.label for r in external]), ext_scores, threshold)
+    threshold, uncertainty, figures = choose_and_evaluate(
+        tflite, model, params, splits, workers=args.workers,
+        external=[] if extra or args.subset else _external(args))
+    report.update(figures)
+    report["trained_on_yaseen2018"] = bool(extra)
     report["training_seconds"] = round(time.time() - started)
     metadata = metadata_for(params, threshold, uncertainty, tflite, {
         "training_data": {
