@@ -465,10 +465,13 @@ def model_calibrate(args: argparse.Namespace) -> int:
 
     A stethoscope the model never heard shifts its scores; on held-out sources this step
     raised mean MAcc (model card, "calibrated"). The threshold becomes the quantile of the
-    healthy recordings' scores that gives the specificity the model had on validation.
+    healthy recordings' scores that gives the specificity the model had on validation. Each
+    recording is scored again from its audio by the model and feature settings in use now, so
+    the threshold fits what the device computes today, whatever scored it when it was made.
     """
     import numpy as np
 
+    import dsp
     from device.records import RecordStore
     from model import Classifier
 
@@ -493,17 +496,25 @@ def model_calibrate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     given = {r.id for r in recordings}
     recordings += [r for r in confirmed if r.id not in given]
-    usable = [r for r in recordings if r.p_abnormal is not None and r.verdict != "poor_signal"
-              and r.model_sha256 == classifier.sha256]
+    usable, scores = [], []
+    for rec in recordings:
+        try:
+            verdict = classifier.classify_file(config.recordings_dir / rec.file)
+        except dsp.BadAudioError:  # audio gone or damaged (the backup command names such files)
+            continue
+        if verdict.p_abnormal is not None and verdict.label != "poor_signal":
+            usable.append(rec)
+            scores.append(verdict.p_abnormal)
     if len(usable) < Classifier.MIN_CALIBRATION_RECORDINGS:
-        _line(False, "calibration", f"{len(usable)} usable recordings (good signal, scored by this model); "
+        _line(False, "calibration", f"{len(usable)} usable recordings (audio on this device, good signal); "
               f"record at least {Classifier.MIN_CALIBRATION_RECORDINGS} healthy people on this device")
         return EXIT_FAILED
     specificity = args.specificity or classifier.metadata.get("metrics", {}).get(
         "validation_int8", {}).get("specificity", 0.85)
-    threshold = float(np.quantile([r.p_abnormal for r in usable], min(0.99, specificity)))
+    threshold = float(np.quantile(scores, min(0.99, specificity)))
     threshold = float(np.clip(threshold, 0.01, 0.99))
-    data = {"model_sha256": classifier.sha256, "threshold": threshold, "specificity": specificity,
+    data = {"model_sha256": classifier.sha256, "features": classifier.params.to_dict(),
+            "threshold": threshold, "specificity": specificity,
             "recordings": len(usable), "recording_ids": [r.id for r in usable],
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     from device.storage import atomic_write

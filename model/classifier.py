@@ -148,6 +148,15 @@ class Classifier:
             log.warning("calibration %s ignored: it was made for model %s, this is %s; run "
                         "'heartpi model calibrate' again", path, made_for[:12], self.sha256[:12])
             return False
+        # The same network cutting its windows differently scores differently (the window hop
+        # changed on 2026-11-30; calibrations made before then carry no settings, at 1.5 s).
+        made_with = dsp.FeatureParams.from_dict(data.get("features") or {"window_hop_s": 1.5})
+        if made_with != self.params:
+            log.warning("calibration %s ignored: it was made with other feature settings (%s); run "
+                        "'heartpi model calibrate' again", path, ", ".join(
+                            f"{k} {v} now {getattr(self.params, k)}" for k, v in made_with.to_dict().items()
+                            if v != getattr(self.params, k)))
+            return False
         if not 0.0 < threshold < 1.0:
             log.warning("calibration %s ignored: threshold %r outside (0, 1)", path, threshold)
             return False

@@ -225,3 +225,30 @@ def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
         "ABNORMAL: REFER", "ABNORMAL: REFER"]
     analysed = _heartpi("analyze", files[0])
     assert analysed.returncode == 0 and "M4A/MP4 (AAC), 20.0 s at 44100 Hz" in analysed.stdout, analysed.stdout
+
+
+def test_a_verdict_does_not_move_with_where_the_recording_starts(classifier):
+    """The network pools three times by 2, so it sees a window differently 16 ms (one frame)
+    later; the shipped window hop (odd in frames) lets a recording's windows meet all 8
+    alignments, so its mean hardly moves when the recording starts 0..7 frames later. At the
+    old 1.5 s hop (even) the same recordings moved about three times as far."""
+    import dataclasses
+
+    frame = classifier.params.hop_length  # samples at 2 kHz, as the reference recordings are
+    assert classifier.params.frames_per_hop % 2 == 1
+
+    def spread(c: Classifier, samples, rate) -> float:
+        ps = [c.classify(np.concatenate([np.zeros(k * frame, np.float32), samples]), rate).p_abnormal
+              for k in range(8)]
+        return max(ps) - min(ps)
+
+    old = Classifier.load()
+    old.params = dataclasses.replace(classifier.params, window_hop_s=1.5)
+    shipped, before = [], []
+    for path in reference_files("normal") + reference_files("abnormal"):
+        samples, rate = dsp.read_wav(path)
+        assert rate == 2000
+        shipped.append(spread(classifier, samples, rate))
+        before.append(spread(old, samples, rate))
+    assert max(shipped) <= 0.08, shipped
+    assert sum(shipped) <= 0.5 * sum(before), (shipped, before)

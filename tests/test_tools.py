@@ -240,41 +240,61 @@ def test_provisioned_device_serves_the_page_over_tls(tmp_path):
         server.wait(20)
 
 
+def _recording(store, data, name, samples, model, **fields):
+    """A recording whose audio is on the card, as the device would have stored it."""
+    import dsp
+
+    path = data / "recordings" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dsp.wav_bytes(samples, 2000))
+    defaults = dict(sha256="0" * 64, duration_s=samples.size / 2000, rate=2000, source="device", device_id="box",
+                    verdict="normal", p_abnormal=0.5, model_sha256=model.sha256)
+    return store.add_recording(file=name, **{**defaults, **fields})
+
+
 def test_model_calibrate_sets_a_per_device_threshold(tmp_path):
+    """The threshold is the quantile of the named healthy recordings' scores, each scored again
+    from its audio by the model and windows in use now (not the score stored when it was made)."""
+    import dsp
     from device.records import RecordStore
     from model import Classifier
 
     data = tmp_path / "data"
     model = Classifier.load()
     store = RecordStore(data / "heartpi.sqlite3")
-    scores = [0.02 * (i + 1) for i in range(25)]  # 0.02 ... 0.50: a device that scores healthy hearts high
-    ids = [store.add_recording(file=f"r{i}.wav", sha256="0" * 64, duration_s=20, rate=48000, source="device",
-                               device_id="box", verdict="normal", p_abnormal=p, model_sha256=model.sha256)
-           for i, p in enumerate(scores)]
-    poor = store.add_recording(file="poor.wav", sha256="0" * 64, duration_s=20, rate=48000, source="device",
-                               device_id="box", verdict="poor_signal", p_abnormal=0.99, model_sha256=model.sha256)
+    normals = [dsp.read_wav(path)[0] for path in reference_wavs() if path.name.startswith("normal")]
+    hearts = [normals[i % 2][2000 * (i // 2):2000 * (i // 2 + 8)] for i in range(25)]  # 8 s of two healthy hearts
+    scores = [model.classify(h, 2000).p_abnormal for h in hearts]
+    assert all(p is not None for p in scores) and max(scores) - min(scores) > 0.05
+    ids = [_recording(store, data, f"r{i}.wav", h, model, p_abnormal=0.99) for i, h in enumerate(hearts)]
+    silent = _recording(store, data, "poor.wav", np.zeros(24000, np.float32), model, verdict="poor_signal")
+    gone = store.add_recording(file="gone.wav", sha256="0" * 64, duration_s=20, rate=2000, source="device",
+                               device_id="box", verdict="normal", p_abnormal=0.99, model_sha256=model.sha256)
     store.close()
     env = {"HEARTPI_DATA_DIR": str(data)}
     too_few = run_cli("model", "calibrate", *map(str, ids[:10]), env=env)
     assert too_few.returncode == 1 and "record at least 20 healthy people" in too_few.stdout
     assert run_cli("model", "calibrate", "999", env=env).returncode == 1
 
-    done = run_cli("model", "calibrate", "--specificity", "0.9", *map(str, ids + [poor]), env=env)
+    done = run_cli("model", "calibrate", "--specificity", "0.9", *map(str, ids + [silent, gone]), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     calibration = json.loads((data / "models" / "calibration.json").read_text())
-    expected = float(np.quantile(scores, 0.9))
-    assert calibration["threshold"] == pytest.approx(expected) and calibration["recordings"] == 25
+    expected = float(np.quantile(scores, 0.9))  # the stored 0.99s, the silence and the missing file play no part
+    assert calibration["threshold"] == pytest.approx(expected, abs=1e-6) and calibration["recordings"] == 25
+    assert calibration["features"] == model.params.to_dict()
     calibrated = Classifier.load(calibration=data / "models" / "calibration.json")
-    assert calibrated.calibrated and calibrated.threshold == pytest.approx(expected)
+    assert calibrated.calibrated and calibrated.threshold == pytest.approx(expected, abs=1e-6)
     verdict = calibrated.classify_file(reference_wavs()[0])
-    assert verdict.threshold == pytest.approx(expected)
+    assert verdict.threshold == pytest.approx(expected, abs=1e-6)
     info = run_cli("model", "info", env=env)
     assert "calibrated for this device" in info.stdout
 
-    calibration["model_sha256"] = "f" * 64  # made for another model: ignored
-    (data / "models" / "calibration.json").write_text(json.dumps(calibration))
-    other = Classifier.load(calibration=data / "models" / "calibration.json")
-    assert not other.calibrated and other.threshold == model.threshold
+    for key, value in (("features", {**model.params.to_dict(), "window_hop_s": 1.5}),  # other windows
+                       ("features", None),              # made before the window hop changed
+                       ("model_sha256", "f" * 64)):     # made for another model
+        (data / "models" / "calibration.json").write_text(json.dumps({**calibration, key: value}))
+        other = Classifier.load(calibration=data / "models" / "calibration.json")
+        assert not other.calibrated and other.threshold == model.threshold, key
 
     assert run_cli("model", "calibrate", "--reset", env=env).returncode == 0
     assert not (data / "models" / "calibration.json").exists()
@@ -285,6 +305,7 @@ def test_model_calibrate_from_clinicians_findings_on_this_device(tmp_path):
     healthy: not uploads, not other devices, not people found abnormal or not yet examined."""
     import socket
 
+    import dsp
     from device.records import RecordStore
     from model import Classifier
 
@@ -292,21 +313,22 @@ def test_model_calibrate_from_clinicians_findings_on_this_device(tmp_path):
     model = Classifier.load()
     store = RecordStore(data / "heartpi.sqlite3")
     here = socket.gethostname()
+    healthy = dsp.read_wav([p for p in reference_wavs() if p.name.startswith("normal")][0])[0]
+    abnormal, _ = dsp.read_wav(reference_wavs()[0])  # scores ~0.97: counted by mistake, it would show
 
-    def add(n, p, *, finding, device_id=here, source="device"):
-        ids = [store.add_recording(file=f"{device_id}-{source}-{finding}-{p}-{i}.wav", sha256="0" * 64, duration_s=20,
-                                   rate=48000, source=source, device_id=device_id, verdict="normal",
-                                   p_abnormal=p, model_sha256=model.sha256) for i in range(n)]
+    def add(n, samples, *, finding, device_id=here, source="device"):
+        ids = [_recording(store, data, f"{device_id}-{source}-{finding}-{i}.wav", samples, model, source=source,
+                          device_id=device_id) for i in range(n)]
         for rec_id in ids:
             if finding:
                 store.set_finding(rec_id, finding, actor="user:1:doc@clinic.test")
         return ids
 
-    add(22, 0.30, finding="normal")
-    add(5, 0.95, finding="normal", source="upload")    # a phone: another device
-    add(5, 0.95, finding="normal", device_id="other-box")
-    add(5, 0.95, finding="abnormal")
-    add(5, 0.95, finding=None)
+    add(22, healthy, finding="normal")
+    add(5, abnormal, finding="normal", source="upload")    # a phone: another device
+    add(5, abnormal, finding="normal", device_id="other-box")
+    add(5, abnormal, finding="abnormal")
+    add(5, abnormal, finding=None)
     store.close()
     env = {"HEARTPI_DATA_DIR": str(data)}
     nothing = run_cli("model", "calibrate", env=env)
@@ -314,7 +336,8 @@ def test_model_calibrate_from_clinicians_findings_on_this_device(tmp_path):
     done = run_cli("model", "calibrate", "--confirmed-normal", "--specificity", "0.9", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     calibration = json.loads((data / "models" / "calibration.json").read_text())
-    assert calibration["recordings"] == 22 and calibration["threshold"] == pytest.approx(0.30)
+    expected = model.classify(healthy, 2000).p_abnormal
+    assert calibration["recordings"] == 22 and calibration["threshold"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_selftest_says_when_phone_recordings_cannot_be_decoded(monkeypatch, capsys):
