@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import dsp  # noqa: E402
 from dsp import filters  # noqa: E402
 from model import Classifier  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, read_labels, split_records  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
 
 RATES = (48000, 44100, 32000, 96000)
 
@@ -57,8 +57,7 @@ def main() -> int:
     import soundfile
 
     classifier = Classifier.load()
-    seed = classifier.metadata.get("metrics", {}).get("seed", 20161)
-    test = split_records(read_labels(args.data, "physionet2016"), seed=seed)["test"]
+    test = model_splits(classifier.metadata, args.data)["test"]
     if args.limit:
         test = test[: args.limit]
     base: list[tuple[str, float]] = []

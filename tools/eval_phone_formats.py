@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, read_labels, split_records  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
 from tests.conftest import encode_compressed  # noqa: E402
 
 #: label -> (container, codec, rate, bit rate)
@@ -50,8 +50,7 @@ def main() -> int:
     import soundfile
 
     classifier = Classifier.load()
-    seed = classifier.metadata.get("metrics", {}).get("seed", 20161)
-    test = split_records(read_labels(args.data, "physionet2016"), seed=seed)["test"]
+    test = model_splits(classifier.metadata, args.data)["test"]
     if args.limit:  # spread over the split (it is ordered by source set and label), not its first N
         test = test[:: -(-len(test) // args.limit)]
     labels = np.array([r.label for r in test], dtype=int)

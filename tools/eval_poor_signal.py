@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, YASEEN, read_labels, split_records  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, YASEEN, model_splits, read_labels  # noqa: E402
 
 RATE = 8000
 SECONDS = 20
@@ -113,9 +113,7 @@ def main() -> int:
     from model.train.dataset import load_audio
 
     classifier = Classifier.load()
-    seed = classifier.metadata.get("metrics", {}).get("seed", 20161)
-    records = read_labels(args.data, "physionet2016")
-    splits = split_records(records, seed=seed)
+    splits = model_splits(classifier.metadata, args.data)
     clean = [r for r in splits["test"] if r.sqi == 1]
     load_audio(splits["train"][:40] + clean, args.data)
     bad = list(bad_recordings(splits["train"][:40], np.random.default_rng(7)))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import best_threshold, screening_metrics  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, read_labels, split_records  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
 
 STARTS = 8  #: 2 ** (the network's stride-2 poolings)
 
@@ -54,8 +54,7 @@ def main() -> int:
     import soundfile
 
     classifier = Classifier.load()
-    seed = classifier.metadata.get("metrics", {}).get("seed", 20161)
-    splits = split_records(read_labels(args.data, "physionet2016"), seed=seed)
+    splits = model_splits(classifier.metadata, args.data)
     sets = {"validation": splits["validation"], args.split: splits[args.split]}
     coeffs = {name: [] for name in sets}
     for name, records in sets.items():

@@ -98,3 +98,10 @@ def split_records(records: Sequence[Record], *, seed: int, test: float = 0.2,
             split = "test" if rank < n_test else "validation" if rank < n_test + n_val else "train"
             out[split].append(members[index])
     return out
+
+
+def model_splits(metadata: dict, data_dir: Path) -> dict[str, list[Record]]:
+    """The PhysioNet split a shipped model was made with (its metadata's seed), for the
+    evaluation tools: its test recordings are the ones the model never saw."""
+    seed = metadata.get("metrics", {}).get("seed", 20161)
+    return split_records(read_labels(data_dir, "physionet2016"), seed=seed)
