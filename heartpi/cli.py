@@ -55,7 +55,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         report = dsp.quality(samples, rate)
         bpm = f"{report.heart_rate_bpm:.0f} bpm" if report.heart_rate_bpm else "no heart rate"
         verdict = "quality ok" if report.ok else "poor signal: " + ", ".join(report.reasons)
-        print(f"{path}: {'' if not audio.decoded else audio.format + ', '}{report.duration_s:.1f} s at {rate} Hz, level {report.rms_dbfs:.1f} dBFS, "
+        decoded = f"{audio.format}, " if audio.decoded else ""
+        print(f"{path}: {decoded}{report.duration_s:.1f} s at {rate} Hz, level {report.rms_dbfs:.1f} dBFS, "
               f"clipped {100 * report.clipped_fraction:.2f}%, heart-band share "
               f"{report.band_share_db:.1f} dB, periodicity {report.periodicity:.2f}, {bpm}; {verdict}")
     return EXIT_FAILED if failed else EXIT_OK

@@ -256,13 +256,13 @@ def upload():
         store.audit(actor(), "upload.rejected", "", str(exc)[:200])
         return page(f"This file cannot be used: {exc}", 400)
     patient_id = wanted_id if wanted_id is not None and store.get_patient(wanted_id) else None
-    samples, rate = audio.samples, audio.rate
+    # A phone's compressed recording is kept as a 16-bit WAV, and that WAV is what is analysed:
+    # every page, export and backup reads WAV, and the sha256 names exactly what the verdict heard.
+    kept = dsp.wav_bytes(audio.samples, audio.rate) if audio.decoded else data
+    samples, rate = dsp.read_wav(kept) if audio.decoded else (audio.samples, audio.rate)
+    how = f" ({audio.format}, kept as WAV)" if audio.decoded else ""
     verdict = classify(samples, rate)
     config = get_config()
-    # A phone's compressed recording is kept as the WAV that was analysed: every page, export
-    # and backup reads WAV, and the sha256 then names exactly what the verdict heard.
-    kept = dsp.wav_bytes(samples, rate) if audio.decoded else data
-    how = f" ({audio.format}, kept as WAV)" if audio.decoded else ""
     try:
         relative, sha = store_recording(config.recordings_dir, kept, min_free_mb=config.storage.min_free_mb,
                                         prefix="upload")

@@ -424,9 +424,10 @@ def first_per_group(records: Sequence[Record], n: int) -> list[Record]:
     return subset
 
 
-def reevaluate(args, params: dsp.FeatureParams) -> int:
-    """``--reevaluate``: the model in ``args.out`` judged again with ``params`` (the device's
-    feature settings, e.g. a new window hop), without training: threshold and poor-signal limit
+def reevaluate(args) -> int:
+    """``--reevaluate``: the model in ``args.out`` judged again with another window hop
+    (``--window-hop``; every other feature setting stays the model's own, since those change
+    what the network was trained to read), without training: threshold and poor-signal limit
     chosen on validation, then the test split and Yaseen scored, by :func:`choose_and_evaluate`
     as after training. The metadata keeps what training measured that this does not redo
     (leave-one-source-out, the seeds, the training data) and says what was re-evaluated when."""
@@ -438,6 +439,7 @@ def reevaluate(args, params: dsp.FeatureParams) -> int:
     if sha256_bytes(tflite) != old["tflite_sha256"]:
         raise SystemExit(f"{args.out}: the .tflite does not match its metadata; nothing re-evaluated")
     model = tf.keras.models.load_model(args.out / "heartpi-cnn-float.keras")
+    params = replace(dsp.FeatureParams.from_dict(old["features"]), window_hop_s=args.window_hop)
     seed = old["metrics"]["seed"]
     records = read_labels(args.data, "physionet2016")
     if old["metrics"].get("trained_on_yaseen2018"):
@@ -516,9 +518,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="how often the device scores a window (metadata; training windows stay every "
                              f"{TRAINING_WINDOW_HOP_S:g} s)")
     parser.add_argument("--reevaluate", action="store_true", help="no training: choose the threshold and "
-                        "poor-signal limit of the model in --out again on validation with these feature "
-                        "settings (e.g. --window-hop), score the test split and Yaseen, and rewrite its "
-                        "metadata and model card (the .tflite is unchanged)")
+                        "poor-signal limit of the model in --out again on validation with --window-hop (its "
+                        "other feature settings stay its own), score the test split and Yaseen, and rewrite "
+                        "its metadata and model card (the .tflite is unchanged)")
     parser.add_argument("--why", default="", help="with --reevaluate: why, and what decided it, for the "
                         "model card")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
@@ -535,7 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
                                median_padding=args.median_padding, window_hop_s=args.window_hop)
     if args.reevaluate:
-        return reevaluate(args, params)
+        return reevaluate(args)
 
     records = read_labels(args.data, "physionet2016")
     extra = read_labels(args.data, YASEEN) if args.with_yaseen else []
