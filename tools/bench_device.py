@@ -64,10 +64,14 @@ def idle_figures(data_dir: Path, inputs: Path, seconds: float, presses: int = 3)
                              "--input", str(inputs)],
                             cwd=ROOT, env=env, stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    from device.gpio import PATTERNS, READY
+
+    ready = f"[LEDs] {PATTERNS[READY].words}"  # what the simulation prints for the ready light
+    watchdog = threading.Timer(120 + seconds, proc.kill)  # a daemon that never gets there ends the wait
+    watchdog.start()
     try:
-        for line in proc.stdout:
-            if "ready, press the button" in line:
-                break
+        if not any(ready in line for line in proc.stdout):
+            raise SystemExit("the simulated daemon never showed the ready light; its output ended first")
         time.sleep(2.0)  # let start-up settle
         start_rss = _rss_mb(proc.pid)
         for _ in range(presses):
@@ -81,6 +85,7 @@ def idle_figures(data_dir: Path, inputs: Path, seconds: float, presses: int = 3)
         cpu_share = (_cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
         used_rss = _rss_mb(proc.pid)
     finally:
+        watchdog.cancel()
         proc.terminate()
         proc.wait(30)
         os.close(master)
