@@ -49,7 +49,7 @@ def _reevaluations(m: dict) -> list[str]:
     for event in m.get("reevaluated", []):
         changes = ", ".join(f"{k} {v['from']:g} → {v['to']:g}" for k, v in event["features_changed"].items())
         lines += [f"## Re-evaluated {event['date']}: {changes}",
-                  "The network and its int8 file are unchanged; only the settings above are. "
+                  "The network and its int8 file are unchanged; only the setting in this heading changed. "
                   + (event.get("why", "") + " " if event.get("why") else "")
                   + f"The threshold ({event['threshold']['from']:.3f} → {event['threshold']['to']:.3f}) and "
                   "the poor-signal limit were chosen again on validation, then the test split and the external "
