@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BadAudioError
-from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_RATE_HZ, MIN_DURATION_S, MIN_RATE_HZ, PathOrFile,
+from .wav import (MAX_DURATION_S, MIN_DURATION_S, PathOrFile, check_channels, check_duration, check_rate,
                   read_bytes, read_wav, sniff_other_format, with_article)
 
 #: Integer sample formats FFmpeg's decoders hand out, and the scale to [-1, 1].
@@ -74,7 +74,7 @@ def _decode(data: bytes, kind: str, *, min_seconds: float, max_seconds: float) -
             if stream is None:
                 raise BadAudioError(f"this {kind} file holds no sound (a video without audio?). Record again.")
             rate = int(stream.codec_context.sample_rate or 0)
-            _check_rate(rate)
+            check_rate(rate)
             chunks: list[np.ndarray] = []
             frames = 0
             limit = int(max_seconds * rate) + 1
@@ -94,28 +94,17 @@ def _decode(data: bytes, kind: str, *, min_seconds: float, max_seconds: float) -
         raise BadAudioError(damaged) from exc
     if frames == 0:
         raise BadAudioError(f"this {kind} recording contains no audio. Record again.")
-    duration = frames / rate
-    if duration < min_seconds:
-        raise BadAudioError(f"recording too short: {duration:.1f} s, need at least {min_seconds:.0f} s. "
-                            "Hold the stethoscope still and record again.")
+    check_duration(frames / rate, min_seconds, max_seconds)
     samples = np.concatenate(chunks)
     if not np.all(np.isfinite(samples)):
         raise BadAudioError(damaged)
     return np.clip(samples, -1.0, 1.0).astype(np.float32), rate
 
 
-def _check_rate(rate: int) -> None:
-    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise BadAudioError(f"unsupported sample rate: {rate} Hz; use between {MIN_RATE_HZ} and "
-                            f"{MAX_RATE_HZ} Hz (for example 8000 or 44100 Hz).")
-
-
 def _mono(frame) -> np.ndarray:
     """One decoded frame as float mono: channels averaged, as :func:`dsp.read_wav` does."""
     channels = len(frame.layout.channels)
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise BadAudioError(f"the recording has {channels} channels; a stethoscope recording has 1 or 2 "
-                            f"(at most {MAX_CHANNELS} accepted).")
+    check_channels(channels)  # none at all cannot be reshaped below: a damaged file
     array = frame.to_ndarray()
     if not frame.format.is_planar:  # packed: one row of interleaved samples
         array = array.reshape(-1, channels).T

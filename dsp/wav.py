@@ -211,28 +211,42 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
     fmt, channels, rate, block_align, bits = fmt_info
     if channels == 0:
         raise BadAudioError("the WAV header is damaged (it declares zero channels). " + _RE_EXPORT)
-    if channels > MAX_CHANNELS:
-        raise BadAudioError(f"the recording has {channels} channels; a stethoscope recording "
-                            f"has 1 or 2 (at most {MAX_CHANNELS} accepted).")
-    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise BadAudioError(f"unsupported sample rate: {rate} Hz; use between {MIN_RATE_HZ} and "
-                            f"{MAX_RATE_HZ} Hz (for example 4000, 8000 or 44100 Hz).")
+    check_channels(channels)
+    check_rate(rate)
     if bits == 0 or bits % 8 or block_align != channels * bits // 8:
         raise BadAudioError("the WAV header is damaged (inconsistent sample size). " + _RE_EXPORT)
     usable = len(raw) - len(raw) % block_align  # a partial last frame is dropped
     frames = usable // block_align
     if frames == 0:
         raise BadAudioError("the recording contains no audio. Record again.")
-    duration = frames / rate
+    check_duration(frames / rate, min_seconds, max_seconds)
+    samples = _decode(raw[:usable], fmt, bits, channels)
+    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1, dtype=np.float64)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def check_channels(channels: int) -> None:
+    """The limit on channels, for a WAV and for a decoded recording alike."""
+    if channels > MAX_CHANNELS:
+        raise BadAudioError(f"the recording has {channels} channels; a stethoscope recording "
+                            f"has 1 or 2 (at most {MAX_CHANNELS} accepted).")
+
+
+def check_rate(rate: int) -> None:
+    """The sample-rate range, for a WAV and for a decoded recording alike."""
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise BadAudioError(f"unsupported sample rate: {rate} Hz; use between {MIN_RATE_HZ} and "
+                            f"{MAX_RATE_HZ} Hz (for example 4000, 8000 or 44100 Hz).")
+
+
+def check_duration(duration: float, min_seconds: float, max_seconds: float) -> None:
+    """The duration range, for a WAV and for a decoded recording alike."""
     if duration < min_seconds:
         raise BadAudioError(f"recording too short: {duration:.1f} s, need at least "
                             f"{min_seconds:.0f} s. Hold the stethoscope still and record again.")
     if duration > max_seconds:
         raise BadAudioError(f"recording too long: {duration:.0f} s, the limit is "
                             f"{max_seconds:.0f} s. Trim it or record again.")
-    samples = _decode(raw[:usable], fmt, bits, channels)
-    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1, dtype=np.float64)
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
 def write_wav(target: Union[str, os.PathLike, BinaryIO], samples: np.ndarray, rate: int) -> None:

@@ -246,6 +246,15 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     return "\n".join(lines)
 
 
+def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None) -> Path:
+    """Render ``folder``'s MODEL_CARD.md from ``metadata`` and the ablation table kept beside it."""
+    ablation_file = folder / "ablations.json"
+    ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
+    card = folder / "MODEL_CARD.md"
+    card.write_text(render(metadata, bench, ablations, poor))
+    return card
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--assets", type=Path, default=ASSETS)
@@ -254,11 +263,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
-    ablation_file = args.assets / "ablations.json"
-    ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
     poor = "```\n" + args.poor.read_text().strip() + "\n```" if args.poor else None
-    (args.assets / "MODEL_CARD.md").write_text(render(meta, bench, ablations, poor))
-    print(args.assets / "MODEL_CARD.md")
+    print(write_card(args.assets, meta, bench, poor))
     return 0
 
 

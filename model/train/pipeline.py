@@ -362,7 +362,7 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
                                    for win, r in zip(val_windows, validation)]))
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
     model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources)
-    return model, x, val_windows
+    return model, x
 
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
@@ -375,9 +375,8 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         if not test:
             continue
         splits = split_records(rest, seed=seed, test=0.0, validation=0.15)
-        model, _, _ = train_once(splits["train"], splits["validation"], params,
-                                           versions=versions, epochs=epochs, seed=seed, workers=workers,
-                                           tricks=tricks)
+        model, _ = train_once(splits["train"], splits["validation"], params, versions=versions,
+                              epochs=epochs, seed=seed, workers=workers, tricks=tricks)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
         val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
@@ -439,7 +438,8 @@ def reevaluate(args) -> int:
     if sha256_bytes(tflite) != old["tflite_sha256"]:
         raise SystemExit(f"{args.out}: the .tflite does not match its metadata; nothing re-evaluated")
     model = tf.keras.models.load_model(args.out / "heartpi-cnn-float.keras")
-    params = replace(dsp.FeatureParams.from_dict(old["features"]), window_hop_s=args.window_hop)
+    before = dsp.FeatureParams.from_dict(old["features"])  # what the device ran, defaults filled in
+    params = replace(before, window_hop_s=args.window_hop)
     seed = old["metrics"]["seed"]
     records = read_labels(args.data, "physionet2016")
     if old["metrics"].get("trained_on_yaseen2018"):
@@ -451,8 +451,7 @@ def reevaluate(args) -> int:
     external = [] if args.subset or old["metrics"].get("trained_on_yaseen2018") else _external(args)
     threshold, uncertainty, figures = choose_and_evaluate(tflite, model, params, splits, workers=args.workers,
                                                           external=external)
-    before = dsp.FeatureParams.from_dict(old["features"]).to_dict()  # what the device ran, defaults filled in
-    changed = {k: (before[k], v) for k, v in params.to_dict().items() if before[k] != v}
+    changed = {k: (getattr(before, k), v) for k, v in params.to_dict().items() if getattr(before, k) != v}
     metrics = {**old["metrics"], **figures}
     metrics.setdefault("reevaluated", []).append({
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
@@ -464,11 +463,9 @@ def reevaluate(args) -> int:
     metadata = metadata_for(params, threshold, uncertainty, tflite,
                             {"training_data": old["training_data"], "metrics": metrics})
     metadata["created"] = old["created"]
-    from model.train.card import render
+    from model.train.card import write_card
 
-    ablation_file = args.out / "ablations.json"
-    ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
-    (args.out / "MODEL_CARD.md").write_text(render(metadata, ablations=ablations))
+    write_card(args.out, metadata)
     metadata_file.write_text(json.dumps(metadata, indent=1) + "\n")
     log.info("re-evaluated %s with %s: threshold %.3f (was %.3f), test int8 MAcc %.3f (was %.3f)", metadata_file,
              changed, threshold, old["threshold"], figures["test_int8"]["macc"], old["metrics"]["test_int8"]["macc"])
@@ -568,9 +565,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps(report["loso"], indent=1))
             return 0
 
-    model, x_train, _ = train_once(splits["train"], splits["validation"], params,
-                                             versions=versions, epochs=args.epochs, seed=init_seed,
-                                             workers=args.workers, tricks=tricks)
+    model, x_train = train_once(splits["train"], splits["validation"], params, versions=versions,
+                                epochs=args.epochs, seed=init_seed, workers=args.workers, tricks=tricks)
     rng = np.random.default_rng(args.seed)
     representative = x_train[rng.choice(len(x_train), min(500, len(x_train)), replace=False), ..., 0]
     tflite = quantize(model, representative)
@@ -604,11 +600,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # The float model is kept beside it only to check int8 fidelity and for the benchmark's
     # reference path; it is not packaged for devices.
     model.save(args.out / "heartpi-cnn-float.keras")
-    from model.train.card import render
+    from model.train.card import write_card
 
-    ablation_file = args.out / "ablations.json"
-    ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
-    (args.out / "MODEL_CARD.md").write_text(render(metadata, ablations=ablations))
+    write_card(args.out, metadata)
     (args.out / "heartpi-cnn.json").write_text(json.dumps(metadata, indent=1) + "\n")
     log.info("wrote %s (%d bytes); test int8 MAcc %.3f, float %.3f; %.0f s in all", model_file,
              len(tflite), report["test_int8"]["macc"], report["test_float"]["macc"], time.time() - started)
