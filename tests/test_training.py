@@ -129,6 +129,37 @@ def test_model_file_does_not_depend_on_models_built_before_it():
     assert files[0] == files[1]
 
 
+def test_blur_pooling_makes_scores_depend_less_on_the_starting_frame_and_ships_in_int8():
+    """Anti-aliased pooling adds no weights, converts to plain int8 operations, and (for any
+    weights: here three random initialisations) moves a window's score less when the sound
+    starts 1..7 frames later, relative to how much scores differ between recordings."""
+    tf = pytest.importorskip("tensorflow")
+    from model.runtime import make_interpreter
+    from model.train.network import build_model
+    from model.train.pipeline import quantize
+
+    frames, n_mfcc = 94, 13
+    recordings = np.random.default_rng(0).standard_normal((24, n_mfcc, frames + 7)).astype(np.float32)
+    starts = np.stack([recordings[:, :, s:s + frames] for s in range(8)], axis=1).reshape(-1, n_mfcc, frames, 1)
+
+    def start_sensitivity(model) -> float:
+        logits = model(starts, training=False).numpy().reshape(len(recordings), 8)
+        logits = np.log(logits / (1 - logits))
+        return float(np.mean(logits.max(axis=1) - logits.min(axis=1)) / np.std(logits[:, 0]))
+
+    for seed in (1, 2, 3):
+        tf.keras.utils.set_random_seed(seed)
+        plain = build_model(n_mfcc, frames)
+        tf.keras.utils.set_random_seed(seed)
+        blurred = build_model(n_mfcc, frames, blur_pool=True)
+        assert blurred.count_params() == plain.count_params()
+        assert start_sensitivity(blurred) < 0.6 * start_sensitivity(plain), seed
+    interpreter, _ = make_interpreter(quantize(blurred, starts[:16, ..., 0]))
+    names = " ".join(t["name"] for t in interpreter.get_tensor_details())
+    assert "blur1" in names and "subsample3" in names
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+
+
 def test_mix_style_mixes_channel_statistics_in_training_only():
     """MixStyle must actually restyle windows while training (each channel's mean moves
     towards another window's) and leave inference, hence the shipped file, untouched."""
@@ -151,7 +182,8 @@ def test_mix_style_mixes_channel_statistics_in_training_only():
             assert r > 0.999
 
 
-@pytest.mark.parametrize("tricks", [{"mix_style": True}, {"n_sources": 5}, {"mix_style": True, "n_sources": 3}])
+@pytest.mark.parametrize("tricks", [{"mix_style": True}, {"n_sources": 5}, {"mix_style": True, "n_sources": 3},
+                                    {"mix_style": True, "blur_pool": True}])
 def test_network_trained_with_training_only_parts_converts_to_the_plain_network(tricks):
     """MixStyle and the source adversary are training-only: stripping them gives the plain
     network with the same weights, the same scores and the same int8 bytes."""
@@ -174,7 +206,7 @@ def test_network_trained_with_training_only_parts_converts_to_the_plain_network(
     np.testing.assert_allclose(plain(windows, training=False).numpy(), trained_scores.numpy(),
                                rtol=1e-6, atol=1e-6)
     tf.keras.utils.set_random_seed(2)
-    reference = build_model(13, 40)
+    reference = build_model(13, 40, blur_pool=tricks.get("blur_pool", False))
     reference.set_weights(plain.get_weights())
     assert quantize(plain, windows[..., 0]) == quantize(reference, windows[..., 0])
 

@@ -66,7 +66,7 @@ def gradient_reversal_layer(strength):
 
 def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: int = 5,
                 dropout: float = 0.3, mix_style: bool = False, n_sources: int = 0,
-                adversary_strength=None):
+                adversary_strength=None, blur_pool: bool = False):
     """4 x (Conv1D -> BatchNorm -> ReLU [-> MaxPool]) -> global average -> sigmoid.
 
     Global average pooling keeps the parameter count (~27k) and the int8 file (~35 KB)
@@ -77,6 +77,13 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
     (``adversary_strength``), so the network is pushed towards features that do not say
     which stethoscope recorded the window; the model then has two outputs, ``p_abnormal``
     and ``source``. Both are training-only: :func:`plain_network` gives the shipped network.
+
+    ``blur_pool``: anti-aliased pooling (Zhang, ICML 2019), part of the shipped network. A
+    stride-2 max-pool keeps every other step, so a sound moved by one analysis frame lands
+    on another of 2**3 = 8 sampling grids and the score moves with it (tools/eval_start_jitter.py).
+    Max-pooling densely (stride 1) and then low-passing with a [1, 2, 1] / 4 filter before
+    keeping every other step makes the kept steps nearly the same whichever grid the sound
+    met; done as two 2-wide average pools (stride 1, then 2), plain int8 TFLite operations.
     """
     import tensorflow as tf
 
@@ -91,7 +98,11 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         x = layers.Conv1D(width, kernel, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = layers.BatchNormalization(name=f"norm{i}")(x)
         x = layers.ReLU(name=f"relu{i}")(x)
-        if pool:
+        if pool and blur_pool:
+            x = layers.MaxPooling1D(pool, strides=1, padding="same", name=f"pool{i}")(x)
+            x = layers.AveragePooling1D(2, strides=1, padding="same", name=f"blur{i}")(x)
+            x = layers.AveragePooling1D(2, strides=pool, name=f"subsample{i}")(x)
+        elif pool:
             x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
         if mix_style and i <= 2:
             x = mix_style_layer(seed=i)(name=f"mix_style{i}")(x)
@@ -119,7 +130,8 @@ def plain_network(model):
     inputs = model.input
     plain = build_model(inputs.shape[1], inputs.shape[2], filters=tuple(
         model.get_layer(f"conv{i}").filters for i in range(1, 5)),
-        kernel=model.get_layer("conv1").kernel_size[0], dropout=model.get_layer("dropout").rate)
+        kernel=model.get_layer("conv1").kernel_size[0], dropout=model.get_layer("dropout").rate,
+        blur_pool=any(layer.name.startswith("blur") for layer in model.layers))
     for layer in plain.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())
     return plain

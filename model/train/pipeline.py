@@ -124,6 +124,7 @@ class Tricks:
     source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
     mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :func:`training_batches`
     band_mask: int = 0  #: at most this many adjacent mel bands masked per window (0: off), :func:`training_batches`
+    blur_pool: bool = False  #: anti-aliased pooling; unlike the others, part of the shipped network
 
     @property
     def batched(self) -> bool:
@@ -211,7 +212,7 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32) if adversary else None
     model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
                         n_sources=int(max(s.max() for s in sources)) + 1 if adversary else 0,
-                        adversary_strength=strength)
+                        adversary_strength=strength, blur_pool=tricks.blur_pool)
     loss, metrics, monitor, callbacks = "binary_crossentropy", [tf.keras.metrics.AUC(name="auc")], "val_auc", []
     if adversary:  # two outputs: the label's loss and metric by name, the source's loss beside it
         loss = {"p_abnormal": loss, "source": "sparse_categorical_crossentropy"}
@@ -520,6 +521,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "its metadata and model card (the .tflite is unchanged)")
     parser.add_argument("--why", default="", help="with --reevaluate: why, and what decided it, for the "
                         "model card")
+    parser.add_argument("--blur-pool", action="store_true", help="anti-aliased pooling: max-pool densely, "
+                        "low-pass [1, 2, 1] / 4, then keep every other step (Zhang 2019), so a window's score "
+                        "depends less on which analysis frame the sound starts at; part of the shipped network")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -550,7 +554,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if init_seed != args.seed:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
-                    band_mask=args.band_mask)
+                    band_mask=args.band_mask, blur_pool=args.blur_pool)
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
