@@ -3,9 +3,9 @@
 
 The network pools three times by 2, so it sees a window differently when the sound moves by
 one analysis frame (16 ms); a recording's start is arbitrary (when the button was pressed, a
-codec's start-up delay), so that is pure noise in P(abnormal). For the shipped int8 model and
-each window hop, on the chosen split: the range of a recording's P(abnormal) over the 8 starts
-0..7 frames later (median, 90th percentile, largest), how many verdicts change when it starts
+codec's start-up delay), so that is pure noise in P(abnormal). For the shipped int8 model (or
+``--model``) and each window hop, on the chosen split: the range of a recording's P(abnormal)
+over the 8 starts 0..7 frames later (median, 90th percentile, largest), how many verdicts change when it starts
 one frame later (threshold chosen on validation at that hop, as the training pipeline does),
 and the split's MAcc and AUC at that threshold. A hop that is odd in frames meets all 8
 alignments of the pooling in consecutive windows; the recording's mean then averages them.
@@ -50,10 +50,12 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--hops", default="94,47,31,23", help="window hops in frames (16 ms each)")
+    parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the "
+                        "shipped model), e.g. a candidate in a training run's --out folder")
     args = parser.parse_args()
     import soundfile
 
-    classifier = Classifier.load()
+    classifier = Classifier.load(args.model)
     splits = model_splits(classifier.metadata, args.data)
     sets = {"validation": splits["validation"], args.split: splits[args.split]}
     coeffs = {name: [] for name in sets}
@@ -63,7 +65,7 @@ def main() -> int:
             analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
             coeffs[name].append(dsp.recording_features(analysis, classifier.params))
     labels = {name: np.array([r.label for r in records], dtype=int) for name, records in sets.items()}
-    print(f"shipped model, window hop in metadata {classifier.params.frames_per_hop} frames; "
+    print(f"{args.model or 'shipped model'}, window hop in metadata {classifier.params.frames_per_hop} frames; "
           f"{len(sets[args.split])} {args.split} recordings")
     for hop in (int(h) for h in args.hops.split(",")):
         scores = {name: np.array([start_scores(classifier, c, hop) for c in coeffs[name]]) for name in sets}
