@@ -66,7 +66,7 @@ def gradient_reversal_layer(strength):
 
 def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: int = 5,
                 dropout: float = 0.3, mix_style: bool = False, n_sources: int = 0,
-                adversary_strength=None, blur_pool: bool = False):
+                adversary_strength=None, blur_pool: bool = False, export_form: bool = False):
     """4 x (Conv1D -> BatchNorm -> ReLU [-> MaxPool]) -> global average -> sigmoid.
 
     Global average pooling keeps the parameter count (~27k) and the int8 file (~35 KB)
@@ -83,7 +83,8 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
     on another of 2**3 = 8 sampling grids and the score moves with it (tools/eval_start_jitter.py).
     Max-pooling densely (stride 1) and then low-passing with a [1, 2, 1] / 4 filter before
     keeping every other step makes the kept steps nearly the same whichever grid the sound
-    met; done as two 2-wide average pools (stride 1, then 2), plain int8 TFLite operations.
+    met. Trained as two 2-wide average pools (stride 1, then 2); ``export_form`` builds the
+    same function as a fixed depthwise convolution, see :func:`inference_network`.
     """
     import tensorflow as tf
 
@@ -100,8 +101,11 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         x = layers.ReLU(name=f"relu{i}")(x)
         if pool and blur_pool:
             x = layers.MaxPooling1D(pool, strides=1, padding="same", name=f"pool{i}")(x)
-            x = layers.AveragePooling1D(2, strides=1, padding="same", name=f"blur{i}")(x)
-            x = layers.AveragePooling1D(2, strides=pool, name=f"subsample{i}")(x)
+            if export_form:
+                x = _depthwise_blur(x, i)
+            else:
+                x = layers.AveragePooling1D(2, strides=1, padding="same", name=f"blur{i}")(x)
+                x = layers.AveragePooling1D(2, strides=pool, name=f"subsample{i}")(x)
         elif pool:
             x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
         if mix_style and i <= 2:
@@ -116,6 +120,44 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         source = layers.Dense(n_sources, activation="softmax", name="source")(y)
         return tf.keras.Model(inputs, {"p_abnormal": outputs, "source": source}, name="heartpi_cnn")
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
+
+
+def _depthwise_blur(x, i: int):
+    """The trained blur (2-wide average, stride 1, "same"; then 2-wide average, stride 2) as one
+    fixed depthwise [1, 2, 1] / 4 convolution, stride 2, over the steps with the last one
+    repeated: the same numbers at every step and length, odd or even (the "same" average of
+    the last step is that step alone, which the repeat reproduces). XNNPACK, the runtime's
+    fast path, runs int8 depthwise convolutions but not int8 average pools: measured on 12
+    windows, 0.47 ms against 1.41 ms with the pools (plain max-pooling 0.36 ms)."""
+    import numpy as np
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    steps, channels = x.shape[1], x.shape[2]
+    last = layers.Cropping1D((steps - 1, 0), name=f"last_step{i}")(x)
+    x = layers.Concatenate(axis=1, name=f"repeat_last{i}")([x, last])
+    blur = layers.DepthwiseConv1D(3, strides=2, padding="valid", use_bias=False, trainable=False,
+                                  name=f"blur{i}")
+    x = blur(x)
+    blur.set_weights([np.tile(np.array([0.25, 0.5, 0.25], np.float32)[:, None, None], (1, channels, 1))])
+    return x
+
+
+def inference_network(model):
+    """The network the int8 file is converted from: ``model`` itself, or, if its pooling is
+    anti-aliased, the same weights in :func:`_depthwise_blur`'s export form (the same scores)."""
+    if not any(layer.name.startswith("subsample") for layer in model.layers):
+        return model
+    inputs = model.input
+    exported = build_model(inputs.shape[1], inputs.shape[2], filters=tuple(
+        model.get_layer(f"conv{i}").filters for i in range(1, 5)),
+        kernel=model.get_layer("conv1").kernel_size[0], dropout=model.get_layer("dropout").rate,
+        blur_pool=True, export_form=True)
+    trained = {layer.name for layer in model.layers}
+    for layer in exported.layers:
+        if layer.name in trained and not layer.name.startswith("blur"):
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return exported
 
 
 TRAINING_ONLY = ("mix_style", "reverse_gradient", "source_hidden", "source")
