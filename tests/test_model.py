@@ -228,27 +228,23 @@ def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
 
 
 def test_a_verdict_does_not_move_with_where_the_recording_starts(classifier):
-    """The network pools three times by 2, so it sees a window differently 16 ms (one frame)
-    later; the shipped window hop (odd in frames) lets a recording's windows meet all 8
-    alignments, so its mean hardly moves when the recording starts 0..7 frames later. At the
-    old 1.5 s hop (even) the same recordings moved about three times as far."""
-    import dataclasses
-
+    """The network pools three times by 2, so it could score a window differently 16 ms (one
+    frame) later; a recording's start is arbitrary. The shipped network's pooling is
+    anti-aliased, so at the shipped window hop a recording's P(abnormal) hardly moves when it
+    starts 0..7 frames later. The plain max-pooling network shipped before moved these
+    recordings by up to 0.08 even with windows four times as dense, and about three times as
+    far at this hop."""
     frame = classifier.params.hop_length  # samples at 2 kHz, as the reference recordings are
-    assert classifier.params.frames_per_hop % 2 == 1
+    assert classifier.metadata["metrics"].get("blur_pool") is True
 
-    def spread(c: Classifier, samples, rate) -> float:
-        ps = [c.classify(np.concatenate([np.zeros(k * frame, np.float32), samples]), rate).p_abnormal
+    def spread(samples, rate) -> float:
+        ps = [classifier.classify(np.concatenate([np.zeros(k * frame, np.float32), samples]), rate).p_abnormal
               for k in range(8)]
         return max(ps) - min(ps)
 
-    old = Classifier.load()
-    old.params = dataclasses.replace(classifier.params, window_hop_s=1.5)
-    shipped, before = [], []
+    spreads = []
     for path in reference_files("normal") + reference_files("abnormal"):
         samples, rate = dsp.read_wav(path)
         assert rate == 2000
-        shipped.append(spread(classifier, samples, rate))
-        before.append(spread(old, samples, rate))
-    assert max(shipped) <= 0.08, shipped
-    assert sum(shipped) <= 0.5 * sum(before), (shipped, before)
+        spreads.append(spread(samples, rate))
+    assert max(spreads) <= 0.05, spreads
