@@ -231,9 +231,9 @@ def test_a_verdict_does_not_move_with_where_the_recording_starts(classifier):
     """The network pools three times by 2, so it could score a window differently 16 ms (one
     frame) later; a recording's start is arbitrary. The shipped network's pooling is
     anti-aliased, so at the shipped window hop a recording's P(abnormal) hardly moves when it
-    starts 0..7 frames later. The plain max-pooling network shipped before moved these
-    recordings by up to 0.08 even with windows four times as dense, and about three times as
-    far at this hop."""
+    starts 0..7 frames later. The plain max-pooling network shipped before needed windows four
+    times as dense to keep these recordings within 0.08, and at this hop moved them about
+    three times as far as it did then."""
     frame = classifier.params.hop_length  # samples at 2 kHz, as the reference recordings are
     assert classifier.metadata["metrics"].get("blur_pool") is True
 
