@@ -4,7 +4,7 @@ FLAC, decoded through PyAV (FFmpeg's decoders, bundled in its wheel).
 Why: a clinic's second stethoscope is often a phone, and a phone's voice recorder saves M4A.
 Asking staff to convert files on a phone loses recordings. A lossy codec keeps the 25-400 Hz
 heart band; what moves a verdict is mostly the codec's start-up delay, a shift the model's
-windows now average over (the tests check that the reference recordings keep their verdicts;
+anti-aliased pooling mostly ignores (the tests check that the reference recordings keep their verdicts;
 ``tools/eval_phone_formats.py`` counts the changes per codec on the test split).
 
 The same limits hold as for WAV (:mod:`dsp.wav`): size, duration, rate and channels, checked

@@ -195,3 +195,17 @@ def encode_compressed(samples, rate: int, container: str, codec: str, *, bit_rat
         for packet in stream.encode(None):
             out.mux(packet)
     return buffer.getvalue()
+
+
+def phone_copy(path, kind: str, *, seconds=None) -> bytes:
+    """A reference WAV as a phone of ``kind`` (a :data:`PHONE_FORMATS` key) would save it: at the
+    phone's rate, compressed; ``seconds`` repeats or cuts it to that length first."""
+    import numpy as np
+
+    import dsp
+
+    container, codec, rate = PHONE_FORMATS[kind]
+    samples, source_rate = dsp.read_wav(path)
+    if seconds is not None:
+        samples = np.resize(samples, int(seconds * source_rate))
+    return encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec)

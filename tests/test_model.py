@@ -210,14 +210,12 @@ def test_cli_classify_json():
 
 def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
     pytest.importorskip("av")
-    from tests.conftest import PHONE_FORMATS, encode_compressed
+    from tests.conftest import phone_copy
 
     files = []
     for kind in ("m4a", "mp3"):
-        container, codec, rate = PHONE_FORMATS[kind]
-        samples, source_rate = dsp.read_wav(reference_files("abnormal")[0])
         target = tmp_path / f"phone.{kind}"
-        target.write_bytes(encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec))
+        target.write_bytes(phone_copy(reference_files("abnormal")[0], kind))
         files.append(str(target))
     result = _heartpi("classify", *files)
     assert result.returncode == 0, result.stderr

@@ -227,13 +227,12 @@ def test_a_phones_m4a_upload_is_judged_and_kept_as_the_wav_that_was_analysed(cli
                                                                               heartpi_config, classifier):
     pytest.importorskip("av")
     import dsp
-    from tests.conftest import PHONE_FORMATS, encode_compressed
+    from tests.conftest import PHONE_FORMATS, phone_copy
 
     auth.login("health_worker")
     path = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
-    container, codec, rate = PHONE_FORMATS["m4a"]
-    samples, source_rate = dsp.read_wav(path)
-    m4a = encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec)
+    rate = PHONE_FORMATS["m4a"][2]
+    m4a = phone_copy(path, "m4a")
     response = _upload(client, auth, data=m4a)
     assert response.status_code == 303
     page = client.get(response.headers["Location"]).get_data(as_text=True)

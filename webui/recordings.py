@@ -258,9 +258,11 @@ def upload():
     patient_id = wanted_id if wanted_id is not None and store.get_patient(wanted_id) else None
     # A phone's compressed recording is kept as a 16-bit WAV, and that WAV is what is analysed:
     # every page, export and backup reads WAV, and the sha256 names exactly what the verdict heard.
-    kept = dsp.wav_bytes(audio.samples, audio.rate) if audio.decoded else data
-    samples, rate = dsp.read_wav(kept) if audio.decoded else (audio.samples, audio.rate)
-    how = f" ({audio.format}, kept as WAV)" if audio.decoded else ""
+    kept, samples, rate, how = data, audio.samples, audio.rate, ""
+    if audio.decoded:
+        kept = dsp.wav_bytes(audio.samples, audio.rate)
+        samples, rate = dsp.read_wav(kept)
+        how = f" ({audio.format}, kept as WAV)"
     verdict = classify(samples, rate)
     config = get_config()
     try:
