@@ -352,3 +352,30 @@ def test_band_masking_removes_a_run_of_adjacent_mel_bands_from_each_window_repro
     assert all(np.array_equal(a, b) for first, second in zip(batches, again) for a, b in zip(first, second))
     with pytest.raises(ValueError, match="1..31 bands"):
         training_batches(x, y, w, batch_size=16, band_mask=n_mels, n_mels=n_mels, seed=7)
+
+
+def test_skipping_poor_quality_recordings_trains_only_on_the_rest(monkeypatch):
+    """``--skip-poor-quality`` drops recordings PhysioNet marked sqi 0 from training only:
+    those without a mark stay, and validation still sees every recording."""
+    import dsp
+    from model.train import pipeline
+    from model.train.dataset import Record
+
+    params = dsp.FeatureParams()
+    shape = (2, params.n_mfcc, params.frames_per_window)
+    records = [Record("a/good", 1, "a", 1), Record("a/poor", 0, "a", 0), Record("y/unmarked", 0, "y", None)]
+    versions = {r.name: [np.full(shape, i, np.float32)] for i, r in enumerate(records)}
+    validation = [Record("a/poor-val", 1, "a", 0)]
+    seen = {}
+
+    def fake_fit(x, y, w, val, params, **kwargs):
+        seen["train"], seen["validation"] = sorted(set(x[:, 0, 0, 0])), len(val[0])
+        return "model"
+
+    monkeypatch.setattr(pipeline, "fit", fake_fit)
+    monkeypatch.setattr(pipeline, "record_windows", lambda recs, p, workers=2: [np.zeros(shape, np.float32)
+                                                                                 for _ in recs])
+    for tricks, kept in ((pipeline.Tricks(), [0, 1, 2]), (pipeline.Tricks(skip_poor_quality=True), [0, 2])):
+        pipeline.train_once(records, validation, params, versions=versions, epochs=1, seed=0, workers=1,
+                            tricks=tricks)
+        assert seen == {"train": kept, "validation": 2}

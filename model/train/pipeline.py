@@ -126,6 +126,10 @@ class Tricks:
     mixup: float = 0.0  #: Beta(a, a) of mixup between windows of a batch (0: off), :func:`training_batches`
     band_mask: int = 0  #: at most this many adjacent mel bands masked per window (0: off), :func:`training_batches`
     blur_pool: bool = False  #: anti-aliased pooling; unlike the others, part of the shipped network
+    #: train without the recordings PhysioNet's annotators marked poor quality (REFERENCE-SQI 0):
+    #: the device refuses most of those as poor signal, and their labels may rest on a heart
+    #: the recording does not let one hear. Validation, test and held-out sources keep them.
+    skip_poor_quality: bool = False
 
     @property
     def batched(self) -> bool:
@@ -350,9 +354,18 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     return threshold, uncertainty, figures
 
 
+def good_quality(records: Sequence[Record]) -> list[Record]:
+    """The recordings not marked poor quality (``sqi`` 0); those without a mark are kept."""
+    kept = [r for r in records if r.sqi != 0]
+    log.info("training without %d recordings marked poor quality", len(records) - len(kept))
+    return kept
+
+
 def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
                versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int,
                tricks: Tricks = Tricks()):
+    if tricks.skip_poor_quality:
+        train = good_quality(train)
     x, y, w = training_windows(train, versions)
     val_windows = record_windows(validation, training_params(params), workers)
     xv = np.concatenate(val_windows)[..., None]
@@ -529,6 +542,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "other step (Zhang 2019), so a window's score hardly depends on which analysis frame the "
                         "sound starts at (default: yes, the shipped network; --no-blur-pool is the network "
                         "shipped until 2026-11-30)")
+    parser.add_argument("--skip-poor-quality", action="store_true", help="train without the recordings "
+                        "PhysioNet marked poor quality (REFERENCE-SQI 0); validation, test and held-out "
+                        "sources keep them")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -559,7 +575,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if init_seed != args.seed:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
-                    band_mask=args.band_mask, blur_pool=args.blur_pool)
+                    band_mask=args.band_mask, blur_pool=args.blur_pool,
+                    skip_poor_quality=args.skip_poor_quality)
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
@@ -598,6 +615,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             + ("; source-adversarial head in training" if args.source_adversary else "")
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
                             + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else ""),
+            **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
+               if args.skip_poor_quality else {}),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
                                       else "yaseen2018 (external device test only)"),
         },
