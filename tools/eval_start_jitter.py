@@ -24,25 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import best_threshold, screening_metrics  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
-
-STARTS = 8  #: 2 ** (the network's stride-2 poolings)
-
-
-def start_scores(classifier: Classifier, coeffs: np.ndarray, hop_frames: int) -> np.ndarray:
-    """P(abnormal) of one recording's MFCCs started 0..STARTS-1 frames later, at this hop."""
-    width = classifier.params.frames_per_window
-    out = []
-    for start in range(STARTS):
-        x = coeffs[:, start:]
-        if x.shape[1] < width:
-            x = np.tile(x, (1, -(-width // x.shape[1])))
-        windows = np.stack([x[:, s:s + width] for s in range(0, x.shape[1] - width + 1, hop_frames)])
-        out.append(float(np.mean(classifier.score_windows(windows.astype(np.float32)))))
-    return np.array(out)
+from model.train.start_jitter import (STARTS, recording_coeffs, start_ranges, start_scores,  # noqa: E402
+                                      verdicts_changed)
 
 
 def main() -> int:
@@ -53,17 +39,10 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the "
                         "shipped model), e.g. a candidate in a training run's --out folder")
     args = parser.parse_args()
-    import soundfile
-
     classifier = Classifier.load(args.model)
     splits = model_splits(classifier.metadata, args.data)
     sets = {"validation": splits["validation"], args.split: splits[args.split]}
-    coeffs = {name: [] for name in sets}
-    for name, records in sets.items():
-        for record in records:
-            samples, rate = soundfile.read(str(args.data / record.name), dtype="float32")
-            analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
-            coeffs[name].append(dsp.recording_features(analysis, classifier.params))
+    coeffs = {name: recording_coeffs(classifier, records, args.data) for name, records in sets.items()}
     labels = {name: np.array([r.label for r in records], dtype=int) for name, records in sets.items()}
     print(f"{args.model or 'shipped model'}, window hop in metadata {classifier.params.frames_per_hop} frames; "
           f"{len(sets[args.split])} {args.split} recordings")
@@ -71,8 +50,8 @@ def main() -> int:
         scores = {name: np.array([start_scores(classifier, c, hop) for c in coeffs[name]]) for name in sets}
         threshold = best_threshold(labels["validation"], scores["validation"][:, 0])
         own = scores[args.split]
-        spread = own.max(axis=1) - own.min(axis=1)
-        flips = int(np.sum((own[:, 0] >= threshold) != (own[:, 1] >= threshold)))
+        spread = start_ranges(own)
+        flips = verdicts_changed(own, threshold)
         m = screening_metrics(labels[args.split], own[:, 0] >= threshold, own[:, 0], bootstrap=0)
         hop_s = dataclasses.replace(classifier.params, window_hop_s=hop * classifier.params.hop_length
                                     / classifier.params.sr).window_hop_s

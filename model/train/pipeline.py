@@ -542,9 +542,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "other step (Zhang 2019), so a window's score hardly depends on which analysis frame the "
                         "sound starts at (default: yes, the shipped network; --no-blur-pool is the network "
                         "shipped until 2026-11-30)")
-    parser.add_argument("--skip-poor-quality", action="store_true", help="train without the recordings "
-                        "PhysioNet marked poor quality (REFERENCE-SQI 0); validation, test and held-out "
-                        "sources keep them")
+    parser.add_argument("--skip-poor-quality", action=argparse.BooleanOptionalAction, default=True,
+                        help="train without the recordings PhysioNet marked poor quality (REFERENCE-SQI 0); "
+                        "validation, test and held-out sources keep them (default: yes, since 2026-11-30; "
+                        "--no-skip-poor-quality trains on them too, as every model shipped before)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)

@@ -1,0 +1,55 @@
+"""How far a recording's P(abnormal) moves with where the recording happens to start.
+
+The network pools three times by 2, so it can see a window differently when the sound moves by
+one analysis frame (16 ms), and a recording's start is arbitrary (the press of the button, a
+codec's start-up delay). Used by ``tools/eval_start_jitter.py`` and by the test that holds the
+shipped model to it; needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import dsp
+from model.classifier import Classifier
+from model.train.dataset import Record
+
+STARTS = 8  #: 2 ** (the network's stride-2 poolings)
+
+
+def start_scores(classifier: Classifier, coeffs: np.ndarray, hop_frames: int) -> np.ndarray:
+    """P(abnormal) of one recording's MFCCs started 0..STARTS-1 frames later, at this hop."""
+    width = classifier.params.frames_per_window
+    out = []
+    for start in range(STARTS):
+        x = coeffs[:, start:]
+        if x.shape[1] < width:
+            x = np.tile(x, (1, -(-width // x.shape[1])))
+        windows = np.stack([x[:, s:s + width] for s in range(0, x.shape[1] - width + 1, hop_frames)])
+        out.append(float(np.mean(classifier.score_windows(windows.astype(np.float32)))))
+    return np.array(out)
+
+
+def recording_coeffs(classifier: Classifier, records: Sequence[Record], data_dir: Path) -> list[np.ndarray]:
+    """The model's normalised MFCCs of each recording, read from ``data_dir`` (needs soundfile)."""
+    import soundfile
+
+    coeffs = []
+    for record in records:
+        samples, rate = soundfile.read(str(data_dir / record.name), dtype="float32")
+        analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
+        coeffs.append(dsp.recording_features(analysis, classifier.params))
+    return coeffs
+
+
+def start_ranges(scores: np.ndarray) -> np.ndarray:
+    """Each recording's P(abnormal) range over the starts, from ``(recordings, STARTS)`` scores."""
+    return scores.max(axis=1) - scores.min(axis=1)
+
+
+def verdicts_changed(scores: np.ndarray, threshold: float) -> int:
+    """How many verdicts change when the recordings start one frame later."""
+    return int(np.sum((scores[:, 0] >= threshold) != (scores[:, 1] >= threshold)))
