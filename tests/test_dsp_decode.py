@@ -26,8 +26,9 @@ def test_each_phone_format_gets_the_verdict_its_wav_gets(classifier, kind, name)
         assert ours.label == theirs.label, (path.name, kind)
         # MP3 and Opus mark their encoder delay and FFmpeg removes it; these AAC files keep 1024
         # samples of priming (23 ms): on the test split AAC moved P by up to 0.098-0.119 at the
-        # 95th percentile (tools/eval_phone_formats.py; 0.079-0.089 with the shipped network), so
-        # that is the bound here
+        # 95th percentile (tools/eval_phone_formats.py) with the plain network, 0.079-0.089 with the
+        # first anti-aliased one, 0.136-0.147 with the network shipped since 2026-11-30 (whose
+        # reference recordings stay inside this bound, which is kept)
         assert abs(ours.p_abnormal - theirs.p_abnormal) <= 0.12, (path.name, kind, ours.p_abnormal, theirs.p_abnormal)
 
 
