@@ -356,16 +356,16 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
 
 def good_quality(records: Sequence[Record]) -> list[Record]:
     """The recordings not marked poor quality (``sqi`` 0); those without a mark are kept."""
-    kept = [r for r in records if r.sqi != 0]
-    log.info("training without %d recordings marked poor quality", len(records) - len(kept))
-    return kept
+    return [r for r in records if r.sqi != 0]
 
 
 def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
                versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int,
                tricks: Tricks = Tricks()):
     if tricks.skip_poor_quality:
-        train = good_quality(train)
+        kept = good_quality(train)
+        log.info("training without %d recordings marked poor quality", len(train) - len(kept))
+        train = kept
     x, y, w = training_windows(train, versions)
     val_windows = record_windows(validation, training_params(params), workers)
     xv = np.concatenate(val_windows)[..., None]
@@ -581,6 +581,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
+    if tricks.skip_poor_quality:  # no training windows for what no fold trains on
+        train_pool = good_quality(train_pool)
     versions = training_versions(train_pool, training_params(params), n_aug=args.augment, seed=args.seed,
                                  workers=args.workers, resonance=args.resonance)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)

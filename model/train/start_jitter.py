@@ -15,7 +15,7 @@ import numpy as np
 
 import dsp
 from model.classifier import Classifier
-from model.train.dataset import Record
+from model.train.dataset import Record, load_audio
 
 STARTS = 8  #: 2 ** (the network's stride-2 poolings)
 
@@ -34,15 +34,10 @@ def start_scores(classifier: Classifier, coeffs: np.ndarray, hop_frames: int) ->
 
 
 def recording_coeffs(classifier: Classifier, records: Sequence[Record], data_dir: Path) -> list[np.ndarray]:
-    """The model's normalised MFCCs of each recording, read from ``data_dir`` (needs soundfile)."""
-    import soundfile
-
-    coeffs = []
-    for record in records:
-        samples, rate = soundfile.read(str(data_dir / record.name), dtype="float32")
-        analysis = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
-        coeffs.append(dsp.recording_features(analysis, classifier.params))
-    return coeffs
+    """The model's normalised MFCCs of each recording, read from ``data_dir`` by the training's
+    own loader (:func:`~model.train.dataset.load_audio`, which fills ``record.audio``)."""
+    load_audio(records, data_dir)
+    return [dsp.recording_features(record.audio, classifier.params) for record in records]
 
 
 def start_ranges(scores: np.ndarray) -> np.ndarray:
