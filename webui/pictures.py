@@ -20,7 +20,7 @@ WIDTH, HEIGHT = 1000, 200
 
 def waveform_svg(samples: np.ndarray, rate: int, *, width: int = WIDTH, height: int = HEIGHT) -> str:
     """Band-passed waveform (what a clinician would hear) as an SVG with a seconds axis."""
-    y = dsp.bandpass(dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ), dsp.ANALYSIS_RATE_HZ)
+    y = dsp.to_analysis_rate(samples, rate)
     peak = float(np.max(np.abs(y))) or 1.0
     columns = np.array_split(y / peak, width)
     top = [float(c.max()) if c.size else 0.0 for c in columns]
