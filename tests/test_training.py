@@ -247,7 +247,7 @@ def test_ganin_schedule_rises_from_zero_towards_one():
     assert values[0] == 0.0 and all(b > a for a, b in zip(values, values[1:])) and 0.99 < values[-1] < 1.0
 
 
-@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask"])
+@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average"])
 def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_network(trick):
     """A few epochs on windows whose label is in one coefficient's level: adversarial training,
     mixup's soft labels, or masked bands, must still learn it (AUC well above chance) and hand
@@ -265,7 +265,7 @@ def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_networ
     x[:, 2] += 1.5 * y[:, None, None]
     sources = rng.integers(0, 3, n).astype(np.int32)
     tricks = {"source_adversary": Tricks(source_adversary=True), "mixup": Tricks(mixup=0.4),
-              "band_mask": Tricks(band_mask=8)}[trick]
+              "band_mask": Tricks(band_mask=8), "weight_average": Tricks(weight_average=True)}[trick]
     model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
                 tricks=tricks, sources=(sources, sources[:64]))
     assert not any(l.name.startswith(TRAINING_ONLY) for l in model.layers)
@@ -382,3 +382,50 @@ def test_skipping_poor_quality_recordings_trains_only_on_the_rest(monkeypatch):
         pipeline.train_once(records, validation, params, versions=versions, epochs=1, seed=0, workers=1,
                             tricks=tricks)
         assert seen == {"train": kept, "validation": 2}
+
+
+def test_weight_average_is_the_mean_of_the_epochs_from_the_first_averaged_one():
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from model.train.averaging import first_averaged_epoch, set_trainable_weights, weight_average_callback
+
+    assert (first_averaged_epoch(20), first_averaged_epoch(10), first_averaged_epoch(1)) == (6, 3, 0)
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    averager = weight_average_callback(model, first_epoch=2)
+    with pytest.raises(ValueError, match="no epoch was averaged"):
+        averager.average()
+    seen = []
+    for epoch in range(5):
+        values = [np.full(w.shape, epoch + 10.0 * i, np.float32) for i, w in enumerate(model.trainable_weights)]
+        set_trainable_weights(model, values)
+        averager.on_epoch_end(epoch)
+        seen.append(values)
+    assert averager.count == 3
+    for i, mean in enumerate(averager.average()):  # epochs 2, 3, 4 only
+        np.testing.assert_allclose(mean, np.mean([seen[e][i] for e in (2, 3, 4)], axis=0))
+
+
+def test_batch_norm_statistics_are_measured_again_layer_by_layer():
+    """After averaging, each BatchNormalization layer's moving statistics must be its input's
+    mean and variance over the windows, with the layers before it already corrected: then the
+    normalised activations have mean 0 and variance 1 at every layer."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from model.train.averaging import remeasure_batch_norm
+
+    rng = np.random.default_rng(3)
+    inputs = tf.keras.Input((40, 4))
+    x = tf.keras.layers.Conv1D(6, 3, padding="same", name="conv1")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="norm1")(x)
+    x = tf.keras.layers.Conv1D(5, 3, padding="same", name="conv2")(x)
+    normed = tf.keras.layers.BatchNormalization(name="norm2")(x)
+    model = tf.keras.Model(inputs, normed)
+    windows = (3.0 + 2.0 * rng.standard_normal((700, 40, 4))).astype(np.float32)
+    remeasure_batch_norm(model, windows, at_most=600, batch_size=128)  # a subset, several batches
+    subset = windows[np.linspace(0, 699, 600).astype(int)]
+    for name in ("norm1", "norm2"):
+        out = tf.keras.Model(inputs, model.get_layer(name).output)(subset, training=False).numpy()
+        np.testing.assert_allclose(out.mean(axis=(0, 1)), 0.0, atol=1e-3)
+        np.testing.assert_allclose(out.var(axis=(0, 1)), 1.0, atol=1e-2)

@@ -130,6 +130,8 @@ class Tricks:
     #: the device refuses most of those as poor signal, and their labels may rest on a heart
     #: the recording does not let one hear. Validation, test and held-out sources keep them.
     skip_poor_quality: bool = False
+    #: no early stopping: the weights averaged over the later epochs (:mod:`model.train.averaging`)
+    weight_average: bool = False
 
     @property
     def batched(self) -> bool:
@@ -210,6 +212,8 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     """
     import tensorflow as tf
 
+    from model.train.averaging import (first_averaged_epoch, remeasure_batch_norm, set_trainable_weights,
+                                       weight_average_callback)
     from model.train.network import build_model, plain_network
 
     tf.keras.utils.set_random_seed(seed)
@@ -227,8 +231,12 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
         y, w = {"p_abnormal": y, "source": sources[0]}, {"p_abnormal": w, "source": w}
         val = (val[0], {"p_abnormal": val[1], "source": sources[1]})
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss=loss, weighted_metrics=metrics)
-    callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
-                                                      restore_best_weights=True))
+    if tricks.weight_average:
+        averager = weight_average_callback(model, first_averaged_epoch(epochs))
+        callbacks.append(averager)
+    else:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
+                                                          restore_best_weights=True))
     if tricks.batched:
         if adversary:
             raise ValueError("mixup or band masking and the source adversary are not combined")
@@ -238,6 +246,11 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     else:
         model.fit(x, y, sample_weight=w, validation_data=val, epochs=epochs, batch_size=batch_size,
                   callbacks=callbacks, verbose=2, shuffle=True)
+    if tricks.weight_average:
+        set_trainable_weights(model, averager.average())
+        remeasure_batch_norm(model, x)
+        log.info("weights averaged over the last %d of %d epochs; batch-norm statistics measured again",
+                 averager.count, epochs)
     return plain_network(model)
 
 
@@ -546,6 +559,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="train without the recordings PhysioNet marked poor quality (REFERENCE-SQI 0); "
                         "validation, test and held-out sources keep them (default: yes, since 2026-11-30; "
                         "--no-skip-poor-quality trains on them too, as every model shipped before)")
+    parser.add_argument("--weight-average", action=argparse.BooleanOptionalAction, default=False,
+                        help="train every epoch (no early stopping) and ship the average of the weights after "
+                        "each epoch from the first 30%% on, batch-norm statistics measured again (SWA); "
+                        "see model/train/averaging.py")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -577,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
                     band_mask=args.band_mask, blur_pool=args.blur_pool,
-                    skip_poor_quality=args.skip_poor_quality)
+                    skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average)
     report.update({name: value for name, value in asdict(tricks).items() if value})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
@@ -617,7 +634,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             + ("; MixStyle in training" if args.mix_style else "")
                             + ("; source-adversarial head in training" if args.source_adversary else "")
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
-                            + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else ""),
+                            + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else "")
+                            + ("; weights averaged over the later epochs" if args.weight_average else ""),
             **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
                if args.skip_poor_quality else {}),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
