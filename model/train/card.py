@@ -78,10 +78,15 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         f"{f['fmin']:g}–{f['fmax']:g} Hz, FFT {f['n_fft']}, hop {f['hop_length']} at {f['sr']} Hz) after "
         "resampling to 2 kHz and a 25–400 Hz zero-phase band-pass; MFCCs normalised per recording "
         f"({f['normalise']}). Windows every {f['window_hop_s']:g} s; the recording's score is the mean.",
-        "- Network: 4 × (1-D convolution over time, batch norm, ReLU, "
+        "- Network: " + (f"{m['members']} networks trained side by side from different starting weights "
+                         "(a deep ensemble, each narrower: widths divided by √" + f"{m['members']}), each "
+                         if m.get("members", 1) > 1 else "")
+        + "4 × (1-D convolution over time, batch norm, ReLU, "
         + ("anti-aliased max-pool: dense max, [1, 2, 1] / 4 low-pass, every other step" if m.get("blur_pool")
-           else "max-pool") + ") → global average → sigmoid "
-        "(the research prototype's four convolution layers, 1-D because it trains 8× faster at equal depth).",
+           else "max-pool") + ") → global average"
+        + (" → their logits averaged → sigmoid; in the int8 file as one network of grouped convolutions "
+           if m.get("members", 1) > 1 else " → sigmoid ")
+        + "(the research prototype's four convolution layers, 1-D because it trains 8× faster at equal depth).",
         f"- Decision: abnormal when mean p(abnormal) ≥ **{meta['threshold']:.3f}** (chosen on the validation "
         "split to maximise MAcc = (Se + Sp) / 2 for the int8 model).",
         "- Poor signal (no verdict, \"record again\"): silence, clipping, too short (an upload under "

@@ -94,20 +94,8 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
     inputs = tf.keras.Input(shape=(n_mfcc, frames, 1), name="mfcc")
     x = layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs)
     x = layers.Permute((2, 1), name="time_major")(x)  # (frames, n_mfcc): time steps x channels
-    pools = (2, 2, 2, None)
-    for i, (width, pool) in enumerate(zip(filters, pools), start=1):
-        x = layers.Conv1D(width, kernel, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"norm{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(x)
-        if pool and blur_pool:
-            x = layers.MaxPooling1D(pool, strides=1, padding="same", name=f"pool{i}")(x)
-            if export_form:
-                x = _depthwise_blur(x, i)
-            else:
-                x = layers.AveragePooling1D(2, strides=1, padding="same", name=f"blur{i}")(x)
-                x = layers.AveragePooling1D(2, strides=pool, name=f"subsample{i}")(x)
-        elif pool:
-            x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
+    for i, (width, pool) in enumerate(zip(filters, POOLS), start=1):
+        x = conv_block(x, i, width, pool, kernel=kernel, blur_pool=blur_pool, export_form=export_form)
         if mix_style and i <= 2:
             x = mix_style_layer(seed=i)(name=f"mix_style{i}")(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
@@ -120,6 +108,30 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         source = layers.Dense(n_sources, activation="softmax", name="source")(y)
         return tf.keras.Model(inputs, {"p_abnormal": outputs, "source": source}, name="heartpi_cnn")
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
+
+
+POOLS = (2, 2, 2, None)  #: each convolution block's pooling step (the last block is pooled globally)
+
+
+def conv_block(x, i: int, width: int, pool, *, kernel: int, blur_pool: bool, export_form: bool = False,
+               prefix: str = "", groups: int = 1):
+    """Block ``i``: Conv1D -> BatchNorm -> ReLU [-> pooling], its layers named ``prefix`` + kind + ``i``
+    (``groups``: a grouped convolution, see :mod:`model.train.ensemble`)."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    x = layers.Conv1D(width, kernel, padding="same", use_bias=False, groups=groups, name=f"{prefix}conv{i}")(x)
+    x = layers.BatchNormalization(name=f"{prefix}norm{i}")(x)
+    x = layers.ReLU(name=f"{prefix}relu{i}")(x)
+    if pool and blur_pool:
+        x = layers.MaxPooling1D(pool, strides=1, padding="same", name=f"{prefix}pool{i}")(x)
+        if export_form:
+            return _depthwise_blur(x, i)
+        x = layers.AveragePooling1D(2, strides=1, padding="same", name=f"{prefix}blur{i}")(x)
+        return layers.AveragePooling1D(2, strides=pool, name=f"{prefix}subsample{i}")(x)
+    if pool:
+        return layers.MaxPooling1D(pool, name=f"{prefix}pool{i}")(x)
+    return x
 
 
 def _depthwise_blur(x, i: int):
@@ -146,6 +158,10 @@ def _depthwise_blur(x, i: int):
 def inference_network(model):
     """The network the int8 file is converted from: ``model`` itself, or, if its pooling is
     anti-aliased, the same weights in :func:`_depthwise_blur`'s export form (the same scores)."""
+    from model.train.ensemble import grouped_network, members_of
+
+    if members_of(model):
+        return grouped_network(model)
     if not any(layer.name.startswith("subsample") for layer in model.layers):
         return model
     exported = _same_shape(model, blur_pool=True, export_form=True)
@@ -171,6 +187,10 @@ def plain_network(model):
     """The trained network without its training-only parts (MixStyle, the source adversary):
     the same weights layer by layer, so the saved float model and the int8 file are exactly
     the plain network."""
+    from model.train.ensemble import averaged_network
+
+    if any(layer.name == "p_members" for layer in model.layers):
+        return averaged_network(model)
     if not any(layer.name.startswith(TRAINING_ONLY) for layer in model.layers):
         return model
     plain = _same_shape(model, blur_pool=any(layer.name.startswith("blur") for layer in model.layers))

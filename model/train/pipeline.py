@@ -132,6 +132,8 @@ class Tricks:
     skip_poor_quality: bool = False
     #: no early stopping: the weights averaged over the later epochs (:mod:`model.train.averaging`)
     weight_average: bool = False
+    #: this many narrow networks, their logits averaged (:mod:`model.train.ensemble`); 1: one network
+    members: int = 1
 
     @property
     def batched(self) -> bool:
@@ -214,15 +216,25 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
 
     from model.train.averaging import (first_averaged_epoch, remeasure_batch_norm, set_trainable_weights,
                                        weight_average_callback)
+    from model.train.ensemble import build_ensemble
     from model.train.network import build_model, plain_network
 
     tf.keras.utils.set_random_seed(seed)
     adversary = tricks.source_adversary
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32) if adversary else None
-    model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
-                        n_sources=int(max(s.max() for s in sources)) + 1 if adversary else 0,
-                        adversary_strength=strength, blur_pool=tricks.blur_pool)
     loss, metrics, monitor, callbacks = "binary_crossentropy", [tf.keras.metrics.AUC(name="auc")], "val_auc", []
+    if tricks.members > 1:
+        if adversary or tricks.mix_style or tricks.batched:
+            raise ValueError("an ensemble (members > 1) trains without MixStyle, the source adversary, "
+                             "mixup or band masking")
+        model = build_ensemble(params.n_mfcc, params.frames_per_window, members=tricks.members,
+                               blur_pool=tricks.blur_pool)
+        # every member's output is scored against the label (Keras's AUC needs the shapes equal)
+        y, val = np.repeat(y[:, None], tricks.members, axis=1), (val[0], np.repeat(val[1][:, None], tricks.members, axis=1))
+    else:
+        model = build_model(params.n_mfcc, params.frames_per_window, mix_style=tricks.mix_style,
+                            n_sources=int(max(s.max() for s in sources)) + 1 if adversary else 0,
+                            adversary_strength=strength, blur_pool=tricks.blur_pool)
     if adversary:  # two outputs: the label's loss and metric by name, the source's loss beside it
         loss = {"p_abnormal": loss, "source": "sparse_categorical_crossentropy"}
         metrics, monitor = {"p_abnormal": metrics}, "val_p_abnormal_auc"
@@ -563,6 +575,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="train every epoch (no early stopping) and ship the average of the weights after "
                         "each epoch from the first 30%% on, batch-norm statistics measured again (SWA); "
                         "see model/train/averaging.py")
+    parser.add_argument("--members", type=int, default=1, help="train this many narrow networks (widths / "
+                        "sqrt(members)) side by side and ship their averaged logit as one int8 file (a deep "
+                        "ensemble; see model/train/ensemble.py); 1: one network")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -594,8 +609,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
                     band_mask=args.band_mask, blur_pool=args.blur_pool,
-                    skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average)
-    report.update({name: value for name, value in asdict(tricks).items() if value})
+                    skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average,
+                    members=args.members)
+    report.update({name: value for name, value in asdict(tricks).items()
+                   if value and not (name == "members" and value == 1)})
     splits = split_records(records, seed=args.seed)
     train_pool = records if (args.loso or args.loso_only) else splits["train"]
     if tricks.skip_poor_quality:  # no training windows for what no fold trains on
