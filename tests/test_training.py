@@ -247,7 +247,7 @@ def test_ganin_schedule_rises_from_zero_towards_one():
     assert values[0] == 0.0 and all(b > a for a, b in zip(values, values[1:])) and 0.99 < values[-1] < 1.0
 
 
-@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average"])
+@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average", "members"])
 def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_network(trick):
     """A few epochs on windows whose label is in one coefficient's level: adversarial training,
     mixup's soft labels, or masked bands, must still learn it (AUC well above chance) and hand
@@ -265,10 +265,12 @@ def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_networ
     x[:, 2] += 1.5 * y[:, None, None]
     sources = rng.integers(0, 3, n).astype(np.int32)
     tricks = {"source_adversary": Tricks(source_adversary=True), "mixup": Tricks(mixup=0.4),
-              "band_mask": Tricks(band_mask=8), "weight_average": Tricks(weight_average=True)}[trick]
+              "band_mask": Tricks(band_mask=8), "weight_average": Tricks(weight_average=True),
+              "members": Tricks(members=3, blur_pool=True)}[trick]
     model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
                 tricks=tricks, sources=(sources, sources[:64]))
-    assert not any(l.name.startswith(TRAINING_ONLY) for l in model.layers)
+    assert not any(l.name.startswith(TRAINING_ONLY) or l.name == "p_members" for l in model.layers)
+    assert model.output.shape[-1] == 1
     from model.metrics import auc
     assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9
 
@@ -429,3 +431,49 @@ def test_batch_norm_statistics_are_measured_again_layer_by_layer():
         out = tf.keras.Model(inputs, model.get_layer(name).output)(subset, training=False).numpy()
         np.testing.assert_allclose(out.mean(axis=(0, 1)), 0.0, atol=1e-3)
         np.testing.assert_allclose(out.var(axis=(0, 1)), 1.0, atol=1e-2)
+
+
+def test_an_ensemble_ships_as_one_grouped_network_with_the_members_mean_logit(tmp_path):
+    """The three forms of an ensemble compute one function: the members' mean logit. The
+    export form puts member m's kernels in channel group m; a member's kernels in another
+    member's group, or a head that is not the mean, would change the scores. The int8 file
+    fits the 64 KB budget at the shipped window size and scores like the float network."""
+    pytest.importorskip("tensorflow")
+    import dsp
+    from model.train.ensemble import build_ensemble, member_filters, members_of
+    from model.train.network import inference_network, plain_network
+    from model.train.pipeline import quantize
+
+    assert member_filters((32, 32, 48, 48), 3) == (19, 19, 28, 28) and member_filters((32,), 1) == (32,)
+    params = dsp.FeatureParams()
+    trained = build_ensemble(params.n_mfcc, params.frames_per_window, members=3)
+    rng = np.random.default_rng(5)
+    for layer in trained.layers:  # distinct members, as training makes them
+        if layer.weights and layer.name.startswith("m"):
+            layer.set_weights([rng.normal(1.0 if "norm" in layer.name and i in (0, 3) else 0.0, 0.1,
+                                          w.shape).astype(np.float32) for i, w in enumerate(layer.get_weights())])
+    windows = rng.standard_normal((16, params.n_mfcc, params.frames_per_window, 1)).astype(np.float32)
+    import tensorflow as tf
+    logits = tf.keras.Model(trained.input, trained.get_layer("member_logits").output)(windows).numpy()
+    assert np.abs(logits).max() < 5 and np.ptp(logits, axis=1).min() > 0.05  # distinct members, unsaturated
+    expected = 1 / (1 + np.exp(-logits.mean(axis=1)))
+    plain, exported = plain_network(trained), inference_network(trained)
+    assert members_of(exported) == 0 and exported.get_layer("conv2").groups == 3
+    np.testing.assert_allclose(plain(windows).numpy().ravel(), expected, atol=1e-5)
+    np.testing.assert_allclose(exported(windows).numpy().ravel(), expected, atol=1e-5)
+
+    tflite = quantize(plain, windows[..., 0])
+    assert len(tflite) <= 64 * 1024
+    from model.runtime import make_interpreter
+
+    interpreter, _ = make_interpreter(tflite)
+    assert "CONV_2D" in {op["op_name"] for op in interpreter._get_ops_details()}
+    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = given["quantization"]
+    interpreter.resize_tensor_input(given["index"], windows.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], np.clip(np.round(windows / scale + zero), -128, 127).astype(np.int8))
+    interpreter.invoke()
+    out_scale, out_zero = taken["quantization"]
+    scores = (interpreter.get_tensor(taken["index"]).astype(np.float32).ravel() - out_zero) * out_scale
+    assert np.abs(scores - expected).max() < 0.06

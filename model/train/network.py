@@ -157,7 +157,8 @@ def _depthwise_blur(x, i: int):
 
 def inference_network(model):
     """The network the int8 file is converted from: ``model`` itself, or, if its pooling is
-    anti-aliased, the same weights in :func:`_depthwise_blur`'s export form (the same scores)."""
+    anti-aliased, the same weights in :func:`_depthwise_blur`'s export form (the same scores);
+    an ensemble as one network of grouped convolutions (:func:`model.train.ensemble.grouped_network`)."""
     from model.train.ensemble import grouped_network, members_of
 
     if members_of(model):
@@ -184,7 +185,8 @@ TRAINING_ONLY = ("mix_style", "reverse_gradient", "source_hidden", "source")
 
 
 def plain_network(model):
-    """The trained network without its training-only parts (MixStyle, the source adversary):
+    """The trained network without its training-only parts (MixStyle, the source adversary, an
+    ensemble's per-member outputs, which become their mean logit):
     the same weights layer by layer, so the saved float model and the int8 file are exactly
     the plain network."""
     from model.train.ensemble import averaged_network
