@@ -42,6 +42,7 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
     assert meta["features"]["window_hop_s"] == 1.5 and meta["metrics"]["blur_pool"] is True  # as shipped
     assert meta["metrics"]["skip_poor_quality"] is True  # as shipped, and the card says so
+    assert meta["metrics"]["members"] == 3 and "3 networks trained side by side" in (tmp_path / "MODEL_CARD.md").read_text()
     assert "REFERENCE-SQI 0" in meta["training_data"]["excluded_from_training"]
     assert "Not trained on: recordings PhysioNet marked" in (tmp_path / "MODEL_CARD.md").read_text()
 

@@ -575,9 +575,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="train every epoch (no early stopping) and ship the average of the weights after "
                         "each epoch from the first 30%% on, batch-norm statistics measured again (SWA); "
                         "see model/train/averaging.py")
-    parser.add_argument("--members", type=int, default=1, help="train this many narrow networks (widths / "
+    parser.add_argument("--members", type=int, default=3, help="train this many narrow networks (widths / "
                         "sqrt(members)) side by side and ship their averaged logit as one int8 file (a deep "
-                        "ensemble; see model/train/ensemble.py); 1: one network")
+                        "ensemble; see model/train/ensemble.py; default 3 since 2026-11-30, the second "
+                        "session; 1: one network, as every model shipped before)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
