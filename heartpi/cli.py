@@ -83,7 +83,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"file": path, **verdict.to_dict()}, sort_keys=True))
             continue
-        p = f"p(abnormal) {verdict.p_abnormal:.2f} vs threshold {verdict.threshold:.2f}" \
+        p = f"p(abnormal) {verdict.p_abnormal:.3f} vs threshold {verdict.threshold:.3f}" \
             if verdict.p_abnormal is not None else "not scored"
         bpm = f"{verdict.heart_rate_bpm:.0f} bpm" if verdict.heart_rate_bpm else "heart rate unknown"
         why = f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else ""

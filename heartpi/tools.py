@@ -512,7 +512,10 @@ def model_calibrate(args: argparse.Namespace) -> int:
     specificity = args.specificity or classifier.metadata.get("metrics", {}).get(
         "validation_int8", {}).get("specificity", 0.85)
     threshold = float(np.quantile(scores, min(0.99, specificity)))
-    threshold = float(np.clip(threshold, 0.01, 0.99))
+    # Never 0 or 1 (everyone abnormal, or no one). Not 0.01 either, as until 2026-11-30: the
+    # ensemble shipped since scores healthy hearts 0-0.02 (its own threshold is 0.076), so a
+    # device's quantile can rightly sit below 0.01. The int8 output's step is 1/256.
+    threshold = float(np.clip(threshold, 0.001, 0.999))
     data = {"model_sha256": classifier.sha256, "features": classifier.params.to_dict(),
             "threshold": threshold, "specificity": specificity,
             "recordings": len(usable), "recording_ids": [r.id for r in usable],

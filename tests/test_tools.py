@@ -265,7 +265,9 @@ def test_model_calibrate_sets_a_per_device_threshold(tmp_path):
     normals = [dsp.read_wav(path)[0] for path in reference_wavs() if path.name.startswith("normal")]
     hearts = [normals[i % 2][2000 * (i // 2):2000 * (i // 2 + 8)] for i in range(25)]  # 8 s of two healthy hearts
     scores = [model.classify(h, 2000).p_abnormal for h in hearts]
-    assert all(p is not None for p in scores) and max(scores) - min(scores) > 0.05
+    # scores that differ, so the quantile picks one of them (healthy hearts score low: 0-0.02 for
+    # the ensemble shipped since 2026-11-30, whose threshold is 0.076)
+    assert all(p is not None for p in scores) and len(set(scores)) >= 5 and max(scores) - min(scores) > 0.005
     ids = [_recording(store, data, f"r{i}.wav", h, model, p_abnormal=0.99) for i, h in enumerate(hearts)]
     silent = _recording(store, data, "poor.wav", np.zeros(24000, np.float32), model, verdict="poor_signal")
     gone = store.add_recording(file="gone.wav", sha256="0" * 64, duration_s=20, rate=2000, source="device",
