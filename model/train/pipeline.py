@@ -118,8 +118,9 @@ def record_scores(windows: list[np.ndarray], score: Callable[[np.ndarray], np.nd
 
 @dataclass(frozen=True)
 class Tricks:
-    """Training-only additions measured against the plain recipe (model card's ablation table);
-    neither changes the shipped network's shape."""
+    """Additions measured against the plain recipe (model card's ablation table). Most are
+    training-only; ``blur_pool`` and ``members`` shape the shipped network. The defaults are the
+    plain recipe, for direct callers and tests; the command line's defaults are the shipped one."""
 
     mix_style: bool = False  #: MixStyle after the first two convolution blocks
     source_adversary: bool = False  #: a domain-adversarial head that tries to name the source set
