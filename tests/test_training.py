@@ -478,3 +478,14 @@ def test_an_ensemble_ships_as_one_grouped_network_with_the_members_mean_logit(tm
     out_scale, out_zero = taken["quantization"]
     scores = (interpreter.get_tensor(taken["index"]).astype(np.float32).ravel() - out_zero) * out_scale
     assert np.abs(scores - expected).max() < 0.06
+
+
+@pytest.mark.parametrize("options", [["--mix-style"], ["--mixup", "0.2"], ["--members", "0"]])
+def test_training_refuses_options_an_ensemble_cannot_take_before_any_work(options, capsys):
+    """The ensemble is the default; the tricks measured on one network ask for --members 1 at
+    once, not after minutes of features and a ValueError."""
+    from model.train.pipeline import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(options)
+    assert stopped.value.code == 2 and "--members" in capsys.readouterr().err

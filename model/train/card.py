@@ -141,7 +141,8 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "sample entry scored 0.59 ± 0.15 in leave-one-database-out.", ""]
     if ablations:
         lines += ["## What was measured to choose the recipe (leave-one-source-out MAcc)",
-                  "Each variant: `python -m model.train` with the options shown, seed 20161 unless said (test "
+                  "Each variant: `python -m model.train` with the options shown (and, for the rows below the "
+                  "ensemble, `--members 1`), seed 20161 unless said (test "
                   "split and Yaseen columns only for full runs). Run-to-run noise: the shipped recipe with a "
                   "second seed moved single folds by up to 0.07 and the mean by 0.013, and 1 vs 2 threads moved "
                   "folds by about 0.05, so LOSO means within about 0.03 of each other do not separate the "

@@ -578,11 +578,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "see model/train/averaging.py")
     parser.add_argument("--members", type=int, default=3, help="train this many narrow networks (widths / "
                         "sqrt(members)) side by side and ship their averaged logit as one int8 file (a deep "
-                        "ensemble; see model/train/ensemble.py; default 3 since 2026-11-30, the second "
-                        "session; 1: one network, as every model shipped before)")
+                        "ensemble; see model/train/ensemble.py; default 3 since the ensemble of 2026-11-30; "
+                        "1: one network, as every model shipped before it and every ablation row below it)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
+    if args.members < 1:
+        parser.error("--members must be at least 1")
+    if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
+        parser.error("--mix-style, --source-adversary, --mixup and --band-mask train one network: "
+                     "add --members 1 (as their ablation rows were run)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
