@@ -232,11 +232,14 @@ def test_a_verdict_hardly_moves_with_where_the_recording_starts(classifier):
     moves when it starts 0..7 frames later, and few verdicts change one frame later. Measured
     on the validation split, as tools/eval_start_jitter.py does: four reference recordings do
     not tell networks apart (the plain max-pooling network's largest range on them, 0.19, is
-    near this one's 0.13). The bounds fail the plain network at this hop (median 0.080, 19 of
-    388 verdicts changed); the anti-aliased networks shipped measured 0.017 / 8 and 0.029 / 10."""
+    near this one's 0.13). Ranges are measured in logits, which do not depend on where a
+    model's probabilities sit (the ensemble's sit near 0: its P ranges, median 0.004, would pass
+    any bound). The bounds fail the plain network at this hop (logit median 0.56, 19 of 388
+    verdicts changed) and the single anti-aliased network shipped before the ensemble (0.58,
+    10; its P median 0.029); the ensemble measured 0.34 and 7."""
     pytest.importorskip("soundfile")
     from model.train.dataset import model_splits
-    from model.train.start_jitter import recording_coeffs, start_ranges, start_scores, verdicts_changed
+    from model.train.start_jitter import recording_coeffs, start_logit_ranges, start_scores, verdicts_changed
 
     if not (SHARED_DATA / "physionet2016" / "labels.csv").exists():
         pytest.skip("needs ../shared/data")
@@ -244,6 +247,6 @@ def test_a_verdict_hardly_moves_with_where_the_recording_starts(classifier):
     validation = model_splits(classifier.metadata, SHARED_DATA)["validation"]
     coeffs = recording_coeffs(classifier, validation, SHARED_DATA)
     scores = np.array([start_scores(classifier, c, classifier.params.frames_per_hop) for c in coeffs])
-    ranges = start_ranges(scores)
-    assert np.median(ranges) <= 0.040, np.median(ranges)
+    ranges = start_logit_ranges(scores)
+    assert np.median(ranges) <= 0.45, np.median(ranges)
     assert verdicts_changed(scores, classifier.threshold) <= 0.04 * len(validation)

@@ -5,7 +5,8 @@ The network pools three times by 2, so it sees a window differently when the sou
 one analysis frame (16 ms); a recording's start is arbitrary (when the button was pressed, a
 codec's start-up delay), so that is pure noise in P(abnormal). For the shipped int8 model (or
 ``--model``) and each window hop, on the chosen split: the range of a recording's P(abnormal)
-over the 8 starts 0..7 frames later (median, 90th percentile, largest), how many verdicts change when it starts
+over the 8 starts 0..7 frames later (median, 90th percentile, largest; and the median in logits, which
+does not depend on where a model's probabilities sit), how many verdicts change when it starts
 one frame later (threshold chosen on validation at that hop, as the training pipeline does),
 and the split's MAcc and AUC at that threshold. A hop that is odd in frames meets all 8
 alignments of the pooling in consecutive windows; the recording's mean then averages them.
@@ -27,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from model import Classifier  # noqa: E402
 from model.metrics import best_threshold, screening_metrics  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
-from model.train.start_jitter import (STARTS, recording_coeffs, start_ranges, start_scores,  # noqa: E402
-                                      verdicts_changed)
+from model.train.start_jitter import (STARTS, recording_coeffs, start_logit_ranges, start_ranges,  # noqa: E402
+                                      start_scores, verdicts_changed)
 
 
 def main() -> int:
@@ -56,7 +57,8 @@ def main() -> int:
         hop_s = dataclasses.replace(classifier.params, window_hop_s=hop * classifier.params.hop_length
                                     / classifier.params.sr).window_hop_s
         print(f"  hop {hop:3d} frames ({hop_s:.3f} s): P range over {STARTS} starts median {np.median(spread):.3f} "
-              f"p90 {np.percentile(spread, 90):.3f} max {spread.max():.3f}; {flips} verdicts change one frame "
+              f"p90 {np.percentile(spread, 90):.3f} max {spread.max():.3f} (logit median "
+              f"{np.median(start_logit_ranges(own)):.3f}); {flips} verdicts change one frame "
               f"later; threshold {threshold:.3f}: MAcc {m.macc:.3f} AUC {m.auc:.3f}", flush=True)
     return 0
 

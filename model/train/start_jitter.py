@@ -45,6 +45,14 @@ def start_ranges(scores: np.ndarray) -> np.ndarray:
     return scores.max(axis=1) - scores.min(axis=1)
 
 
+def start_logit_ranges(scores: np.ndarray) -> np.ndarray:
+    """The same ranges in logits (P clipped to 0.001 .. 0.999): a scale that does not depend on
+    where a model's probabilities sit. The ensemble shipped since 2026-11-30 scores most
+    recordings near 0 (threshold 0.076), so its P ranges look small whatever its steadiness."""
+    p = np.clip(scores, 1e-3, 1 - 1e-3)
+    return start_ranges(np.log(p / (1 - p)))
+
+
 def verdicts_changed(scores: np.ndarray, threshold: float) -> int:
     """How many verdicts change when the recordings start one frame later."""
     return int(np.sum((scores[:, 0] >= threshold) != (scores[:, 1] >= threshold)))
