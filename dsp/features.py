@@ -348,8 +348,13 @@ def window_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.n
     A recording shorter than one window is padded by repeating it (heart sounds are
     periodic), so even a short upload gives one window.
     """
-    coeffs = recording_features(analysis_samples, params)
-    width, step = params.frames_per_window, params.frames_per_hop
+    return cut_windows(recording_features(analysis_samples, params), params.frames_per_window,
+                       params.frames_per_hop)
+
+
+def cut_windows(coeffs: np.ndarray, width: int, step: int) -> np.ndarray:
+    """``(n_windows, n_mfcc, width)`` windows of ``coeffs`` every ``step`` frames, a recording
+    shorter than one window repeated to fill it (see :func:`window_features`)."""
     if coeffs.shape[1] < width:
         reps = int(np.ceil(width / coeffs.shape[1]))
         coeffs = np.tile(coeffs, (1, reps))

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from model.train.network import POOLS, conv_block
+from model.train.network import POOLS, conv_block, mfcc_input
 
 
 def member_filters(filters: tuple[int, ...], members: int) -> tuple[int, ...]:
@@ -48,8 +48,7 @@ def build_ensemble(n_mfcc: int, frames: int, *, members: int, filters=(32, 32, 4
     import tensorflow as tf
 
     layers = tf.keras.layers
-    inputs = tf.keras.Input(shape=(n_mfcc, frames, 1), name="mfcc")
-    shared = layers.Permute((2, 1), name="time_major")(layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs))
+    inputs, shared = mfcc_input(n_mfcc, frames)
     logits = []
     for member in range(members):
         prefix = _prefix(member)
@@ -92,9 +91,7 @@ def grouped_network(model):
     members = members_of(model)
     first = model.get_layer(f"{_prefix(0)}conv1")
     blur_pool = any(layer.name.endswith("subsample1") for layer in model.layers)
-    inputs = tf.keras.Input(shape=model.input.shape[1:], name="mfcc")
-    n_mfcc, frames = model.input.shape[1], model.input.shape[2]
-    x = layers.Permute((2, 1), name="time_major")(layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs))
+    inputs, x = mfcc_input(model.input.shape[1], model.input.shape[2])
     for i, pool in enumerate(POOLS, start=1):
         width = model.get_layer(f"{_prefix(0)}conv{i}").filters
         x = conv_block(x, i, members * width, pool, kernel=first.kernel_size[0], blur_pool=blur_pool,

@@ -91,9 +91,7 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
     # Every layer named: Keras numbers unnamed layers per process, and the names go into the
     # .tflite, so a run that built LOSO folds first would ship different bytes (another sha256).
     layers = tf.keras.layers
-    inputs = tf.keras.Input(shape=(n_mfcc, frames, 1), name="mfcc")
-    x = layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs)
-    x = layers.Permute((2, 1), name="time_major")(x)  # (frames, n_mfcc): time steps x channels
+    inputs, x = mfcc_input(n_mfcc, frames)
     for i, (width, pool) in enumerate(zip(filters, POOLS), start=1):
         x = conv_block(x, i, width, pool, kernel=kernel, blur_pool=blur_pool, export_form=export_form)
         if mix_style and i <= 2:
@@ -108,6 +106,18 @@ def build_model(n_mfcc: int, frames: int, *, filters=(32, 32, 48, 48), kernel: i
         source = layers.Dense(n_sources, activation="softmax", name="source")(y)
         return tf.keras.Model(inputs, {"p_abnormal": outputs, "source": source}, name="heartpi_cnn")
     return tf.keras.Model(inputs, outputs, name="heartpi_cnn")
+
+
+def mfcc_input(n_mfcc: int, frames: int):
+    """(input, time-major view): the runtime's ``(n_mfcc, frames, 1)`` window as ``(frames, n_mfcc)``,
+    time steps x channels, for the 1-D convolutions. Every network form starts here, with these
+    layer names (they go into the .tflite)."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    inputs = tf.keras.Input(shape=(n_mfcc, frames, 1), name="mfcc")
+    x = layers.Reshape((n_mfcc, frames), name="drop_channel")(inputs)
+    return inputs, layers.Permute((2, 1), name="time_major")(x)
 
 
 POOLS = (2, 2, 2, None)  #: each convolution block's pooling step (the last block is pooled globally)

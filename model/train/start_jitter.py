@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 import dsp
+from dsp.features import cut_windows
 from model.classifier import Classifier
 from model.train.dataset import Record, load_audio
 
@@ -23,14 +24,8 @@ STARTS = 8  #: 2 ** (the network's stride-2 poolings)
 def start_scores(classifier: Classifier, coeffs: np.ndarray, hop_frames: int) -> np.ndarray:
     """P(abnormal) of one recording's MFCCs started 0..STARTS-1 frames later, at this hop."""
     width = classifier.params.frames_per_window
-    out = []
-    for start in range(STARTS):
-        x = coeffs[:, start:]
-        if x.shape[1] < width:
-            x = np.tile(x, (1, -(-width // x.shape[1])))
-        windows = np.stack([x[:, s:s + width] for s in range(0, x.shape[1] - width + 1, hop_frames)])
-        out.append(float(np.mean(classifier.score_windows(windows.astype(np.float32)))))
-    return np.array(out)
+    return np.array([float(np.mean(classifier.score_windows(cut_windows(coeffs[:, start:], width, hop_frames))))
+                     for start in range(STARTS)])
 
 
 def recording_coeffs(classifier: Classifier, records: Sequence[Record], data_dir: Path) -> list[np.ndarray]:
