@@ -88,6 +88,42 @@ def test_augmentation_keeps_length_scale_and_finiteness():
             assert np.all(np.isfinite(out)) and 0.85 * y.size < out.size < 1.15 * y.size
 
 
+def test_short_crop_is_a_stretch_of_yaseen_like_length_inside_the_recording():
+    from model.train.augment import RATE, SHORT_CLIP_SECONDS, short_crop
+
+    rng = np.random.default_rng(5)
+    x = np.arange(20 * RATE, dtype=np.float32)
+    lengths = []
+    for _ in range(200):
+        clip = short_crop(x, rng)
+        assert np.array_equal(clip, x[int(clip[0]):int(clip[0]) + clip.size])  # one contiguous stretch
+        lengths.append(clip.size / RATE)
+    low, high = SHORT_CLIP_SECONDS
+    assert low - 1e-3 <= min(lengths) < low + 0.3 and high - 0.3 < max(lengths) <= high + 1e-3
+    assert {int(short_crop(x, rng)[0]) for _ in range(20)}.__len__() > 15  # starts spread, not one place
+    short = x[: RATE]
+    assert short_crop(short, rng) is short  # shorter than any clip: the whole recording
+
+
+def test_short_crops_add_tiled_clip_windows_and_leave_the_other_windows_alone():
+    import dsp
+    from model.train.pipeline import _windows_of, training_params
+    from tests.signals import heart_sounds
+
+    audio = heart_sounds(70, 25.0)
+    params = training_params(dsp.FeatureParams())
+    without = _windows_of((audio, params, 2, 123, True, 0))
+    with_crops = _windows_of((audio, params, 2, 123, True, 2))
+    assert len(without) == len(with_crops) == 3  # the recording and its 2 chains
+    for plain, cropped in zip(without, with_crops):
+        assert np.array_equal(cropped[: len(plain)], plain)  # same versions, same windows
+        extra = len(cropped) - len(plain)
+        assert 2 <= extra <= 4 and cropped.shape[1:] == plain.shape[1:]  # a clip tiles into 1 or 2 windows
+        assert not any(np.array_equal(w, p) for w in cropped[len(plain):] for p in plain)
+    again = _windows_of((audio, params, 2, 123, True, 2))
+    assert all(np.array_equal(a, b) for a, b in zip(again, with_crops))  # seeded: reproducible
+
+
 def test_random_resonance_rings_one_band_and_leaves_the_rest():
     from model.train.augment import RATE, random_resonance
 
@@ -489,3 +525,11 @@ def test_training_refuses_options_an_ensemble_cannot_take_before_any_work(option
     with pytest.raises(SystemExit) as stopped:
         main(options)
     assert stopped.value.code == 2 and "--members" in capsys.readouterr().err
+
+
+def test_training_refuses_a_negative_short_crop_count_before_any_work(capsys):
+    from model.train.pipeline import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--short-crops", "-1"])
+    assert stopped.value.code == 2 and "--short-crops must be 0 or more" in capsys.readouterr().err

@@ -69,3 +69,19 @@ def augment(samples: np.ndarray, rng: np.random.Generator, *, resonance: bool = 
         y = y + noise
     y *= 10 ** (rng.uniform(-20, 6) / 20)  # gain
     return y.astype(np.float32)
+
+
+#: Lengths of the short clips other stethoscopes and phone apps export (Yaseen 2018's are
+#: 1.2-4.0 s): the device tiles a clip shorter than one window to fill it.
+SHORT_CLIP_SECONDS = (1.2, 4.0)
+
+
+def short_crop(samples: np.ndarray, rng: np.random.Generator,
+               seconds: tuple[float, float] = SHORT_CLIP_SECONDS) -> np.ndarray:
+    """A random stretch of ``seconds`` (uniform between the two) of analysis-rate audio, as
+    another device would have exported it; the whole recording when it is no longer."""
+    length = int(round(rng.uniform(*seconds) * RATE))
+    if samples.size <= length:
+        return samples
+    start = int(rng.integers(0, samples.size - length + 1))
+    return samples[start:start + length]

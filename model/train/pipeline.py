@@ -24,7 +24,7 @@ import dsp
 from model.classifier import (ASSETS, METADATA_FORMAT, Classifier, logit_spread, sha256_bytes,
                               software_version)
 from model.metrics import best_threshold, screening_metrics
-from model.train.augment import augment
+from model.train.augment import augment, short_crop
 from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record, load_audio,
                                  read_labels, split_records)
 
@@ -49,17 +49,21 @@ def training_params(params: dsp.FeatureParams) -> dsp.FeatureParams:
 
 
 def _windows_of(args) -> list[np.ndarray]:
-    audio, params, n_aug, seed, resonance = args
+    audio, params, n_aug, seed, resonance, short_crops = args
     rng = np.random.default_rng(seed)
-    versions = [dsp.window_features(audio, params)]
-    for _ in range(n_aug):
-        versions.append(dsp.window_features(augment(audio, rng, resonance=resonance), params))
+    chains = [audio] + [augment(audio, rng, resonance=resonance) for _ in range(n_aug)]
+    versions = [dsp.window_features(chain, params) for chain in chains]
     out = []
     for windows in versions:
         if len(windows) > MAX_TRAIN_WINDOWS_PER_VERSION:
             keep = rng.choice(len(windows), MAX_TRAIN_WINDOWS_PER_VERSION, replace=False)
             windows = windows[np.sort(keep)]
         out.append(windows)
+    # Short clips draw from their own generator, so the versions above are the same with or without them.
+    crop_rng = np.random.default_rng([seed, 1])
+    for i in range(len(out) if short_crops else 0):
+        clips = [dsp.window_features(short_crop(chains[i], crop_rng), params) for _ in range(short_crops)]
+        out[i] = np.concatenate([out[i], *clips])
     return out
 
 
@@ -68,12 +72,16 @@ def _record_seed(name: str, seed: int) -> int:
 
 
 def training_versions(records: Sequence[Record], params: dsp.FeatureParams, *, n_aug: int,
-                      seed: int, workers: int = 2, resonance: bool = False) -> dict[str, list[np.ndarray]]:
+                      seed: int, workers: int = 2, resonance: bool = False,
+                      short_crops: int = 0) -> dict[str, list[np.ndarray]]:
     """Windows of each recording: the original and ``n_aug`` augmented versions.
 
+    ``short_crops``: each version also gives that many windows of a random 1.2-4 s stretch of
+    itself, normalised over the stretch alone and tiled, as the device treats a short clip that
+    another stethoscope or a phone app exported (:func:`~model.train.augment.short_crop`).
     Computed once per recording (seeded by its name) so that every LOSO fold reuses them.
     """
-    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed), resonance) for r in records]
+    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed), resonance, short_crops) for r in records]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return {r.name: versions for r, versions in zip(records, pool.map(_windows_of, jobs, chunksize=8))}
 
@@ -580,9 +588,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "sqrt(members)) side by side and ship their averaged logit as one int8 file (a deep "
                         "ensemble; see model/train/ensemble.py; default 3 since the ensemble of 2026-11-30; "
                         "1: one network, as every model shipped before it and every ablation row below it)")
+    parser.add_argument("--short-crops", type=int, default=0, metavar="N", help="each training version of a "
+                        "recording also gives N windows of a random 1.2-4 s stretch of it, normalised alone and "
+                        "tiled, as the device treats short clips from other stethoscopes and phone apps (0: off; "
+                        "tools/eval_short_clips.py measures what it does)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
+    if args.short_crops < 0:
+        parser.error("--short-crops must be 0 or more")
     if args.members < 1:
         parser.error("--members must be at least 1")
     if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
@@ -612,6 +626,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         records += extra
     init_seed = args.seed if args.init_seed is None else args.init_seed
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
+    if args.short_crops:
+        report["short_crops"] = args.short_crops
     if init_seed != args.seed:
         report["init_seed"] = init_seed
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
@@ -625,7 +641,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if tricks.skip_poor_quality:  # no training windows for what no fold trains on
         train_pool = good_quality(train_pool)
     versions = training_versions(train_pool, training_params(params), n_aug=args.augment, seed=args.seed,
-                                 workers=args.workers, resonance=args.resonance)
+                                 workers=args.workers, resonance=args.resonance, short_crops=args.short_crops)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
@@ -659,7 +675,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             + ("; source-adversarial head in training" if args.source_adversary else "")
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
                             + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else "")
-                            + ("; weights averaged over the later epochs" if args.weight_average else ""),
+                            + ("; weights averaged over the later epochs" if args.weight_average else "")
+                            + (f"; {args.short_crops} windows of short 1.2-4 s stretches (tiled) per version"
+                               if args.short_crops else ""),
             **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
                if args.skip_poor_quality else {}),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
