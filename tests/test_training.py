@@ -533,3 +533,25 @@ def test_training_refuses_a_negative_short_crop_count_before_any_work(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--short-crops", "-1"])
     assert stopped.value.code == 2 and "--short-crops must be 0 or more" in capsys.readouterr().err
+
+
+def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
+    """`python -m model.train.card` re-renders the shipped metadata with the tools' outputs, as
+    done after every benchmark; the card files written here are a copy, not the shipped ones."""
+    import shutil
+
+    from model.classifier import ASSETS
+    from model.train.card import main
+
+    for name in ("heartpi-cnn.json", "ablations.json"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    outputs = {"bench": "speed-up 25.0x", "poor": "100 % of 74 caught", "short": "3 clips of 1.2-4 s each: AUC 0.9"}
+    for name, text in outputs.items():
+        (tmp_path / f"{name}.txt").write_text(text + "\n")
+    main(["--assets", str(tmp_path), *[arg for name in outputs for arg in (f"--{name}", str(tmp_path / f"{name}.txt"))]])
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    for heading, name in (("## Speed and size", "bench"), ("## Poor signal", "poor"), ("## Short clips", "short")):
+        section = card.split(heading, 1)[1].split("\n## ", 1)[0]
+        assert outputs[name] in section
+    main(["--assets", str(tmp_path)])
+    assert "## Short clips" not in (tmp_path / "MODEL_CARD.md").read_text()  # only when measured

@@ -59,7 +59,7 @@ def _reevaluations(m: dict) -> list[str]:
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
-           poor: Optional[str] = None) -> str:
+           poor: Optional[str] = None, short: Optional[str] = None) -> str:
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -298,6 +298,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
               "`audio.min_seconds`, 5 s).", ""]
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
+    if short:
+        lines += ["## Short clips (tools/eval_short_clips.py)", "Other stethoscopes and phone apps often export "
+                  "1.2–4 s; each such clip is normalised alone and repeated to fill one window. Stretches of that "
+                  "length cut from PhysioNet recordings, beside the same recordings whole:", "", short, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -320,12 +324,13 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     return "\n".join(lines)
 
 
-def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None) -> Path:
+def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None,
+               short: Optional[str] = None) -> Path:
     """Render ``folder``'s MODEL_CARD.md from ``metadata`` and the ablation table kept beside it."""
     ablation_file = folder / "ablations.json"
     ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
     card = folder / "MODEL_CARD.md"
-    card.write_text(render(metadata, bench, ablations, poor))
+    card.write_text(render(metadata, bench, ablations, poor, short))
     return card
 
 
@@ -334,11 +339,12 @@ def main(argv=None) -> int:
     parser.add_argument("--assets", type=Path, default=ASSETS)
     parser.add_argument("--bench", type=Path, help="text file with tools/bench_model.py output")
     parser.add_argument("--poor", type=Path, help="text file with tools/eval_poor_signal.py output")
+    parser.add_argument("--short", type=Path, help="text file with tools/eval_short_clips.py output")
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
-    poor = "```\n" + args.poor.read_text().strip() + "\n```" if args.poor else None
-    print(write_card(args.assets, meta, bench, poor))
+    poor, short = (f"```\n{path.read_text().strip()}\n```" if path else None for path in (args.poor, args.short))
+    print(write_card(args.assets, meta, bench, poor, short))
     return 0
 
 
