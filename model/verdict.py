@@ -23,6 +23,21 @@ DISCLAIMER = "Screening aid, not a diagnosis."
 #: Reason added when the model's window scores disagree too much to trust their mean.
 UNCERTAIN = "model_uncertain"
 
+#: A clip shorter than this (one 3 s window and less than one 1.5 s hop more) is judged on a few
+#: heart cycles, as other stethoscopes and phone apps export them. On such clips the model finds
+#: far fewer abnormal hearts than in whole recordings (``tools/eval_short_clips.py``: the model
+#: shipped on 2026-11-30, test split, sensitivity 0.58 in 1.2-4 s clips against 0.79) while its
+#: specificity holds, so a "normal" from a short clip says less. The device itself records 5 s
+#: or more; this concerns uploads.
+SHORT_CLIP_SECONDS = 4.5
+SHORT_NORMAL_CAUTION = ("short clip: a normal result from a few heart cycles misses more abnormal hearts "
+                        "than one from a whole recording; record 20 s if you can")
+
+
+def caution(label: str, duration_s: float) -> Optional[str]:
+    """What to add to a verdict shown to a person, or None: a normal from a short clip."""
+    return SHORT_NORMAL_CAUTION if label == NORMAL and duration_s < SHORT_CLIP_SECONDS else None
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -41,8 +56,13 @@ class Verdict:
     def text(self) -> str:
         return LABEL_TEXT[self.label]
 
+    @property
+    def caution(self) -> Optional[str]:
+        return caution(self.label, self.duration_s)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["quality_reasons"] = list(self.quality_reasons)
         data["text"] = self.text
+        data["caution"] = self.caution
         return data

@@ -164,6 +164,35 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
 
 
+def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
+    """A 3 s clip, as another stethoscope's app exports: its "normal" says that short clips miss
+    more abnormal hearts; the same recording whole shows no such line."""
+    import dsp
+
+    base, _ = live_server
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base)
+    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(normal)
+    clip = tmp_path / "phone-clip.wav"
+    dsp.write_wav(clip, samples[: 3 * rate], rate)
+    shown = {}
+    for upload, cautioned in ((clip, True), (normal, False)):
+        page.goto(f"{base}/upload")
+        page.set_input_files("input[name=file]", str(upload))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+        assert page.locator("#verdict").inner_text().strip() == "normal"
+        assert page.locator("#short-clip-caution").count() == int(cautioned)
+        shown[upload] = page.url
+    page.goto(shown[clip])
+    text = page.locator("#short-clip-caution").inner_text()
+    assert text.startswith("3.0 s, a short clip:") and "record 20 s if you can" in text
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page scrolls sideways on a phone"
+    page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
+    assert page.console_errors == []
+
+
 def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_config):
     """A device whose clock fell behind (no battery clock, no internet): the page notices from
     the browser's clock, and the administrator's press sends the difference."""

@@ -208,6 +208,32 @@ def test_cli_classify_json():
     assert 0 <= data["p_abnormal"] <= 1 and len(data["model_sha256"]) == 64
 
 
+def test_a_normal_from_a_short_clip_carries_a_caution_and_other_verdicts_do_not(tmp_path):
+    """On 1.2-4 s clips the model misses far more abnormal hearts (tools/eval_short_clips.py),
+    so a short clip's "normal" says so, in the CLI's line and its JSON; a whole recording's
+    normal and a short clip's abnormal do not."""
+    from model.verdict import SHORT_CLIP_SECONDS, SHORT_NORMAL_CAUTION, caution
+
+    assert caution("normal", SHORT_CLIP_SECONDS - 0.01) == SHORT_NORMAL_CAUTION
+    assert caution("normal", SHORT_CLIP_SECONDS) is None
+    assert caution("abnormal", 2.0) is None and caution("poor_signal", 2.0) is None
+    clips = {}
+    for kind in ("normal", "abnormal"):
+        samples, rate = dsp.read_wav(reference_files(kind)[0])
+        clips[kind] = tmp_path / f"short-{kind}.wav"
+        dsp.write_wav(clips[kind], samples[: 3 * rate], rate)
+    whole = reference_files("normal")[0]
+    result = _heartpi("classify", str(clips["normal"]), str(clips["abnormal"]), str(whole))
+    assert result.returncode == 0, result.stderr
+    short_normal, short_abnormal, whole_normal = result.stdout.strip().splitlines()
+    assert ": NORMAL (" in short_normal and short_normal.endswith(f"3.0 s); {SHORT_NORMAL_CAUTION}")
+    assert "ABNORMAL: REFER" in short_abnormal and "short clip" not in short_abnormal
+    assert ": NORMAL (" in whole_normal and "short clip" not in whole_normal
+    as_json = _heartpi("classify", "--json", str(clips["normal"]), str(whole))
+    data = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [d["caution"] for d in data] == [SHORT_NORMAL_CAUTION, None]
+
+
 def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
     pytest.importorskip("av")
     from tests.conftest import phone_copy

@@ -548,7 +548,8 @@ def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
     outputs = {"bench": "speed-up 25.0x", "poor": "100 % of 74 caught", "short": "3 clips of 1.2-4 s each: AUC 0.9"}
     for name, text in outputs.items():
         (tmp_path / f"{name}.txt").write_text(text + "\n")
-    main(["--assets", str(tmp_path), *[arg for name in outputs for arg in (f"--{name}", str(tmp_path / f"{name}.txt"))]])
+    main(["--assets", str(tmp_path),
+          *[arg for name in outputs for arg in (f"--{name}", str(tmp_path / f"{name}.txt"))]])
     card = (tmp_path / "MODEL_CARD.md").read_text()
     for heading, name in (("## Speed and size", "bench"), ("## Poor signal", "poor"), ("## Short clips", "short")):
         section = card.split(heading, 1)[1].split("\n## ", 1)[0]

@@ -11,6 +11,7 @@ from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
+from model.verdict import caution
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
@@ -66,7 +67,7 @@ def detail(rec_id: int):
     visit = store.visit_recordings(rec.visit)
     # What the person is referred on: any place's "refer" (as the health worker acted on it).
     person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
-    return render_template("recording.html", rec=rec, patient=patient,
+    return render_template("recording.html", rec=rec, patient=patient, caution=caution(rec.verdict, rec.duration_s),
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
