@@ -322,7 +322,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "operating point but not a lost ranking (low AUC).",
         "- A short clip (an upload of 1–4 s, as other stethoscopes and phone apps export) is judged on its few "
         "cycles, repeated to fill one 3 s window: it needs two beats beside 0.2 s at each end, or it is poor "
-        "signal. The Yaseen figure above is such clips; a 20 s recording is still the reliable case.",
+        "signal. The Yaseen figure above is such clips; a 20 s recording is still the reliable case. Such clips "
+        "lose sensitivity, not specificity (Short clips above), so a normal from a clip under 4.5 s carries a "
+        "caution on the recording page and in `heartpi classify`.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
