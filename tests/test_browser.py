@@ -165,8 +165,8 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
 
 
 def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
-    """A 3 s clip, as another stethoscope's app exports: its "normal" says that short clips miss
-    more abnormal hearts; the same recording whole shows no such line."""
+    """A 3 s clip, as another stethoscope's app exports: its "normal" says that short recordings
+    miss more abnormal hearts; the same recording whole (20 s) shows no such line."""
     import dsp
 
     base, _ = live_server
@@ -187,7 +187,7 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
         shown[upload] = page.url
     page.goto(shown[clip])
     text = page.locator("#short-clip-caution").inner_text()
-    assert text.startswith("3.0 s, a short clip:") and "record 20 s if you can" in text
+    assert text.startswith("3.0 s, a short recording:") and "record 20 s if you can" in text
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page scrolls sideways on a phone"
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
     assert page.console_errors == []

@@ -208,14 +208,14 @@ def test_cli_classify_json():
     assert 0 <= data["p_abnormal"] <= 1 and len(data["model_sha256"]) == 64
 
 
-def test_a_normal_from_a_short_clip_carries_a_caution_and_other_verdicts_do_not(tmp_path):
-    """On 1.2-4 s clips the model misses far more abnormal hearts (tools/eval_short_clips.py),
-    so a short clip's "normal" says so, in the CLI's line and its JSON; a whole recording's
-    normal and a short clip's abnormal do not."""
-    from model.verdict import SHORT_CLIP_SECONDS, SHORT_NORMAL_CAUTION, caution
+def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do_not(tmp_path):
+    """The shorter the recording, the more abnormal hearts the model misses
+    (tools/eval_short_clips.py), so a short recording's "normal" says so, in the CLI's line and
+    its JSON; a whole recording's normal and a short recording's abnormal do not."""
+    from model.verdict import SHORT_NORMAL_CAUTION, SHORT_RECORDING_SECONDS, caution
 
-    assert caution("normal", SHORT_CLIP_SECONDS - 0.01) == SHORT_NORMAL_CAUTION
-    assert caution("normal", SHORT_CLIP_SECONDS) is None
+    assert caution("normal", SHORT_RECORDING_SECONDS - 0.01) == SHORT_NORMAL_CAUTION
+    assert caution("normal", SHORT_RECORDING_SECONDS) is None
     assert caution("abnormal", 2.0) is None and caution("poor_signal", 2.0) is None
     clips = {}
     for kind in ("normal", "abnormal"):
@@ -227,8 +227,8 @@ def test_a_normal_from_a_short_clip_carries_a_caution_and_other_verdicts_do_not(
     assert result.returncode == 0, result.stderr
     short_normal, short_abnormal, whole_normal = result.stdout.strip().splitlines()
     assert ": NORMAL (" in short_normal and short_normal.endswith(f"3.0 s); {SHORT_NORMAL_CAUTION}")
-    assert "ABNORMAL: REFER" in short_abnormal and "short clip" not in short_abnormal
-    assert ": NORMAL (" in whole_normal and "short clip" not in whole_normal
+    assert "ABNORMAL: REFER" in short_abnormal and "short recording" not in short_abnormal
+    assert ": NORMAL (" in whole_normal and "short recording" not in whole_normal
     as_json = _heartpi("classify", "--json", str(clips["normal"]), str(whole))
     data = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [d["caution"] for d in data] == [SHORT_NORMAL_CAUTION, None]

@@ -551,8 +551,8 @@ def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
     main(["--assets", str(tmp_path),
           *[arg for name in outputs for arg in (f"--{name}", str(tmp_path / f"{name}.txt"))]])
     card = (tmp_path / "MODEL_CARD.md").read_text()
-    for heading, name in (("## Speed and size", "bench"), ("## Poor signal", "poor"), ("## Short clips", "short")):
+    for heading, name in (("## Speed and size", "bench"), ("## Poor signal", "poor"), ("## Short recordings", "short")):
         section = card.split(heading, 1)[1].split("\n## ", 1)[0]
         assert outputs[name] in section
     main(["--assets", str(tmp_path)])
-    assert "## Short clips" not in (tmp_path / "MODEL_CARD.md").read_text()  # only when measured
+    assert "## Short recordings" not in (tmp_path / "MODEL_CARD.md").read_text()  # only when measured

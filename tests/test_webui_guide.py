@@ -48,6 +48,7 @@ def test_the_guide_gives_this_devices_own_times(tmp_path):
     page = html.unescape(client.get("/guide").get_data(as_text=True))
     steps = " ".join(page.split('id="how-to-record"', 1)[1].split("</section>", 1)[0].split())
     assert "records for 30 seconds" in steps and "at least 8 seconds are needed" in steps
+    assert "the shorter the recording, the more abnormal hearts it misses" in steps  # eval_short_clips
     assert "stays on for 45 seconds" in steps and "Hold the button for 3 seconds" in steps
     assert "this device, clinic-7" in page
     assert "the place your clinic's protocol names" in steps  # no audio.site: the general advice

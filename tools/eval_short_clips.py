@@ -7,7 +7,10 @@ Yaseen 2018's clips are 1.2-4.0 s, shorter than one 3 s window, so the device ti
 every model meets the same clips) and scores them as the training pipeline scores Yaseen
 (band-passed 2 kHz audio, windows, mean probability), beside the same recordings whole: AUC,
 and Se / Sp / MAcc at the model's own threshold. The validation split is the one to choose by;
-``--split test`` is for reporting after a choice. Not a test.
+``--split test`` is for reporting after a choice. Then, on the recordings at least 20 s long, the
+same for stretches of fixed lengths from 2 s to 20 s, so every length is judged on the same hearts:
+where a verdict's sensitivity starts to fall is where ``model.verdict.SHORT_RECORDING_SECONDS``
+puts the caution that goes with a normal from a shorter recording. Not a test.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from model.train.augment import SHORT_CLIP_SECONDS, short_crop  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, load_audio, model_splits  # noqa: E402
 
 SEED = 20180  #: the crops' seed: fixed, so that models are compared on the same clips
+LENGTHS_S = (2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
 
 
 def score(classifier: Classifier, audio: np.ndarray) -> float:
@@ -61,6 +65,15 @@ def main() -> int:
     print(line("whole recordings", labels, whole, classifier.threshold))
     print(line(f"{args.crops} clips of {low:g}-{high:g} s each", np.repeat(labels, args.crops), clips.ravel(),
                classifier.threshold))
+    longest = max(LENGTHS_S)
+    long_enough = [r for r in records if r.audio.size >= longest * dsp.ANALYSIS_RATE_HZ]
+    print(f"the {len(long_enough)} recordings of at least {longest:g} s, {args.crops} stretches of each length:")
+    for seconds in LENGTHS_S:
+        rng = np.random.default_rng(SEED)
+        scores = [score(classifier, short_crop(r.audio, rng, (seconds, seconds)))
+                  for r in long_enough for _ in range(args.crops)]
+        print(line(f"{seconds:g} s", np.repeat([r.label for r in long_enough], args.crops), np.array(scores),
+                   classifier.threshold))
     return 0
 
 

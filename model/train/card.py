@@ -306,9 +306,11 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if short:
-        lines += ["## Short clips (tools/eval_short_clips.py)", "Other stethoscopes and phone apps often export "
-                  "1.2–4 s; each such clip is normalised alone and repeated to fill one window. Stretches of that "
-                  "length cut from PhysioNet recordings, beside the same recordings whole:", "", short, ""]
+        lines += ["## Short recordings (tools/eval_short_clips.py)", "Other stethoscopes and phone apps often "
+                  "export 1.2–4 s; each such clip is normalised alone and repeated to fill one window. Stretches of "
+                  "that length cut from PhysioNet recordings, beside the same recordings whole; then stretches of "
+                  "fixed lengths from the recordings of at least 20 s, so that every length is judged on the same "
+                  "hearts:", "", short, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -323,8 +325,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "- A short clip (an upload of 1–4 s, as other stethoscopes and phone apps export) is judged on its few "
         "cycles, repeated to fill one 3 s window: it needs two beats beside 0.2 s at each end, or it is poor "
         "signal. The Yaseen figure above is such clips; a 20 s recording is still the reliable case. Such clips "
-        "lose sensitivity, not specificity (Short clips above), so a normal from a clip under 4.5 s carries a "
-        "caution on the recording page and in `heartpi classify`.",
+        "lose sensitivity, not specificity (Short recordings above), and so, less steeply, do recordings under 10 s "
+        "(a recording stopped early; uploads), so a normal from under 10 s carries a caution on the recording page "
+        "and in `heartpi classify`.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
