@@ -321,6 +321,26 @@ def test_patients_create_search_edit_assign_and_audit(client, auth, web_store):
     assert ("recording.assign", f"recording:{rec.id}") in actions
 
 
+def test_fhir_export_carries_the_caution_of_a_normal_from_a_short_recording(client, auth, web_store):
+    """The referral's reader sees what the recording page says: a normal from under 10 s says less."""
+    import dsp
+
+    auth.login("clinician")
+    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(normal)
+    short = io.BytesIO()
+    dsp.write_wav(short, samples[: 6 * rate], rate)
+    for payload in (normal.read_bytes(), short.getvalue()):
+        assert _upload(client, auth, data=payload).status_code == 303
+    bundle = json.loads(client.get("/export/fhir.json").data)
+    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    notes = {round(web_store.get_recording(int(o["id"].rsplit("-", 1)[1])).duration_s): o["note"][0]["text"]
+             for o in observations}
+    assert sorted(notes) == [6, 20]
+    assert "Screening aid, not a diagnosis." in notes[6] and "6.0 s, a short recording: a normal result" in notes[6]
+    assert "short recording" not in notes[20]
+
+
 def test_exports(client, auth, web_store, heartpi_config):
     auth.login("clinician")
     pid = web_store.add_patient(name="=HYPERLINK(\"x\")", external_id="P-9", actor="t")

@@ -18,6 +18,7 @@ from device.clinic_time import ClinicTime
 from device.records import Recording, RecordStore
 from device.sites import SITES, site_text
 from device.storage import resolve
+from model.verdict import caution
 
 CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
@@ -120,7 +121,8 @@ def _observation_resource(rec: Recording) -> dict:
         "device": {"display": f"HeartPi {rec.device_id}"},
         "derivedFrom": [{"reference": f"Media/media-{rec.id}"}],
         "note": [{"text": "Screening aid, not a diagnosis."
-                  + (f" Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "")}],
+                  + (f" Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "")
+                  + (f" {rec.duration_s:.1f} s, a {short}." if (short := caution(rec.verdict, rec.duration_s)) else "")}],
     })
     if components:
         resource["component"] = components
