@@ -30,13 +30,16 @@ UNCERTAIN = "model_uncertain"
 #: on validation where the loss reaches 0.05; the test split falls the same way (0.76, 0.73,
 #: 0.72, 0.64). Uploads are often this short, and the box stops at 5 s when pressed again.
 SHORT_RECORDING_SECONDS = 10.0
-SHORT_NORMAL_CAUTION = ("short recording: a normal result from under 10 s misses more abnormal hearts than one "
-                        "from 20 s; record 20 s if you can")
+SHORT_NORMAL_CAUTION = ("Short recording ({seconds:.1f} s): a normal result from under 10 s misses more abnormal "
+                        "hearts than one from 20 s; record 20 s if you can.")
 
 
 def caution(label: str, duration_s: float) -> Optional[str]:
-    """What to add to a verdict shown to a person, or None: a normal from a short recording."""
-    return SHORT_NORMAL_CAUTION if label == NORMAL and duration_s < SHORT_RECORDING_SECONDS else None
+    """The sentence to show beside a verdict (recording page, ``heartpi classify``, FHIR note), or
+    None: only a normal from a short recording has one."""
+    if label == NORMAL and duration_s < SHORT_RECORDING_SECONDS:
+        return SHORT_NORMAL_CAUTION.format(seconds=duration_s)
+    return None
 
 
 @dataclass(frozen=True)

@@ -183,11 +183,11 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
         page.click("#upload-form button[type=submit]")
         page.wait_for_url(re.compile(r".*/recordings/\d+$"))
         assert page.locator("#verdict").inner_text().strip() == "normal"
-        assert page.locator("#short-clip-caution").count() == int(cautioned)
+        assert page.locator("#short-recording-caution").count() == int(cautioned)
         shown[upload] = page.url
     page.goto(shown[clip])
-    text = page.locator("#short-clip-caution").inner_text()
-    assert text.startswith("3.0 s, a short recording:") and "record 20 s if you can" in text
+    text = page.locator("#short-recording-caution").inner_text()
+    assert text.startswith("Short recording (3.0 s): a normal result") and "record 20 s if you can" in text
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page scrolls sideways on a phone"
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
     assert page.console_errors == []

@@ -214,7 +214,8 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
     its JSON; a whole recording's normal and a short recording's abnormal do not."""
     from model.verdict import SHORT_NORMAL_CAUTION, SHORT_RECORDING_SECONDS, caution
 
-    assert caution("normal", SHORT_RECORDING_SECONDS - 0.01) == SHORT_NORMAL_CAUTION
+    assert caution("normal", 9.5) == SHORT_NORMAL_CAUTION.format(seconds=9.5)
+    assert caution("normal", 9.5).startswith("Short recording (9.5 s): a normal result")
     assert caution("normal", SHORT_RECORDING_SECONDS) is None
     assert caution("abnormal", 2.0) is None and caution("poor_signal", 2.0) is None
     clips = {}
@@ -226,12 +227,12 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
     result = _heartpi("classify", str(clips["normal"]), str(clips["abnormal"]), str(whole))
     assert result.returncode == 0, result.stderr
     short_normal, short_abnormal, whole_normal = result.stdout.strip().splitlines()
-    assert ": NORMAL (" in short_normal and short_normal.endswith(f"3.0 s); {SHORT_NORMAL_CAUTION}")
-    assert "ABNORMAL: REFER" in short_abnormal and "short recording" not in short_abnormal
-    assert ": NORMAL (" in whole_normal and "short recording" not in whole_normal
+    assert ": NORMAL (" in short_normal and short_normal.endswith(f"3.0 s); {caution('normal', 3.0)}")
+    assert "ABNORMAL: REFER" in short_abnormal and "Short recording" not in short_abnormal
+    assert ": NORMAL (" in whole_normal and "Short recording" not in whole_normal
     as_json = _heartpi("classify", "--json", str(clips["normal"]), str(whole))
     data = [json.loads(line) for line in as_json.stdout.splitlines()]
-    assert [d["caution"] for d in data] == [SHORT_NORMAL_CAUTION, None]
+    assert [d["caution"] for d in data] == [caution("normal", 3.0), None]
 
 
 def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):

@@ -120,9 +120,10 @@ def _observation_resource(rec: Recording) -> dict:
         "method": {"text": f"HeartPi software {rec.software_version}, model sha256 {rec.model_sha256}"},
         "device": {"display": f"HeartPi {rec.device_id}"},
         "derivedFrom": [{"reference": f"Media/media-{rec.id}"}],
-        "note": [{"text": "Screening aid, not a diagnosis."
-                  + (f" Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "")
-                  + (f" {rec.duration_s:.1f} s, a {short}." if (short := caution(rec.verdict, rec.duration_s)) else "")}],
+        "note": [{"text": " ".join(filter(None, (
+            "Screening aid, not a diagnosis.",
+            f"Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "",
+            caution(rec.verdict, rec.duration_s))))}],
     })
     if components:
         resource["component"] = components
