@@ -321,8 +321,9 @@ def test_patients_create_search_edit_assign_and_audit(client, auth, web_store):
     assert ("recording.assign", f"recording:{rec.id}") in actions
 
 
-def test_fhir_export_carries_the_caution_of_a_normal_from_a_short_recording(client, auth, web_store):
-    """The referral's reader sees what the recording page says: a normal from under 10 s says less."""
+def test_exports_carry_the_caution_of_a_normal_from_a_short_recording(client, auth, web_store):
+    """The referral's reader sees what the recording page says: a normal from under 10 s says less
+    (FHIR: the Observation's note; CSV: the last column, ``caution``)."""
     import dsp
 
     auth.login("clinician")
@@ -339,6 +340,9 @@ def test_fhir_export_carries_the_caution_of_a_normal_from_a_short_recording(clie
     assert sorted(notes) == [6, 20]
     assert notes[6].startswith("Screening aid, not a diagnosis. Short recording (6.0 s): a normal result")
     assert notes[20] == "Screening aid, not a diagnosis."
+    rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
+    cautions = {round(float(r["duration_s"])): r["caution"] for r in rows}
+    assert cautions[6] == notes[6].split("diagnosis. ", 1)[1] and cautions[20] == ""
 
 
 def test_exports(client, auth, web_store, heartpi_config):

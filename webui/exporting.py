@@ -24,7 +24,7 @@ CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
                "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
                "model_sha256", "software_version", "sha256", "file", "clinician_finding",
-               "clinician_note", "finding_by", "finding_at", "site", "captured_local", "visit")
+               "clinician_note", "finding_by", "finding_at", "site", "captured_local", "visit", "caution")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
 #: The clinician's finding (``Recording.finding``): its code in the export, and the words both
@@ -62,7 +62,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: Clini
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
                rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "", clinic.iso(rec.captured_at),
-               rec.visit or "")
+               rec.visit or "", caution(rec.verdict, rec.duration_s) or "")
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
