@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -35,10 +36,11 @@ SHORT_NORMAL_CAUTION = ("Short recording ({seconds:.1f} s): a normal result from
 
 
 def caution(label: str, duration_s: float) -> Optional[str]:
-    """The sentence to show beside a verdict (recording page, ``heartpi classify``, FHIR note), or
-    None: only a normal from a short recording has one."""
+    """The sentence to show beside a verdict (recording page, ``heartpi classify``, CSV and FHIR
+    exports), or None: only a normal from a short recording has one. The duration is cut, not
+    rounded, to 0.1 s, so that 9.97 s does not read "10.0 s" beside "under 10 s"."""
     if label == NORMAL and duration_s < SHORT_RECORDING_SECONDS:
-        return SHORT_NORMAL_CAUTION.format(seconds=duration_s)
+        return SHORT_NORMAL_CAUTION.format(seconds=math.floor(duration_s * 10) / 10)
     return None
 
 

@@ -216,6 +216,7 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
 
     assert caution("normal", 9.5) == SHORT_NORMAL_CAUTION.format(seconds=9.5)
     assert caution("normal", 9.5).startswith("Short recording (9.5 s): a normal result")
+    assert caution("normal", 9.97).startswith("Short recording (9.9 s):")  # never "10.0 s" beside "under 10 s"
     assert caution("normal", SHORT_RECORDING_SECONDS) is None
     assert caution("abnormal", 2.0) is None and caution("poor_signal", 2.0) is None
     clips = {}
