@@ -29,14 +29,16 @@ from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
 from model.train.augment import SHORT_CLIP_SECONDS, short_crop  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, load_audio, model_splits  # noqa: E402
+from model.train.pipeline import record_scores  # noqa: E402
 
 SEED = 20180  #: the crops' seed: fixed, so that models are compared on the same clips
 LENGTHS_S = (2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
 
 
-def score(classifier: Classifier, audio: np.ndarray) -> float:
-    """Mean window probability of analysis-rate audio (the device's aggregation)."""
-    return float(np.mean(classifier.score_windows(dsp.window_features(audio, classifier.params))))
+def scores(classifier: Classifier, audios: list[np.ndarray]) -> np.ndarray:
+    """Each analysis-rate recording's mean window probability (the device's aggregation)."""
+    return record_scores([dsp.window_features(audio, classifier.params) for audio in audios],
+                         classifier.score_windows)
 
 
 def line(name: str, labels: np.ndarray, scores: np.ndarray, threshold: float) -> str:
@@ -58,21 +60,21 @@ def main() -> int:
     load_audio(records, args.data)
     rng = np.random.default_rng(SEED)
     labels = np.array([r.label for r in records])
-    whole = np.array([score(classifier, r.audio) for r in records])
-    clips = np.array([[score(classifier, short_crop(r.audio, rng)) for _ in range(args.crops)] for r in records])
+    whole = scores(classifier, [r.audio for r in records])
+    clips = scores(classifier, [short_crop(r.audio, rng) for r in records for _ in range(args.crops)])
     low, high = SHORT_CLIP_SECONDS
     print(f"{args.model or 'shipped model'} ({classifier.sha256[:8]}), {len(records)} {args.split} recordings")
     print(line("whole recordings", labels, whole, classifier.threshold))
-    print(line(f"{args.crops} clips of {low:g}-{high:g} s each", np.repeat(labels, args.crops), clips.ravel(),
+    print(line(f"{args.crops} clips of {low:g}-{high:g} s each", np.repeat(labels, args.crops), clips,
                classifier.threshold))
     longest = max(LENGTHS_S)
     long_enough = [r for r in records if r.audio.size >= longest * dsp.ANALYSIS_RATE_HZ]
     print(f"the {len(long_enough)} recordings of at least {longest:g} s, {args.crops} stretches of each length:")
     for seconds in LENGTHS_S:
         rng = np.random.default_rng(SEED)
-        scores = [score(classifier, short_crop(r.audio, rng, (seconds, seconds)))
-                  for r in long_enough for _ in range(args.crops)]
-        print(line(f"{seconds:g} s", np.repeat([r.label for r in long_enough], args.crops), np.array(scores),
+        stretches = scores(classifier, [short_crop(r.audio, rng, (seconds, seconds))
+                                        for r in long_enough for _ in range(args.crops)])
+        print(line(f"{seconds:g} s", np.repeat([r.label for r in long_enough], args.crops), stretches,
                    classifier.threshold))
     return 0
 

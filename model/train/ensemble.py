@@ -42,6 +42,11 @@ def members_of(model) -> int:
     return sum(1 for member in range(64) if f"{_prefix(member)}conv1" in names)
 
 
+def is_training_form(model) -> bool:
+    """Whether ``model`` is :func:`build_ensemble`'s training form (every member's own output)."""
+    return any(layer.name == "p_members" for layer in model.layers)
+
+
 def build_ensemble(n_mfcc: int, frames: int, *, members: int, filters=(32, 32, 48, 48), kernel: int = 5,
                    dropout: float = 0.3, blur_pool: bool = True):
     """The training form: output ``p_members``, shape (batch, members)."""
@@ -104,7 +109,7 @@ def grouped_network(model):
         exported.get_layer(f"conv{i}").set_weights([np.concatenate(convs, axis=-1)])
         norms = [model.get_layer(f"{_prefix(m)}norm{i}").get_weights() for m in range(members)]
         exported.get_layer(f"norm{i}").set_weights([np.concatenate(part) for part in zip(*norms)])
-    if "p_members" in {layer.name for layer in model.layers}:
+    if is_training_form(model):
         head = _head_weights(model, members)
     else:
         head = model.get_layer("p_abnormal").get_weights()

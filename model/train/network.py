@@ -199,9 +199,9 @@ def plain_network(model):
     ensemble's per-member outputs, which become their mean logit):
     the same weights layer by layer, so the saved float model and the int8 file are exactly
     the plain network."""
-    from model.train.ensemble import averaged_network
+    from model.train.ensemble import averaged_network, is_training_form
 
-    if any(layer.name == "p_members" for layer in model.layers):
+    if is_training_form(model):
         return averaged_network(model)
     if not any(layer.name.startswith(TRAINING_ONLY) for layer in model.layers):
         return model
