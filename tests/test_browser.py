@@ -164,6 +164,14 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
 
 
+def _assert_fits_a_phone(page, width: int = 390) -> None:
+    """Neither the page nor any list table is wider than the phone: a table that only fits by
+    scrolling inside itself hides its right-hand columns ("Open", "Assign") off screen."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{page.url} scrolls sideways"
+    tables = page.evaluate("Array.from(document.querySelectorAll('table.list'), t => [t.scrollWidth, t.clientWidth])")
+    assert tables and all(scroll <= client for scroll, client in tables), (page.url, tables)
+
+
 def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
     """A 3 s clip, as another stethoscope's app exports: its "normal" says that short recordings
     miss more abnormal hearts; the same recording whole (20 s) shows no such line."""
@@ -190,6 +198,19 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
     assert text.startswith("Short recording (3.0 s): a normal result") and "record 20 s if you can" in text
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page scrolls sideways on a phone"
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
+    page.goto(f"{base}/recordings")  # the list marks the short one too, its title the same sentence
+    marks = page.locator("#recordings .short-recording")
+    assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
+    page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip-list.png"), full_page=True)
+    _assert_fits_a_phone(page)
+    store = live_server[1]
+    patient = store.add_patient(name="Amina Yusuf", external_id="P-0042", actor="test")
+    store.assign_recording(int(shown[clip].rsplit("/", 1)[1]), patient, actor="test")
+    page.goto(f"{base}/patients/{patient}")
+    marks = page.locator(".short-recording")
+    assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
+    page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip-patient.png"), full_page=True)
+    _assert_fits_a_phone(page)
     assert page.console_errors == []
 
 

@@ -345,6 +345,38 @@ def test_exports_carry_the_caution_of_a_normal_from_a_short_recording(client, au
     assert cautions[6] == notes[6].split("diagnosis. ", 1)[1] and cautions[20] == ""
 
 
+def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
+    """Recordings list, patient page (assigned and unassigned tables), a recording's visit table and
+    the device page: a normal from under 10 s carries a "short recording" mark whose title is the
+    recording page's caution, so no list shows it as a plain normal; the 20 s normal carries none."""
+    import dsp
+    from model.verdict import caution
+
+    auth.login("admin")
+    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(normal)
+    short = io.BytesIO()
+    dsp.write_wav(short, samples[: 6 * rate], rate)
+    pid = web_store.add_patient(name="Amina", external_id="P-1", actor="t")
+    assert _upload(client, auth, data=normal.read_bytes(), patient_id=str(pid)).status_code == 303
+    assert _upload(client, auth, data=short.getvalue()).status_code == 303
+    assert _upload(client, auth, data=short.getvalue(), patient_id=str(pid)).status_code == 303
+    with web_store.transaction() as conn:  # the patient's two as one visit at the box, for its table
+        conn.execute("UPDATE recordings SET visit = 'visit-1' WHERE patient_id = ?", (pid,))
+    recordings = web_store.list_recordings()
+    assert sorted(r.verdict for r in recordings) == ["normal"] * 3
+    short_rec = next(r for r in recordings if r.duration_s < 10 and r.patient_id == pid)
+    expected = caution("normal", short_rec.duration_s)
+    assert expected.startswith("Short recording (6.0 s)")
+    mark = re.compile(r'<span class="short-recording" title="([^"]*)">short recording</span>')
+    for url, marks in (("/recordings", 2), (f"/patients/{pid}", 2), (f"/recordings/{short_rec.id}", 1),
+                       ("/device", 2)):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        titles = [html.unescape(t) for t in mark.findall(page.get_data(as_text=True))]
+        assert titles == [expected] * marks, url
+
+
 def test_exports(client, auth, web_store, heartpi_config):
     auth.login("clinician")
     pid = web_store.add_patient(name="=HYPERLINK(\"x\")", external_id="P-9", actor="t")
