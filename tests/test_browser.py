@@ -164,12 +164,13 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
 
 
-def _assert_fits_a_phone(page, width: int = 390) -> None:
+def _assert_fits_a_phone(page, width: int = 390, tables_expected: bool = True) -> None:
     """Neither the page nor any list table is wider than the phone: a table that only fits by
     scrolling inside itself hides its right-hand columns ("Open", "Assign") off screen."""
     assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{page.url} scrolls sideways"
     tables = page.evaluate("Array.from(document.querySelectorAll('table.list'), t => [t.scrollWidth, t.clientWidth])")
-    assert tables and all(scroll <= client for scroll, client in tables), (page.url, tables)
+    assert tables or not tables_expected, f"{page.url} has no list table"
+    assert all(scroll <= client for scroll, client in tables), (page.url, tables)
 
 
 def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
@@ -449,4 +450,37 @@ def test_a_recording_prints_for_a_referral_in_a_real_browser(live_server, page, 
         assert page.locator(dropped).is_hidden(), dropped
     page.pdf(path=str(ARTIFACTS / "11-referral.pdf"), format="A4")
     page.screenshot(path=str(ARTIFACTS / "11-referral-print.png"), full_page=True)
+    assert not page.console_errors, page.console_errors
+
+
+def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heartpi_config):
+    """At 390 px (a small phone on the clinic Wi-Fi) no page scrolls sideways and no list table
+    hides its right-hand columns, with recordings of every verdict (the longest badge is "poor
+    signal: record again"), a patient with a long name and audit rows present."""
+    from device.storage import store_recording
+    from webui.passwords import hash_password
+
+    base, store = live_server
+    store.add_user(email="boss@clinic.test", password_hash=hash_password(PASSWORD), role="admin", actor="test")
+    patient = store.add_patient(name="Nomvula Thandiwe Mahlangu-Okonkwo", external_id="KZN-000123-2026",
+                                actor="test")
+    recs = []
+    for wav, (verdict, p, duration, assigned) in zip(reference_wavs(), (
+            ("normal", 0.01, 6.0, True), ("abnormal", 0.4, 20.0, True),
+            ("poor_signal", None, 20.0, True), ("poor_signal", None, 8.0, False))):
+        relative, sha = store_recording(heartpi_config.recordings_dir, wav.read_bytes())
+        recs.append(store.add_recording(file=relative, sha256=sha, duration_s=duration, rate=2000, source="device",
+                                        device_id="heartpi-clinic-07", verdict=verdict, p_abnormal=p,
+                                        threshold=0.076, heart_rate_bpm=72.0, site="aortic", visit="visit-1",
+                                        patient_id=patient if assigned else None))
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base, "boss@clinic.test")
+    for path in ("/recordings", f"/recordings/{recs[0]}", "/upload", "/patients", f"/patients/{patient}",
+                 f"/patients/{patient}/edit", "/patients/new", "/export", "/device", "/guide", "/admin/users",
+                 "/admin/audit", "/password"):
+        page.goto(base + path)
+        assert page.url.endswith(path), (path, page.url)
+        name = re.sub(r"[^a-z0-9]+", "-", path.strip("/").lower())
+        page.screenshot(path=str(ARTIFACTS / f"07-phone-{name}.png"), full_page=True)
+        _assert_fits_a_phone(page, tables_expected=False)
     assert not page.console_errors, page.console_errors
