@@ -474,6 +474,9 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
                                         threshold=0.076, heart_rate_bpm=72.0, site="aortic", visit="visit-1",
                                         patient_id=patient if assigned else None))
     page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base}/login")
+    page.screenshot(path=str(ARTIFACTS / "07-phone-login.png"), full_page=True)
+    _assert_fits_a_phone(page, tables_expected=False)
     _login(page, base, "boss@clinic.test")
     for path in ("/recordings", f"/recordings/{recs[0]}", "/upload", "/patients", f"/patients/{patient}",
                  f"/patients/{patient}/edit", "/patients/new", "/export", "/device", "/guide", "/admin/users",
