@@ -336,8 +336,8 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "cycles, repeated to fill one 3 s window: it needs two beats beside 0.2 s at each end, or it is poor "
         "signal. The Yaseen figure above is such clips; a 20 s recording is still the reliable case. Such clips "
         "lose sensitivity, not specificity (Short recordings above), and so, less steeply, do recordings under 10 s "
-        "(a recording stopped early; uploads), so a normal from under 10 s carries a caution on the recording page (lists mark it "short recording"), "
-        "in `heartpi classify` and in the CSV and FHIR exports.",
+        "(a recording stopped early; uploads), so a normal from under 10 s carries a caution on the recording page "
+        "(lists mark it \"short recording\"), in `heartpi classify` and in the CSV and FHIR exports.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
