@@ -284,7 +284,8 @@ def test_ganin_schedule_rises_from_zero_towards_one():
     assert values[0] == 0.0 and all(b > a for a, b in zip(values, values[1:])) and 0.99 < values[-1] < 1.0
 
 
-@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average", "members"])
+@pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average", "members",
+                                   "stop_on_sources"])
 def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_network(trick):
     """A few epochs on windows whose label is in one coefficient's level: adversarial training,
     mixup's soft labels, or masked bands, must still learn it (AUC well above chance) and hand
@@ -303,13 +304,50 @@ def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_networ
     sources = rng.integers(0, 3, n).astype(np.int32)
     tricks = {"source_adversary": Tricks(source_adversary=True), "mixup": Tricks(mixup=0.4),
               "band_mask": Tricks(band_mask=8), "weight_average": Tricks(weight_average=True),
-              "members": Tricks(members=3, blur_pool=True)}[trick]
+              "members": Tricks(members=3, blur_pool=True),
+              "stop_on_sources": Tricks(members=3, stop_on_sources=True)}[trick]
     model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
-                tricks=tricks, sources=(sources, sources[:64]))
+                tricks=tricks, sources=(sources, sources[:64]),
+                val_records=(np.arange(64), y[:64], sources[:64]))  # each window a recording
     assert not any(l.name.startswith(TRAINING_ONLY) or l.name == "p_members" for l in model.layers)
     assert model.output.shape[-1] == 1
     from model.metrics import auc
     assert auc(y, model(x, training=False).numpy().reshape(-1)) > 0.9
+
+
+def test_source_balanced_auc_counts_each_source_set_once_and_skips_one_class_sets():
+    from model.train.pipeline import source_balanced_auc
+
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 1])
+    scores = np.array([.1, .9, .2, .8, .9, .1, .8, .3, .5, .4, .3, .6, .2, .7])
+    sources = np.array([0, 0, 0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0])
+    # set 0 (10 recordings): 24 of 25 pairs ranked right; set 1: all wrong; set 2: one class, left out
+    assert source_balanced_auc(labels, scores, sources) == pytest.approx((24 / 25 + 0.0) / 2)
+    assert np.isnan(source_balanced_auc(labels[6:8], scores[6:8], sources[6:8]))
+
+
+def test_source_balanced_callback_scores_recordings_as_the_device_does():
+    """The value early stopping reads: windows scored by the members' averaged logit, averaged
+    per recording, then the mean over source sets of their AUC."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from model.train.pipeline import source_balanced_auc, source_balanced_callback
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 4)).astype(np.float32)
+    inputs = tf.keras.Input((4,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="sigmoid")(inputs))  # 2 "members"
+    recording = np.repeat(np.arange(10), 3)
+    labels, sources = np.array([0, 1] * 5), np.array([0] * 6 + [1] * 4)
+    callback = source_balanced_callback(x, recording, labels, sources)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    p = model.predict(x, verbose=0).astype(np.float64)
+    window = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
+    expected = source_balanced_auc(labels, window.reshape(10, 3).mean(axis=1), sources)
+    assert logs["val_source_auc"] == pytest.approx(expected, abs=1e-9) and 0 <= expected <= 1
 
 
 def test_mixup_blends_windows_labels_and_weights_of_one_batch_reproducibly():
@@ -525,6 +563,14 @@ def test_training_refuses_options_an_ensemble_cannot_take_before_any_work(option
     with pytest.raises(SystemExit) as stopped:
         main(options)
     assert stopped.value.code == 2 and "--members" in capsys.readouterr().err
+
+
+def test_training_refuses_stopping_on_sources_with_weight_averaging_before_any_work(capsys):
+    from model.train.pipeline import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--stop-on-sources", "--weight-average"])
+    assert stopped.value.code == 2 and "never stops early" in capsys.readouterr().err
 
 
 def test_training_refuses_a_negative_short_crop_count_before_any_work(capsys):

@@ -23,7 +23,7 @@ import numpy as np
 import dsp
 from model.classifier import (ASSETS, METADATA_FORMAT, Classifier, logit_spread, sha256_bytes,
                               software_version)
-from model.metrics import best_threshold, screening_metrics
+from model.metrics import auc, best_threshold, screening_metrics
 from model.train.augment import augment, short_crop
 from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record, load_audio,
                                  read_labels, split_records)
@@ -143,6 +143,10 @@ class Tricks:
     weight_average: bool = False
     #: this many narrow networks, their logits averaged (:mod:`model.train.ensemble`); 1: one network
     members: int = 1
+    #: early stopping on the mean over validation source sets of their recordings' AUC
+    #: (:func:`source_balanced_auc`) instead of the pooled windows' AUC, in which training-e's
+    #: device, two thirds of the recordings, has the loudest say
+    stop_on_sources: bool = False
 
     @property
     def batched(self) -> bool:
@@ -213,13 +217,51 @@ def ganin_strength(progress: float) -> float:
     return float(2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
 
 
+def source_balanced_auc(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> float:
+    """Mean over source sets of the AUC of their recordings' scores; a set whose recordings are all
+    of one class has no AUC and is left out (nan when none has one). Each stethoscope counts once,
+    however many recordings it brought."""
+    values = [auc(labels[sources == s], scores[sources == s]) for s in np.unique(sources)]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def window_probabilities(model, x: np.ndarray) -> np.ndarray:
+    """P(abnormal) per window from a network in training form: one network's output, or an
+    ensemble's members' averaged logit (what the shipped file computes)."""
+    p = np.asarray(model.predict(x, batch_size=512, verbose=0), dtype=np.float64).reshape(len(x), -1)
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return 1.0 / (1.0 + np.exp(-np.mean(np.log(p / (1 - p)), axis=1)))
+
+
+def source_balanced_callback(x: np.ndarray, recording: np.ndarray, labels: np.ndarray, sources: np.ndarray):
+    """A Keras callback that writes ``val_source_auc`` into each epoch's logs: validation
+    windows scored, averaged per recording as the device does, then :func:`source_balanced_auc`.
+    ``recording``: each window's recording index; ``labels``/``sources``: per recording."""
+    import tensorflow as tf
+
+    counts = np.bincount(recording, minlength=len(labels))
+
+    class SourceBalancedAUC(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            scores = np.bincount(recording, window_probabilities(self.model, x), minlength=len(labels)) / counts
+            value = source_balanced_auc(labels, scores, sources)
+            if logs is not None:
+                logs["val_source_auc"] = value
+            log.info("epoch %d: validation AUC by source set, averaged: %.4f", epoch + 1, value)
+
+    return SourceBalancedAUC()
+
+
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.FeatureParams, *,
         epochs: int, seed: int, batch_size: int = 128, tricks: Tricks = Tricks(),
-        sources: Optional[tuple[np.ndarray, np.ndarray]] = None):
+        sources: Optional[tuple[np.ndarray, np.ndarray]] = None,
+        val_records: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None):
     """Train the CNN; returns the plain network (training-only parts removed).
 
     ``sources``: per-window source indices of the training and validation windows, needed
-    by ``tricks.source_adversary``.
+    by ``tricks.source_adversary``. ``val_records``: each validation window's recording index,
+    and each recording's label and source index, needed by ``tricks.stop_on_sources``.
     """
     import tensorflow as tf
 
@@ -256,6 +298,11 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
         averager = weight_average_callback(model, first_averaged_epoch(epochs))
         callbacks.append(averager)
     else:
+        if tricks.stop_on_sources:
+            if val_records is None:
+                raise ValueError("stopping on the source sets' AUC needs each validation window's recording")
+            callbacks.append(source_balanced_callback(val[0], *val_records))
+            monitor = "val_source_auc"
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
                                                           restore_best_weights=True))
     if tricks.batched:
@@ -411,8 +458,14 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
                                    for r in train for windows in versions[r.name]]),
                    np.concatenate([np.full(len(win), index[r.source], np.int32)
                                    for win, r in zip(val_windows, validation)]))
+    val_records = None
+    if tricks.stop_on_sources:
+        index = {name: i for i, name in enumerate(sorted({r.source for r in validation}))}
+        val_records = (np.concatenate([np.full(len(win), i, np.int64) for i, win in enumerate(val_windows)]),
+                       np.array([r.label for r in validation]), np.array([index[r.source] for r in validation]))
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
-    model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources)
+    model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources,
+                val_records=val_records)
     return model, x
 
 
@@ -592,6 +645,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "recording also gives N windows of a random 1.2-4 s stretch of it, normalised alone and "
                         "tiled, as the device treats short clips from other stethoscopes and phone apps (0: off; "
                         "tools/eval_short_clips.py measures what it does)")
+    parser.add_argument("--stop-on-sources", action="store_true", help="early stopping keeps the epoch "
+                        "with the best mean over validation source sets of their recordings' AUC (each "
+                        "stethoscope counts once) instead of the pooled windows' AUC (training-e's device "
+                        "is two thirds of them)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -599,6 +656,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--short-crops must be 0 or more")
     if args.members < 1:
         parser.error("--members must be at least 1")
+    if args.stop_on_sources and args.weight_average:
+        parser.error("--stop-on-sources chooses an epoch to stop at; --weight-average never stops early")
     if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
         parser.error("--mix-style, --source-adversary, --mixup and --band-mask train one network: "
                      "add --members 1 (as their ablation rows were run)")
@@ -633,7 +692,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
                     band_mask=args.band_mask, blur_pool=args.blur_pool,
                     skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average,
-                    members=args.members)
+                    members=args.members, stop_on_sources=args.stop_on_sources)
     report.update({name: value for name, value in asdict(tricks).items()
                    if value and not (name == "members" and value == 1)})
     splits = split_records(records, seed=args.seed)
