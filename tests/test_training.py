@@ -573,6 +573,15 @@ def test_training_refuses_stopping_on_sources_with_weight_averaging_before_any_w
     assert stopped.value.code == 2 and "never stops early" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("count", ["1", "33"])
+def test_training_refuses_a_cepstral_count_the_mel_bank_cannot_give_before_any_work(count, capsys):
+    from model.train.pipeline import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--n-mfcc", count])
+    assert stopped.value.code == 2 and "--n-mfcc must be 2 to 32" in capsys.readouterr().err
+
+
 def test_training_refuses_a_negative_short_crop_count_before_any_work(capsys):
     from model.train.pipeline import main
 

@@ -597,6 +597,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--fmin", type=float, default=dsp.FeatureParams.fmin, help="lowest mel band "
                         "edge in Hz (band-limiting ablation; the metadata records it for the device)")
     parser.add_argument("--fmax", type=float, default=dsp.FeatureParams.fmax, help="highest mel band edge in Hz")
+    parser.add_argument("--n-mfcc", type=int, default=dsp.FeatureParams.n_mfcc, help="cepstral coefficients per "
+                        "frame (fewer keep only the spectral envelope's coarse shape, dropping the fine detail in "
+                        "which a stethoscope's resonances sit; the metadata records it for the device)")
     parser.add_argument("--median-padding", type=float, default=0.0, metavar="FACTOR",
                         help="add FACTOR x each mel band's median power before the log (0: off; "
                              "see dsp.features.pad_noise_floor)")
@@ -656,6 +659,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--short-crops must be 0 or more")
     if args.members < 1:
         parser.error("--members must be at least 1")
+    if not 2 <= args.n_mfcc <= dsp.FeatureParams.n_mels:
+        parser.error(f"--n-mfcc must be 2 to {dsp.FeatureParams.n_mels} (the mel bands)")
     if args.stop_on_sources and args.weight_average:
         parser.error("--stop-on-sources chooses an epoch to stop at; --weight-average never stops early")
     if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
@@ -669,7 +674,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.workers)
     tf.config.experimental.enable_op_determinism()
     started = time.time()
-    params = dsp.FeatureParams(normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
+    params = dsp.FeatureParams(n_mfcc=args.n_mfcc, normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
                                median_padding=args.median_padding, window_hop_s=args.window_hop)
     if args.reevaluate:
         return reevaluate(args)
