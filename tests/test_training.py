@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import reference_wavs
 from tests.signals import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +22,10 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     pytest.importorskip("tensorflow")
     if not (SHARED_DATA / "physionet2016" / "labels.csv").exists():
         pytest.skip("../shared/data not present")
-    # --with-yaseen: the optional seventh source's path too (its records join every split)
+    # --with-yaseen: the optional seventh source's path too (its records join every split);
+    # --n-mfcc 12: a feature setting other than the shipped one reaches the device through the metadata
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
-                             "--augment", "1", "--with-yaseen", "--out", str(tmp_path),
+                             "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--out", str(tmp_path),
                              "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,6 +41,8 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert meta["metrics"]["test_int8"]["n_abnormal"] + meta["metrics"]["test_int8"]["n_normal"] == physionet_test
     assert "Trained on as a seventh source" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier._input["dtype"] == np.int8
+    assert meta["features"]["n_mfcc"] == 12 and tuple(classifier._input["shape"])[1] == 12
+    assert classifier.classify_file(reference_wavs()[0]).windows > 0
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
     assert meta["features"]["window_hop_s"] == 1.5 and meta["metrics"]["blur_pool"] is True  # as shipped
     assert meta["metrics"]["skip_poor_quality"] is True  # as shipped, and the card says so
