@@ -569,12 +569,14 @@ def test_training_refuses_options_an_ensemble_cannot_take_before_any_work(option
     assert stopped.value.code == 2 and "--members" in capsys.readouterr().err
 
 
-def test_training_refuses_stopping_on_sources_with_weight_averaging_before_any_work(capsys):
+@pytest.mark.parametrize("options, why", [(["--weight-average"], "never stops early"),
+                                          (["--members", "1", "--source-adversary"], "a second output")])
+def test_training_refuses_stopping_on_sources_with_what_it_cannot_take_before_any_work(options, why, capsys):
     from model.train.pipeline import main
 
     with pytest.raises(SystemExit) as stopped:
-        main(["--stop-on-sources", "--weight-average"])
-    assert stopped.value.code == 2 and "never stops early" in capsys.readouterr().err
+        main(["--stop-on-sources", *options])
+    assert stopped.value.code == 2 and why in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("count", ["1", "33"])

@@ -299,8 +299,9 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
         callbacks.append(averager)
     else:
         if tricks.stop_on_sources:
-            if val_records is None:
-                raise ValueError("stopping on the source sets' AUC needs each validation window's recording")
+            if val_records is None or adversary:
+                raise ValueError("stopping on the source sets' AUC needs each validation window's recording, "
+                                 "and one output (not the source adversary's two)")
             callbacks.append(source_balanced_callback(val[0], *val_records))
             monitor = "val_source_auc"
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
@@ -663,6 +664,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--n-mfcc must be 2 to {dsp.FeatureParams.n_mels} (the mel bands)")
     if args.stop_on_sources and args.weight_average:
         parser.error("--stop-on-sources chooses an epoch to stop at; --weight-average never stops early")
+    if args.stop_on_sources and args.source_adversary:
+        parser.error("--stop-on-sources scores the label alone; --source-adversary adds a second output")
     if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
         parser.error("--mix-style, --source-adversary, --mixup and --band-mask train one network: "
                      "add --members 1 (as their ablation rows were run)")
