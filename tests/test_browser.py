@@ -149,6 +149,15 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     assert not page.console_errors, page.console_errors  # CSP violations show up here
 
 
+def _assert_fits_a_phone(page, width: int = 390, tables_expected: bool = True) -> None:
+    """Neither the page nor any list table is wider than the phone: a table that only fits by
+    scrolling inside itself hides its right-hand columns ("Open", "Assign") off screen."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{page.url} scrolls sideways"
+    tables = page.evaluate("Array.from(document.querySelectorAll('table.list'), t => [t.scrollWidth, t.clientWidth])")
+    assert tables or not tables_expected, f"{page.url} has no list table"
+    assert all(scroll <= client for scroll, client in tables), (page.url, tables)
+
+
 def test_bad_upload_message_and_phone_layout(live_server, page):
     base, store = live_server
     page.set_viewport_size({"width": 390, "height": 844})
@@ -159,18 +168,8 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.click("#upload-form button[type=submit]")
     error = page.locator("#upload-error").inner_text()
     assert "this MP3 recording is damaged or incomplete" in error and store.count_recordings() == 0
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, "page scrolls sideways on a phone"
+    _assert_fits_a_phone(page, tables_expected=False)
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
-
-
-def _assert_fits_a_phone(page, width: int = 390, tables_expected: bool = True) -> None:
-    """Neither the page nor any list table is wider than the phone: a table that only fits by
-    scrolling inside itself hides its right-hand columns ("Open", "Assign") off screen."""
-    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{page.url} scrolls sideways"
-    tables = page.evaluate("Array.from(document.querySelectorAll('table.list'), t => [t.scrollWidth, t.clientWidth])")
-    assert tables or not tables_expected, f"{page.url} has no list table"
-    assert all(scroll <= client for scroll, client in tables), (page.url, tables)
 
 
 def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
@@ -197,7 +196,7 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
     page.goto(shown[clip])
     text = page.locator("#short-recording-caution").inner_text()
     assert text.startswith("Short recording (3.0 s): a normal result") and "record 20 s if you can" in text
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page scrolls sideways on a phone"
+    _assert_fits_a_phone(page, tables_expected=False)
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
     page.goto(f"{base}/recordings")  # the list marks the short one too, its title the same sentence
     marks = page.locator("#recordings .short-recording")
@@ -410,7 +409,7 @@ def test_the_guide_fits_a_phone_and_prints_without_the_menu(live_server, page):
     page.click("header nav a:text-is('Guide')")
     page.wait_for_url(f"{base}/guide")
     assert page.locator("#lights tbody tr").count() == len(PATTERNS)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the guide scrolls sideways on a phone"
+    _assert_fits_a_phone(page, tables_expected=False)
     assert page.locator("header.top").is_visible()
     page.emulate_media(media="print")
     assert page.locator("header.top").is_hidden() and page.locator("#lights").is_visible()
