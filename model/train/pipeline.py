@@ -451,19 +451,17 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
     x, y, w = training_windows(train, versions)
     val_windows = record_windows(validation, training_params(params), workers)
     xv = np.concatenate(val_windows)[..., None]
-    yv = np.concatenate([np.full(len(win), r.label, np.float32) for win, r in zip(val_windows, validation)])
+    val_recording = np.repeat(np.arange(len(validation)), [len(win) for win in val_windows])  # per window
+    val_labels = np.array([r.label for r in validation])
+    yv = val_labels[val_recording].astype(np.float32)
+    index = {name: i for i, name in enumerate(sorted({r.source for r in [*train, *validation]}))}
+    val_sources = np.array([index[r.source] for r in validation], np.int32)
     sources = None
     if tricks.source_adversary:  # per-window source indices, in training_windows' order
-        index = {name: i for i, name in enumerate(sorted({r.source for r in [*train, *validation]}))}
         sources = (np.concatenate([np.full(len(windows), index[r.source], np.int32)
                                    for r in train for windows in versions[r.name]]),
-                   np.concatenate([np.full(len(win), index[r.source], np.int32)
-                                   for win, r in zip(val_windows, validation)]))
-    val_records = None
-    if tricks.stop_on_sources:
-        index = {name: i for i, name in enumerate(sorted({r.source for r in validation}))}
-        val_records = (np.concatenate([np.full(len(win), i, np.int64) for i, win in enumerate(val_windows)]),
-                       np.array([r.label for r in validation]), np.array([index[r.source] for r in validation]))
+                   val_sources[val_recording])
+    val_records = (val_recording, val_labels, val_sources) if tricks.stop_on_sources else None
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
     model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources,
                 val_records=val_records)
