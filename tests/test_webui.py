@@ -36,6 +36,18 @@ def _upload(client, auth, path=None, data=None, patient_id=""):
                        content_type="multipart/form-data")
 
 
+def _normal_whole_and_first_6_s():
+    """A shipped normal recording (20 s) and the WAV bytes of its first 6 s: a normal from under
+    10 s, which carries the short-recording caution, beside one that does not."""
+    import dsp
+
+    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(normal)
+    short = io.BytesIO()
+    dsp.write_wav(short, samples[: 6 * rate], rate)
+    return normal, short
+
+
 # -- access control -------------------------------------------------------------------------
 def test_every_page_needs_login(app, client):
     checked = 0
@@ -324,13 +336,8 @@ def test_patients_create_search_edit_assign_and_audit(client, auth, web_store):
 def test_exports_carry_the_caution_of_a_normal_from_a_short_recording(client, auth, web_store):
     """The referral's reader sees what the recording page says: a normal from under 10 s says less
     (FHIR: the Observation's note; CSV: the last column, ``caution``)."""
-    import dsp
-
     auth.login("clinician")
-    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
-    samples, rate = dsp.read_wav(normal)
-    short = io.BytesIO()
-    dsp.write_wav(short, samples[: 6 * rate], rate)
+    normal, short = _normal_whole_and_first_6_s()
     for payload in (normal.read_bytes(), short.getvalue()):
         assert _upload(client, auth, data=payload).status_code == 303
     bundle = json.loads(client.get("/export/fhir.json").data)
@@ -349,14 +356,10 @@ def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
     """Recordings list, patient page (assigned and unassigned tables), a recording's visit table and
     the device page: a normal from under 10 s carries a "short recording" mark whose title is the
     recording page's caution, so no list shows it as a plain normal; the 20 s normal carries none."""
-    import dsp
     from model.verdict import caution
 
     auth.login("admin")
-    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
-    samples, rate = dsp.read_wav(normal)
-    short = io.BytesIO()
-    dsp.write_wav(short, samples[: 6 * rate], rate)
+    normal, short = _normal_whole_and_first_6_s()
     pid = web_store.add_patient(name="Amina", external_id="P-1", actor="t")
     assert _upload(client, auth, data=normal.read_bytes(), patient_id=str(pid)).status_code == 303
     assert _upload(client, auth, data=short.getvalue()).status_code == 303
