@@ -23,9 +23,11 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     if not (SHARED_DATA / "physionet2016" / "labels.csv").exists():
         pytest.skip("../shared/data not present")
     # --with-yaseen: the optional seventh source's path too (its records join every split);
-    # --n-mfcc 12: a feature setting other than the shipped one reaches the device through the metadata
+    # --n-mfcc 12: a feature setting other than the shipped one reaches the device through the metadata;
+    # --train-without training-f: a source set kept out of training and validation, not out of the test
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
-                             "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--out", str(tmp_path),
+                             "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--train-without", "training-f",
+                             "--out", str(tmp_path),
                              "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,6 +51,10 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert meta["metrics"]["members"] == 3 and "3 networks trained side by side" in (tmp_path / "MODEL_CARD.md").read_text()
     assert "REFERENCE-SQI 0" in meta["training_data"]["excluded_from_training"]
     assert "Not trained on: recordings PhysioNet marked" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert meta["training_data"]["sources_not_trained_on"] == meta["metrics"]["train_without"] == ["training-f"]
+    assert "Neither trained nor validated on: training-f" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert meta["metrics"]["test_int8_per_source"]["training-f"]["n_normal"] > 0  # still tested
+    assert sum(meta["metrics"]["split"].values()) < 7 * 2 * 4  # 7 sources x 2 labels x 4: training-f's train part left out
 
     # --reevaluate: the same model judged with other windows, no training; the .tflite is untouched
     tflite = (tmp_path / "heartpi-cnn.tflite").read_bytes()
@@ -564,6 +570,7 @@ def test_an_ensemble_ships_as_one_grouped_network_with_the_members_mean_logit(tm
     (["--stop-on-sources", "--members", "1", "--source-adversary"], "a second output"),
     (["--n-mfcc", "1"], "--n-mfcc must be 2 to 32"), (["--n-mfcc", "33"], "--n-mfcc must be 2 to 32"),
     (["--short-crops", "-1"], "--short-crops must be 0 or more"),
+    (["--train-without", "training-g"], "invalid choice"),
 ])
 def test_training_refuses_options_it_cannot_take_before_any_work(options, why, capsys):
     """At once, with the reason, not after minutes of features and a ValueError."""

@@ -105,7 +105,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         f"- Augmentation: {meta['training_data']['augmentation']}; training weights balance every source × class group.",
         "- Labels: PhysioNet's own (-1 normal, 1 abnormal: murmurs, valve disease, CAD and other pathology alike)."
         + (f" Not trained on: {meta['training_data']['excluded_from_training']}; validation and test keep them."
-           if meta['training_data'].get("excluded_from_training") else ""),
+           if meta['training_data'].get("excluded_from_training") else "")
+        + (f" Neither trained nor validated on: {', '.join(meta['training_data']['sources_not_trained_on'])}; "
+           "the test split keeps their recordings, a device this model never heard."
+           if meta['training_data'].get("sources_not_trained_on") else ""),
         ("- Trained on as a seventh source (split 65/15/20 like the others): " if m.get("trained_on_yaseen2018")
          else "- External device never trained on (but used to choose between recipes): ")
         + f"{SOURCES['yaseen2018']}; licence not stated by the authors, who ask that the paper be cited "

@@ -436,6 +436,17 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     return threshold, uncertainty, figures
 
 
+def model_splits(records: Sequence[Record], seed: int, train_without: Sequence[str] = ()) -> dict[str, list[Record]]:
+    """The final model's train / validation / test split. The split itself never depends on
+    ``train_without`` (the same test recordings with or without it); the source sets named there
+    are then dropped from training and validation, so in the test split they are a device the
+    model never heard."""
+    splits = split_records(records, seed=seed)
+    for name in ("train", "validation"):
+        splits[name] = [r for r in splits[name] if r.source not in train_without]
+    return splits
+
+
 def good_quality(records: Sequence[Record]) -> list[Record]:
     """The recordings not marked poor quality (``sqi`` 0); those without a mark are kept."""
     return [r for r in records if r.sqi != 0]
@@ -469,11 +480,13 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
 
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
-         seed: int, workers: int, tricks: Tricks = Tricks()) -> dict:
-    """Leave-one-source-out: train without a PhysioNet source set, test on all of it."""
+         seed: int, workers: int, tricks: Tricks = Tricks(), train_without: Sequence[str] = ()) -> dict:
+    """Leave-one-source-out: train without a PhysioNet source set, test on all of it.
+    ``train_without``: source sets no fold trains or validates on (each is still held out and
+    tested in its own fold, which trains on the same sources as without the option)."""
     results = {}
     for held_out in PHYSIONET_SOURCES:
-        rest = [r for r in records if r.source != held_out]
+        rest = [r for r in records if r.source != held_out and r.source not in train_without]
         test = [r for r in records if r.source == held_out]
         if not test:
             continue
@@ -550,7 +563,7 @@ def reevaluate(args) -> int:
     if args.subset:  # a smoke run's model, re-evaluated on the same recordings and split
         records = first_per_group(records, args.subset)
     load_audio(records, args.data, args.cache, args.workers)
-    splits = split_records(records, seed=seed)
+    splits = model_splits(records, seed, old["metrics"].get("train_without", ()))
     external = [] if args.subset or old["metrics"].get("trained_on_yaseen2018") else _external(args)
     threshold, uncertainty, figures = choose_and_evaluate(tflite, model, params, splits, workers=args.workers,
                                                           external=external)
@@ -651,6 +664,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "with the best mean over validation source sets of their recordings' AUC (each "
                         "stethoscope counts once) instead of the pooled windows' AUC (training-e's device "
                         "is two thirds of them)")
+    parser.add_argument("--train-without", action="append", default=[], choices=PHYSIONET_SOURCES,
+                        metavar="SOURCE", help="a PhysioNet source set neither trained nor validated on "
+                        "(repeatable); the test split keeps its recordings, so they test an unheard device, "
+                        "and in --loso it is still held out in its own fold (training-e's normal and abnormal "
+                        "recordings differ in the recording chain itself: tools/eval_source_confounds.py)")
     parser.add_argument("--with-yaseen", action="store_true", help="also train on yaseen2018 (split "
                         "like a seventh source; it then stops being an unseen-device test)")
     args = parser.parse_args(argv)
@@ -701,8 +719,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     members=args.members, stop_on_sources=args.stop_on_sources)
     report.update({name: value for name, value in asdict(tricks).items()
                    if value and not (name == "members" and value == 1)})
-    splits = split_records(records, seed=args.seed)
-    train_pool = records if (args.loso or args.loso_only) else splits["train"]
+    if args.train_without:
+        report["train_without"] = sorted(args.train_without)
+    splits = model_splits(records, args.seed, args.train_without)
+    train_pool = ([r for r in records if r.source not in args.train_without] if (args.loso or args.loso_only)
+                  else splits["train"])
     if tricks.skip_poor_quality:  # no training windows for what no fold trains on
         train_pool = good_quality(train_pool)
     versions = training_versions(train_pool, training_params(params), n_aug=args.augment, seed=args.seed,
@@ -710,7 +731,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
-                              seed=args.seed, workers=args.workers, tricks=tricks)
+                              seed=args.seed, workers=args.workers, tricks=tricks,
+                              train_without=args.train_without)
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
             print(json.dumps(report["loso"], indent=1))
@@ -745,6 +767,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                if args.short_crops else ""),
             **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
                if args.skip_poor_quality else {}),
+            **({"sources_not_trained_on": sorted(args.train_without)} if args.train_without else {}),
             "not_used_for_training": ("nothing: yaseen2018 split 65/15/20 like a seventh source" if extra
                                       else "yaseen2018 (external device test only)"),
         },
