@@ -278,3 +278,37 @@ def test_a_verdict_hardly_moves_with_where_the_recording_starts(classifier):
     ranges = start_logit_ranges(scores)
     assert np.median(ranges) <= 0.45, np.median(ranges)
     assert verdicts_changed(scores, classifier.threshold) <= 0.04 * len(validation)
+
+
+def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apart(tmp_path, capsys):
+    """tools/eval_source_confounds.py on made-up source sets: in training-a every abnormal
+    recording went through a chain with a DC bias (and nothing else differs), in training-b the
+    two classes share one chain. The tool must name the bias in a and find none in b, and put
+    the model's own heard / unheard AUCs beside them."""
+    soundfile = pytest.importorskip("soundfile")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_source_confounds
+
+    rows = ["file,label,source_set,orig_label,sqi,rate,duration_s"]
+    for source in ("training-a", "training-b"):
+        (tmp_path / "physionet2016" / source).mkdir(parents=True)
+        for i in range(12):
+            label = "abnormal" if i % 2 else "normal"
+            audio = heart_sounds(60 + 3 * i, seconds=6.0, seed=i, noise=0.02)
+            if source == "training-a" and label == "abnormal":
+                audio = audio + 0.3 * audio.std()  # the converter's bias, no cardiac meaning
+            name = f"{source}/{source[-1]}{i:04d}.wav"
+            soundfile.write(tmp_path / "physionet2016" / name, audio, 2000, subtype="PCM_16")
+            rows.append(f"{name},{label},{source},{1 if i % 2 else -1},1,2000,6.0")
+    (tmp_path / "physionet2016" / "labels.csv").write_text("\n".join(rows) + "\n")
+
+    assert eval_source_confounds.main(["--data", str(tmp_path), "--workers", "1"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+             if line.startswith("training-")}
+    assert set(lines) == {"training-a", "training-b"}
+    _, n_abnormal, _, n_normal, dc, direction, *_ = lines["training-a"]
+    assert (n_abnormal, n_normal, dc, direction) == ("6", "6", "1.000", "+")
+    assert float(lines["training-b"][4]) < 0.9  # one chain for both classes: no clean separation
+    shipped = Classifier.load().metadata["metrics"]
+    assert lines["training-a"][-2:] == [f"{shipped['test_int8_per_source']['training-a']['auc']:.3f}",
+                                        f"{shipped['loso']['per_source']['training-a']['auc']:.3f}"]

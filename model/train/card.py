@@ -59,7 +59,7 @@ def _reevaluations(m: dict) -> list[str]:
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
-           poor: Optional[str] = None, short: Optional[str] = None) -> str:
+           poor: Optional[str] = None, short: Optional[str] = None, confounds: Optional[str] = None) -> str:
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -324,6 +324,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "that length cut from PhysioNet recordings, beside the same recordings whole; then stretches of "
                   "fixed lengths from the recordings of at least 20 s, so that every length is judged on the same "
                   "hearts:", "", short, ""]
+    if confounds:
+        lines += ["## Labels entangled with recording chains (tools/eval_source_confounds.py)", "Properties of "
+                  "the raw recording with no cardiac meaning, compared between each source set's normal and "
+                  "abnormal recordings. Where they tell the classes apart, the two classes were recorded "
+                  "differently, and a model trained there can score well for reasons that do not carry to "
+                  "another stethoscope; compare the model's AUC on the source heard and unheard:", "", confounds, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -343,6 +349,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "(lists mark it \"short recording\"), in `heartpi classify` and in the CSV and FHIR exports.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
+        "- Two thirds of the test split is training-e, whose normal and abnormal recordings also differ in the "
+        "recording chain itself (a DC bias tells them apart): the model ranks that source almost perfectly when "
+        "trained on it and near chance when not, so the test split flatters again. The leave-one-source-out "
+        "figures are the ones to expect from a stethoscope never heard.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
         "",
     ]
@@ -350,12 +360,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
 
 
 def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None,
-               short: Optional[str] = None) -> Path:
+               short: Optional[str] = None, confounds: Optional[str] = None) -> Path:
     """Render ``folder``'s MODEL_CARD.md from ``metadata`` and the ablation table kept beside it."""
     ablation_file = folder / "ablations.json"
     ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
     card = folder / "MODEL_CARD.md"
-    card.write_text(render(metadata, bench, ablations, poor, short))
+    card.write_text(render(metadata, bench, ablations, poor, short, confounds))
     return card
 
 
@@ -365,11 +375,13 @@ def main(argv=None) -> int:
     parser.add_argument("--bench", type=Path, help="text file with tools/bench_model.py output")
     parser.add_argument("--poor", type=Path, help="text file with tools/eval_poor_signal.py output")
     parser.add_argument("--short", type=Path, help="text file with tools/eval_short_clips.py output")
+    parser.add_argument("--confounds", type=Path, help="text file with tools/eval_source_confounds.py output")
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
-    poor, short = (f"```\n{path.read_text().strip()}\n```" if path else None for path in (args.poor, args.short))
-    print(write_card(args.assets, meta, bench, poor, short))
+    poor, short, confounds = (f"```\n{path.read_text().strip()}\n```" if path else None
+                              for path in (args.poor, args.short, args.confounds))
+    print(write_card(args.assets, meta, bench, poor, short, confounds))
     return 0
 
 

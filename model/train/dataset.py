@@ -100,8 +100,22 @@ def split_records(records: Sequence[Record], *, seed: int, test: float = 0.2,
     return out
 
 
+def split_for_model(records: Sequence[Record], seed: int, train_without: Sequence[str] = ()
+                    ) -> dict[str, list[Record]]:
+    """A final model's train / validation / test split. The split itself never depends on
+    ``train_without`` (the same test recordings with or without it); the source sets named there
+    are then dropped from training and validation, so in the test split they are a device the
+    model never heard."""
+    splits = split_records(records, seed=seed)
+    for name in ("train", "validation"):
+        splits[name] = [r for r in splits[name] if r.source not in train_without]
+    return splits
+
+
 def model_splits(metadata: dict, data_dir: Path) -> dict[str, list[Record]]:
-    """The PhysioNet split a shipped model was made with (its metadata's seed), for the
-    evaluation tools: its test recordings are the ones the model never saw."""
-    seed = metadata.get("metrics", {}).get("seed", 20161)
-    return split_records(read_labels(data_dir, "physionet2016"), seed=seed)
+    """The PhysioNet split a shipped model was made with (its metadata's seed and source sets
+    left out of training), for the evaluation tools: its test recordings are the ones the model
+    never saw."""
+    metrics = metadata.get("metrics", {})
+    return split_for_model(read_labels(data_dir, "physionet2016"), metrics.get("seed", 20161),
+                           metrics.get("train_without", ()))

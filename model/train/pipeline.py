@@ -26,7 +26,7 @@ from model.classifier import (ASSETS, METADATA_FORMAT, Classifier, logit_spread,
 from model.metrics import auc, best_threshold, screening_metrics
 from model.train.augment import augment, short_crop
 from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record, load_audio,
-                                 read_labels, split_records)
+                                 read_labels, split_for_model, split_records)
 
 log = logging.getLogger("model.train")
 MAX_TRAIN_WINDOWS_PER_VERSION = 8
@@ -436,17 +436,6 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     return threshold, uncertainty, figures
 
 
-def model_splits(records: Sequence[Record], seed: int, train_without: Sequence[str] = ()) -> dict[str, list[Record]]:
-    """The final model's train / validation / test split. The split itself never depends on
-    ``train_without`` (the same test recordings with or without it); the source sets named there
-    are then dropped from training and validation, so in the test split they are a device the
-    model never heard."""
-    splits = split_records(records, seed=seed)
-    for name in ("train", "validation"):
-        splits[name] = [r for r in splits[name] if r.source not in train_without]
-    return splits
-
-
 def good_quality(records: Sequence[Record]) -> list[Record]:
     """The recordings not marked poor quality (``sqi`` 0); those without a mark are kept."""
     return [r for r in records if r.sqi != 0]
@@ -563,7 +552,7 @@ def reevaluate(args) -> int:
     if args.subset:  # a smoke run's model, re-evaluated on the same recordings and split
         records = first_per_group(records, args.subset)
     load_audio(records, args.data, args.cache, args.workers)
-    splits = model_splits(records, seed, old["metrics"].get("train_without", ()))
+    splits = split_for_model(records, seed, old["metrics"].get("train_without", ()))
     external = [] if args.subset or old["metrics"].get("trained_on_yaseen2018") else _external(args)
     threshold, uncertainty, figures = choose_and_evaluate(tflite, model, params, splits, workers=args.workers,
                                                           external=external)
@@ -721,7 +710,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    if value and not (name == "members" and value == 1)})
     if args.train_without:
         report["train_without"] = sorted(args.train_without)
-    splits = model_splits(records, args.seed, args.train_without)
+    splits = split_for_model(records, args.seed, args.train_without)
     train_pool = ([r for r in records if r.source not in args.train_without] if (args.loso or args.loso_only)
                   else splits["train"])
     if tricks.skip_poor_quality:  # no training windows for what no fold trains on

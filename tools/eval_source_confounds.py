@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Do a source set's normal and abnormal recordings differ in how they were recorded?
+
+A heart-sound label should be heard in the heart, not in the recording chain. This measures,
+for every PhysioNet source set, how well three properties of the raw recording that carry no
+cardiac meaning separate its abnormal from its normal recordings (AUC, 0.5 = no difference):
+
+* DC offset: the samples' mean over their standard deviation (an amplifier's or converter's bias);
+* below 20 Hz: the share of power under the heart band (sensor drift, handling, a chain's high-pass);
+* level: RMS in dBFS (the chain's gain; a body's build moves it too, so it is the weakest witness).
+
+Beside them, the shipped model's AUC on that source set when it was trained on it (its test
+recordings) and when it was not (leave-one-source-out), from the model's metadata. A source set
+whose classes the chain alone tells apart, and which the model ranks far better heard than
+unheard, is one whose in-distribution figures say little about a stethoscope never heard.
+The device never sees these properties directly (it band-passes 25-400 Hz and normalises every
+recording's MFCCs), so this shows where the data's labels and chains are entangled, not which
+cue the network uses. Not a test; its output goes into the model card (``--confounds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import welch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model import Classifier  # noqa: E402
+from model.metrics import auc  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels  # noqa: E402
+
+PROPERTIES = ("DC offset", "below 20 Hz", "level")
+
+
+def chain_properties(path: Path) -> tuple[float, float, float]:
+    """(DC offset in standard deviations, share of power below 20 Hz, RMS level in dBFS)."""
+    import soundfile
+
+    samples, rate = soundfile.read(path, dtype="float64", always_2d=True)
+    x = samples.mean(axis=1)
+    std = float(x.std()) or 1e-12
+    freqs, power = welch(x - x.mean(), rate, nperseg=min(x.size, int(rate) // 2))
+    below = float(power[freqs < 20.0].sum() / max(power.sum(), 1e-30))
+    level = 10.0 * np.log10(float(np.mean(x ** 2)) + 1e-12)
+    return float(x.mean()) / std, below, level
+
+
+def separation(labels: np.ndarray, values: np.ndarray) -> str:
+    """AUC folded to >= 0.5, with + when abnormal recordings have the higher values."""
+    area = auc(labels, values)
+    if area is None:
+        return "-"
+    return f"{max(area, 1.0 - area):.3f} {'+' if area >= 0.5 else '-'}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    metrics = Classifier.load(args.model).metadata.get("metrics", {})
+    records = read_labels(args.data, "physionet2016")
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        values = np.array(list(pool.map(chain_properties, [args.data / r.name for r in records], chunksize=16)))
+    labels = np.array([r.label for r in records])
+    sources = np.array([r.source for r in records])
+    print("Recording-chain properties with no cardiac meaning: how well each separates a source set's abnormal "
+          "from its normal recordings (AUC, 0.5 = not at all; + abnormal higher, - lower), beside the model's "
+          "AUC on that source set heard (test split) and unheard (leave-one-source-out).")
+    print(f"{'source set':12} {'abnormal + normal':>17}  " + "  ".join(f"{p:>11}" for p in PROPERTIES)
+          + f"  {'model heard':>11}  {'unheard':>7}")
+    for source in PHYSIONET_SOURCES:
+        mine = sources == source
+        if not mine.any():
+            continue
+        heard = metrics.get("test_int8_per_source", {}).get(source, {}).get("auc")
+        unheard = metrics.get("loso", {}).get("per_source", {}).get(source, {}).get("auc")
+        counts = f"{int(labels[mine].sum())} + {int((~labels[mine].astype(bool)).sum())}"
+        print(f"{source:12} {counts:>17}  "
+              + "  ".join(f"{separation(labels[mine], values[mine, i]):>11}" for i in range(len(PROPERTIES)))
+              + f"  {heard if heard is None else f'{heard:.3f}':>11}  {unheard if unheard is None else f'{unheard:.3f}':>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
