@@ -303,9 +303,13 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
     (tmp_path / "physionet2016" / "labels.csv").write_text("\n".join(rows) + "\n")
 
     assert eval_source_confounds.main(["--data", str(tmp_path), "--workers", "1"]) == 0
-    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
-             if line.startswith("training-")}
-    assert set(lines) == {"training-a", "training-b"}
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("training-")}
+    assert set(lines) == {"training-a", "training-b", "training-a:"}
+    # only the entangled source gets the model's calls split by the chain; each side holds one class
+    assert "training-b:" not in out
+    assert "abnormal recordings with an abnormal-like DC offset:     6," in out
+    assert "normal recordings with a normal-like DC offset:     6," in out
     _, n_abnormal, _, n_normal, dc, direction, *_ = lines["training-a"]
     assert (n_abnormal, n_normal, dc, direction) == ("6", "6", "1.000", "+")
     assert float(lines["training-b"][4]) < 0.9  # one chain for both classes: no clean separation

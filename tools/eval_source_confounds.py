@@ -15,7 +15,12 @@ whose classes the chain alone tells apart, and which the model ranks far better 
 unheard, is one whose in-distribution figures say little about a stethoscope never heard.
 The device never sees these properties directly (it band-passes 25-400 Hz and normalises every
 recording's MFCCs), so this shows where the data's labels and chains are entangled, not which
-cue the network uses. Not a test; its output goes into the model card (``--confounds``).
+cue the network uses. So, for a source set whose classes the DC offset alone separates (AUC of
+at least 0.9), the model's calls are also split by it (at the midpoint of the two classes' median
+offsets): if the network heard only the chain, it would call the normal recordings on the
+abnormal-like side abnormal as often as the abnormal ones. Those calls cover the whole source set,
+training recordings included, so they show what the network keys on, not how well it does.
+Not a test; its output goes into the model card (``--confounds``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from model.metrics import auc  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels  # noqa: E402
 
 PROPERTIES = ("DC offset", "below 20 Hz", "level")
+ENTANGLED_AUC = 0.9  #: a source set whose classes the DC offset separates this well gets its calls split by it
 
 
 def chain_properties(path: Path) -> tuple[float, float, float]:
@@ -59,13 +65,39 @@ def separation(labels: np.ndarray, values: np.ndarray) -> str:
     return f"{max(area, 1.0 - area):.3f} {'+' if area >= 0.5 else '-'}"
 
 
+def calls_by_chain_side(classifier: Classifier, paths: list[Path], labels: np.ndarray, dc: np.ndarray) -> list[str]:
+    """Lines: how often the model calls each class abnormal on each side of the DC offset midpoint."""
+    import soundfile
+
+    cut = (np.median(dc[labels == 1]) + np.median(dc[labels == 0])) / 2
+    high_side = "abnormal" if np.median(dc[labels == 1]) > cut else "normal"
+    verdicts = []
+    for path in paths:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        verdicts.append(classifier.classify(samples.mean(axis=1), rate).label)
+    verdicts = np.array(verdicts)
+    lines = []
+    for above in (True, False):
+        side = (dc > cut) if above else (dc <= cut)
+        like = high_side if above else ("normal" if high_side == "abnormal" else "abnormal")
+        for label, name in ((0, "normal"), (1, "abnormal")):
+            chosen = side & (labels == label)
+            refer = int(np.sum(verdicts[chosen] == "abnormal"))
+            poor = int(np.sum(verdicts[chosen] == "poor_signal"))
+            article = "an" if like == "abnormal" else "a"
+            lines.append(f"  {name} recordings with {article} {like}-like DC offset: {int(chosen.sum()):5d}, called "
+                         f"abnormal {refer} ({100 * refer / max(chosen.sum(), 1):.0f} %), poor signal {poor}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    metrics = Classifier.load(args.model).metadata.get("metrics", {})
+    classifier = Classifier.load(args.model)
+    metrics = classifier.metadata.get("metrics", {})
     records = read_labels(args.data, "physionet2016")
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         values = np.array(list(pool.map(chain_properties, [args.data / r.name for r in records], chunksize=16)))
@@ -86,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{source:12} {counts:>17}  "
               + "  ".join(f"{separation(labels[mine], values[mine, i]):>11}" for i in range(len(PROPERTIES)))
               + f"  {heard if heard is None else f'{heard:.3f}':>11}  {unheard if unheard is None else f'{unheard:.3f}':>7}")
+    for source in PHYSIONET_SOURCES:
+        mine = sources == source
+        area = auc(labels[mine], values[mine, 0]) if mine.any() else None
+        if area is None or max(area, 1.0 - area) < ENTANGLED_AUC:
+            continue
+        print(f"{source}: the model's calls split by the DC offset (all its recordings, training ones included):")
+        paths = [args.data / r.name for r, m in zip(records, mine) if m]
+        print("\n".join(calls_by_chain_side(classifier, paths, labels[mine], values[mine, 0])))
     return 0
 
 
