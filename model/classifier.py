@@ -101,6 +101,12 @@ class Classifier:
                                  "is corrupt or from another model; reinstall the model")
         if not 0.0 < float(meta["threshold"]) < 1.0:
             raise ModelFileError("model metadata threshold must be between 0 and 1")
+        # A newer model may turn audio into features in a way this software cannot: reading its
+        # metadata without that setting would score every recording wrongly, without an error.
+        unknown = sorted(set(meta["features"]) - set(dsp.FeatureParams.__dataclass_fields__))
+        if unknown:
+            raise ModelFileError(f"the model needs feature settings this HeartPi {software_version()} does not "
+                                 f"know ({', '.join(unknown)}): update HeartPi before installing this model")
 
     #: Fewest known-healthy recordings a per-device threshold may be set from: below that the
     #: quantile is mostly noise (and the web page says so before suggesting calibration).

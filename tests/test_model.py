@@ -170,6 +170,17 @@ def test_metadata_that_disagrees_with_the_model_is_refused(tmp_path):
         Classifier.load(path)
 
 
+def test_a_model_needing_feature_settings_this_software_lacks_is_refused(tmp_path):
+    """A model trained by newer software with a feature setting this one does not know would
+    otherwise be read without it and score every recording wrongly, silently."""
+    path = _copy_model(tmp_path)
+    meta = json.loads(metadata_path(path).read_text())
+    meta["features"]["spectral_warp"] = 0.5
+    metadata_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"\(spectral_warp\): update HeartPi"):
+        Classifier.load(path)
+
+
 def test_missing_or_broken_metadata_is_refused(tmp_path):
     path = _copy_model(tmp_path)
     metadata_path(path).write_text("{not json")
