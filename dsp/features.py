@@ -258,18 +258,52 @@ def power_to_db(S: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
     return log_spec
 
 
+COMPRESSIONS = ("log", "pcen")
+#: mel power of audio in [-1, 1] scaled as 16-bit samples' would be, so PCEN's ``eps`` and
+#: ``bias`` meet the magnitudes they were designed for (librosa's advice for float audio)
+PCEN_INPUT_SCALE = float(2 ** 30)
+
+
+def pcen(mel_frames: np.ndarray, frame_rate: float, *, time_constant: float = 0.4, gain: float = 0.98,
+         bias: float = 2.0, power: float = 0.5, eps: float = 1e-6) -> np.ndarray:
+    """Per-channel energy normalisation (Wang et al. 2017) of ``(frames, n_mels)`` mel power,
+    librosa's ``pcen`` defaults along the frames.
+
+    Each band is divided by its own running average over about ``time_constant`` seconds (an
+    automatic gain control), then root-compressed instead of logged. Why it may travel better
+    to an unheard stethoscope than the log: a log stretches the quiet between heart sounds, where
+    one device's hiss differs from another's, as much as the sounds themselves; PCEN maps a
+    steady floor near zero and keeps what rises above its recent past (S1, S2, a murmur's onset).
+    """
+    from scipy.signal import lfilter, lfilter_zi
+
+    frames = time_constant * frame_rate
+    b = (np.sqrt(1.0 + 4.0 * frames ** 2) - 1.0) / (2.0 * frames ** 2)
+    energy = np.asarray(mel_frames, dtype=np.float64)
+    start = lfilter_zi([b], [1.0, b - 1.0])[:, None] * energy[:1]  # settled on the first frame
+    smooth, _ = lfilter([b], [1.0, b - 1.0], energy, axis=0, zi=start)
+    gained = energy * np.exp(-gain * (np.log(eps) + np.log1p(smooth / eps)))
+    return ((bias ** power) * np.expm1(power * np.log1p(gained / bias))).astype(np.float32)
+
+
 def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 20, n_fft: int = 2048, hop_length: int = 512,
          n_mels: int = 128, fmin: float = 0.0, fmax: Optional[float] = None,
-         median_padding: float = 0.0) -> np.ndarray:
+         median_padding: float = 0.0, compression: str = "log") -> np.ndarray:
     """MFCCs, shape ``(n_mfcc, frames)``, equal to ``librosa.feature.mfcc`` with these arguments
-    (``median_padding`` > 0: each mel band's floor raised first, :func:`pad_noise_floor`)."""
+    (``median_padding`` > 0: each mel band's floor raised first, :func:`pad_noise_floor`;
+    ``compression="pcen"``: the cepstra of :func:`pcen` instead of the log, an ablation)."""
     if not 0 < n_mfcc <= n_mels:
         raise ParameterError(f"n_mfcc must be in 1..n_mels ({n_mels}), got {n_mfcc}")
+    if compression not in COMPRESSIONS:
+        raise ParameterError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     mel = _mel_frames(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax)
     if median_padding > 0:
         pad_noise_floor(mel, median_padding)
-    log_mel = power_to_db(mel)
-    return np.ascontiguousarray((log_mel @ dct_matrix(int(n_mfcc), int(n_mels)).T).T)
+    if compression == "pcen":
+        compressed = pcen(mel * PCEN_INPUT_SCALE, sr / hop_length)
+    else:
+        compressed = power_to_db(mel)
+    return np.ascontiguousarray((compressed @ dct_matrix(int(n_mfcc), int(n_mels)).T).T)
 
 
 @dataclass(frozen=True)
@@ -293,6 +327,8 @@ class FeatureParams:
     #: > 0: this many times each mel band's median power over the recording is added before
     #: the log (see :func:`pad_noise_floor`); 0: off
     median_padding: float = 0.0
+    #: how mel power becomes the cepstra's input: "log" (MFCCs, as shipped) or "pcen" (:func:`pcen`)
+    compression: str = "log"
 
     @property
     def frames_per_window(self) -> int:
@@ -334,7 +370,7 @@ def recording_features(analysis_samples: np.ndarray, params: FeatureParams) -> n
     """
     coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
                   hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
-                  fmax=params.fmax, median_padding=params.median_padding)
+                  fmax=params.fmax, median_padding=params.median_padding, compression=params.compression)
     if params.normalise in ("cmn", "cmvn"):
         coeffs = coeffs - coeffs.mean(axis=1, keepdims=True)
     if params.normalise == "cmvn":

@@ -144,3 +144,33 @@ def test_median_padding_is_off_by_default_and_masks_hiss_when_on():
     change = {p.median_padding: np.abs(recording_features(clean, p) - recording_features(hiss, p)).mean()
               for p in (plain, padded)}
     assert change[3.0] < 0.85 * change[0.0], change
+
+
+def test_pcen_is_librosas_once_settled_and_an_option_old_metadata_never_turns_on():
+    """``compression="pcen"`` (an ablation, model card): per-channel energy normalisation with
+    librosa's defaults, its smoother started on the first frame instead of on 1.0 (so the first
+    second does not depend on the recording's level); the shipped log path is untouched."""
+    from dsp.features import PCEN_INPUT_SCALE, FeatureParams, mfcc, pcen, recording_features
+
+    assert FeatureParams.from_dict({"sr": 2000}).compression == "log"
+    power = np.random.default_rng(3).random((1000, 32)) ** 2
+    settled = slice(500, None)  # 500 frames: 20 time constants of 25 frames (0.4 s at 2000 / 32 per second)
+    np.testing.assert_allclose(pcen(power, 2000 / 32)[settled],
+                               librosa.pcen(power.T, sr=2000, hop_length=32).T[settled], atol=1e-5)
+
+    clean = heart_sounds(70, 20.0, 2000, seed=4)
+    log_params, pcen_params = FeatureParams(), FeatureParams(compression="pcen")
+    assert np.array_equal(recording_features(clean, log_params),
+                          recording_features(clean, FeatureParams(compression="log")))
+    with_pcen = recording_features(clean, pcen_params)
+    assert with_pcen.shape == recording_features(clean, log_params).shape
+    # nearly level-free (the log's CMVN is exactly): a 20 dB louder chain moves it by under 2 %
+    assert np.abs(recording_features(10 * clean, pcen_params) - with_pcen).mean() < 0.02
+    # a device's hiss under the same heart moves PCEN's cepstra less than the log's
+    hiss = clean + 0.3 * clean.std() * np.random.default_rng(5).standard_normal(clean.size).astype(np.float32)
+    change = {p.compression: np.abs(recording_features(clean, p) - recording_features(hiss, p)).mean()
+              for p in (log_params, pcen_params)}
+    assert change["pcen"] < 0.9 * change["log"], change
+    assert PCEN_INPUT_SCALE == 2.0 ** 30
+    with pytest.raises(dsp.ParameterError, match="compression must be one of log, pcen"):
+        mfcc(clean, sr=2000, n_fft=128, hop_length=32, n_mels=32, compression="cube-root")

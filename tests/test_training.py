@@ -24,9 +24,11 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
         pytest.skip("../shared/data not present")
     # --with-yaseen: the optional seventh source's path too (its records join every split);
     # --n-mfcc 12: a feature setting other than the shipped one reaches the device through the metadata;
-    # --train-without training-f: a source set kept out of training and validation, not out of the test
+    # --train-without training-f: a source set kept out of training and validation, not out of the test;
+    # --compression pcen: the other way of compressing mel power, also carried to the device
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
                              "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--train-without", "training-f",
+                             "--compression", "pcen",
                              "--out", str(tmp_path),
                              "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -44,6 +46,8 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert "Trained on as a seventh source" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier._input["dtype"] == np.int8
     assert meta["features"]["n_mfcc"] == 12 and tuple(classifier._input["shape"])[1] == 12
+    assert meta["features"]["compression"] == classifier.params.compression == "pcen"
+    assert "cepstra of PCEN" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier.classify_file(reference_wavs()[0]).windows > 0
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024
     assert meta["features"]["window_hop_s"] == 1.5 and meta["metrics"]["blur_pool"] is True  # as shipped

@@ -74,7 +74,10 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         f"- File `heartpi-cnn.tflite`, {meta['tflite_bytes']} bytes, sha256 `{meta['tflite_sha256']}`, "
         f"created {meta['created']} by HeartPi {meta['software_version']} (`python -m model.train`, seed {m['seed']}).",
         "- Full-integer int8 TFLite (int8 input and output), runs with `ai-edge-litert` or `tflite-runtime` 2.14.",
-        f"- Input: a {f['window_s']:g} s window of {f['n_mfcc']} MFCCs ({f['n_mels']} Slaney mel bands "
+        f"- Input: a {f['window_s']:g} s window of {f['n_mfcc']} "
+        + ("cepstra of PCEN (per-channel energy normalisation, instead of the log) of mel power "
+           if f.get("compression") == "pcen" else "MFCCs ")
+        + f"({f['n_mels']} Slaney mel bands "
         f"{f['fmin']:g}–{f['fmax']:g} Hz, FFT {f['n_fft']}, hop {f['hop_length']} at {f['sr']} Hz) after "
         "resampling to 2 kHz and a 25–400 Hz zero-phase band-pass; MFCCs normalised per recording "
         f"({f['normalise']}). Windows every {f['window_hop_s']:g} s; the recording's score is the mean.",

@@ -601,6 +601,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--n-mfcc", type=int, default=dsp.FeatureParams.n_mfcc, help="cepstral coefficients per "
                         "frame (fewer keep only the spectral envelope's coarse shape, dropping the fine detail in "
                         "which a stethoscope's resonances sit; the metadata records it for the device)")
+    parser.add_argument("--compression", choices=dsp.features.COMPRESSIONS, default="log",
+                        help="how mel power becomes the cepstra's input: log (MFCCs, as shipped) or pcen "
+                        "(per-channel energy normalisation: each band over its own recent average, "
+                        "root-compressed; the metadata records it for the device)")
     parser.add_argument("--median-padding", type=float, default=0.0, metavar="FACTOR",
                         help="add FACTOR x each mel band's median power before the log (0: off; "
                              "see dsp.features.pad_noise_floor)")
@@ -683,7 +687,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.experimental.enable_op_determinism()
     started = time.time()
     params = dsp.FeatureParams(n_mfcc=args.n_mfcc, normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
-                               median_padding=args.median_padding, window_hop_s=args.window_hop)
+                               median_padding=args.median_padding, window_hop_s=args.window_hop,
+                               compression=args.compression)
     if args.reevaluate:
         return reevaluate(args)
 
