@@ -20,7 +20,7 @@ at least 0.9), the model's calls are also split by it (at the midpoint of the tw
 offsets): if the network heard only the chain, it would call the normal recordings on the
 abnormal-like side abnormal as often as the abnormal ones. Those calls cover the whole source set,
 training recordings included, so they show what the network keys on, not how well it does.
-Not a test; its output goes into the model card (``--confounds``).
+Not a test; its output goes into the model card (``python -m model.train.card --confounds FILE``).
 """
 
 from __future__ import annotations
