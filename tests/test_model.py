@@ -291,13 +291,13 @@ def test_a_verdict_hardly_moves_with_where_the_recording_starts(classifier):
     assert verdicts_changed(scores, classifier.threshold) <= 0.04 * len(validation)
 
 
-def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apart(tmp_path, capsys):
+def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apart(tmp_path, capsys, monkeypatch):
     """tools/eval_source_confounds.py on made-up source sets: in training-a every abnormal
     recording went through a chain with a DC bias (and nothing else differs), in training-b the
     two classes share one chain. The tool must name the bias in a and find none in b, and put
     the model's own heard / unheard AUCs beside them."""
     soundfile = pytest.importorskip("soundfile")
-    sys.path.insert(0, str(ROOT / "tools"))
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import eval_source_confounds
 
     rows = ["file,label,source_set,orig_label,sqi,rate,duration_s"]
