@@ -53,6 +53,11 @@ class DeviceSection:
                           "('timedatectl list-timezones'): the web page shows times in it, and its days "
                           "(list filters, exports, prune, field results) start at its midnight; records "
                           "stay in UTC")
+    referral_alarm_share: float = _spec(0.5, help="the Device page warns when clearly more than this share of "
+                                        "the people screened on the device are referred: a stethoscope the "
+                                        "model was not trained on can make it call most healthy hearts "
+                                        "abnormal (a cardiology clinic that sees mostly sick hearts can raise "
+                                        "it; 1 never warns)", minimum=0.05, maximum=1.0)
 
 
 @dataclass(frozen=True)

@@ -491,6 +491,39 @@ class RecordStore:
             counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def screenings_by_verdict(self, *, model_sha256: Optional[str] = None, source: Optional[str] = None,
+                              since: Optional[str] = None, clinic: ClinicTime = ClinicTime()) -> dict[str, int]:
+        """``{verdict: people}`` over every screening, examined by a clinician or not, counted as
+        :meth:`findings_by_verdict` counts them (one patient's recordings on one day, a visit's
+        unassigned recordings, or an unassigned recording of no visit; abnormal if any of its
+        recordings is, else normal if any is, else poor signal). The share referred needs no
+        clinician: it is how the Device page notices a stethoscope the model calls most people
+        abnormal on before any finding is entered. ``since`` (an ISO date or time, UTC): only
+        recordings made from then on, so the count stays recent and the scan short."""
+        where, args = self._recording_filters(model_sha256=model_sha256, source=source, since=since)
+        scope = where.replace("WHERE", "AND", 1)
+        sql = f"""
+            WITH screened AS MATERIALIZED (
+                SELECT patient_id, visit, clinic_day(captured_at) AS day, verdict
+                FROM recordings WHERE verdict IS NOT NULL {scope})
+            SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM screened
+            WHERE patient_id IS NOT NULL GROUP BY patient_id, day
+            UNION ALL
+            SELECT 2 * MAX(verdict = 'abnormal') + MAX(verdict = 'normal') FROM screened
+            WHERE patient_id IS NULL AND visit IS NOT NULL GROUP BY visit
+            UNION ALL
+            SELECT 2 * (verdict = 'abnormal') + (verdict = 'normal') FROM screened
+            WHERE patient_id IS NULL AND visit IS NULL
+            """
+        with self._lock:
+            self._conn.create_function("clinic_day", 1, clinic.day, deterministic=True)
+            rows = self._query(sql, args)
+        counts: dict[str, int] = {}
+        for (verdicts,) in rows:  # 2 if any abnormal, + 1 if any normal
+            key = "abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str,
                          whole_visit: bool = False) -> list[int]:
         """Give a recording to a patient (``None``: to nobody); returns the ids changed.

@@ -120,6 +120,7 @@ CONFIG_TEMPLATE = """# HeartPi configuration (written by 'heartpi provision' on 
 id = {device_id}
 timezone = {timezone}
 result_hold_seconds = 30
+referral_alarm_share = 0.5
 
 [audio]
 card = {card}

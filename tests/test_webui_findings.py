@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 
 import pytest
 
-from webui.field import MIN_CASES, field_results
+from webui.field import MIN_CASES, field_results, referrals
 
 
 @pytest.fixture
@@ -18,9 +19,9 @@ def model_sha():
     return Classifier.load().sha256
 
 
-def _add(store, n, verdict, finding, sha, source="device"):
+def _add(store, n, verdict, finding, sha, source="device", first=0):
     ids = []
-    for i in range(n):
+    for i in range(first, first + n):
         rec_id = store.add_recording(file=f"{verdict}-{finding}-{sha[:4]}-{source}-{i}.wav", sha256="0" * 64,
                                      duration_s=20.0, rate=48000, source=source, device_id="box", verdict=verdict,
                                      p_abnormal=0.9 if verdict == "abnormal" else 0.1, model_sha256=sha)
@@ -121,6 +122,43 @@ def test_the_device_page_shows_field_results_and_asks_for_calibration(client, au
     assert 'id="calibration-due"' in page and "heartpi model calibrate" in page
 
 
+def test_the_device_page_warns_when_most_people_screened_are_referred(client, auth, web_store, model_sha):
+    """No clinician's finding is needed to notice a stethoscope the model calls most healthy hearts
+    abnormal on: the share referred is enough, once it is clearly above the configured share."""
+    auth.login("health_worker")
+    page = " ".join(client.get("/device").get_data(as_text=True).split())
+    assert "No one has been screened on this device with the model in use in the last 90 days." in page
+    _add(web_store, 8, "abnormal", None, model_sha)
+    _add(web_store, 2, "normal", None, model_sha)
+    _add(web_store, 1, "poor_signal", None, model_sha)
+    _add(web_store, 9, "normal", None, "f" * 64)                   # another model's: not counted
+    _add(web_store, 9, "abnormal", None, model_sha, source="upload")  # a phone's: not this device's
+    for i in range(9):  # referred half a year ago: before the last 90 days
+        web_store.add_recording(file=f"old-{i}.wav", sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
+                                device_id="box", verdict="abnormal", p_abnormal=0.9, model_sha256=model_sha,
+                                captured_at=time.strftime("%Y-%m-%dT09:00:00+00:00",
+                                                          time.gmtime(time.time() - 180 * 86400)))
+    page = " ".join(client.get("/device").get_data(as_text=True).split())
+    assert ("Of 10 people screened on this device with the model in use in the last 90 days, 8 were referred "
+            "(80 %, 95% interval "
+            "49–94 %); 1 more had only poor-signal recordings." in page)
+    assert 'id="too-many-referred"' not in page  # eight of ten: the interval still reaches 50 %
+    _add(web_store, 12, "abnormal", None, model_sha, first=8)
+    page = " ".join(client.get("/device").get_data(as_text=True).split())
+    assert "20 were referred (91 %" in page and 'id="too-many-referred"' in page
+    assert "refers more than 50 % of the people it screens" in page and "--confirmed-normal" in page
+
+
+def test_referral_share_arithmetic():
+    assert referrals({"abnormal": 10}, alarm_share=0.5).too_many          # ten of ten
+    assert not referrals({"abnormal": 8, "normal": 2}, alarm_share=0.5).too_many
+    assert not referrals({"abnormal": 9}, alarm_share=0.5).too_many       # nine people: too few to judge
+    assert not referrals({"abnormal": 10}, alarm_share=1.0).too_many      # 1 never warns
+    shown = referrals({"abnormal": 30, "normal": 70, "poor_signal": 4}, alarm_share=0.2)
+    assert shown.referred.value == 0.3 and shown.poor_signal == 4 and shown.too_many  # 95%: 22-40 %
+    assert not referrals({}, alarm_share=0.5).referred.total
+
+
 def test_the_device_page_before_any_finding_and_with_too_few(client, auth, web_store, model_sha):
     auth.login("clinician")
     assert "No clinician's findings yet" in client.get("/device").get_data(as_text=True)
@@ -185,5 +223,8 @@ def test_field_results_count_people_screened_not_recordings(store):
     record("abnormal", finding="normal")
     assert store.findings_by_verdict() == {("abnormal", "abnormal"): 1, ("normal", "normal"): 1,
                                            ("poor_signal", "normal"): 1, ("abnormal", "normal"): 2}
+    # every screening, examined or not: Kofi's second year is two (poor signal, then a normal another day)
+    assert store.screenings_by_verdict() == {"abnormal": 3, "normal": 2, "poor_signal": 1}
+    assert store.screenings_by_verdict(since="2027-01-01") == {"normal": 1, "poor_signal": 1}
     results = field_results(store.findings_by_verdict(), expected_specificity=None, min_calibration=20)
     assert results.examined == 5 and results.poor_signal == 1

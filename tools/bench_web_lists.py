@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "a long benchmark password"
 
 
-def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3) -> None:
+def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3, per_day: int = 40) -> None:
     """``patients`` patients and ``recordings`` records (no audio files), in two transactions; a
     tenth of the recordings carry a clinician's finding (the Device page's field results). As the
     box stamps them, recordings come in visits of one person (schema 8): one place, or a poor
     signal recorded again, or a four-place protocol."""
     rng = random.Random(seed)
-    start = time.time() - recordings / 40 * 86400 / 40
+    start = time.time() - recordings / per_day * 86400  # spread over the years they stand for
     with store.transaction() as conn:
         for n in range(patients):
             at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + rng.random() * (time.time() - start)))
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         app = create_app({"TESTING": True, "HEARTPI_CONFIG": config})
         store = app.extensions["heartpi_store"]
         built = time.perf_counter()
-        fill(store, args.patients, recordings, Classifier.load().sha256)
+        fill(store, args.patients, recordings, Classifier.load().sha256, per_day=args.per_day)
         store.add_user(email="admin@bench", password_hash=hash_password(PASSWORD), role="admin", actor="bench")
         print(f"{args.patients} patients, {recordings} recordings "
               f"({args.per_day}/day for {args.years:g} years) built in {time.perf_counter() - built:.1f} s; "

@@ -168,7 +168,7 @@ def device():
     from model import software_version
     from model.classifier import DEFAULT_MODEL, Classifier, metadata_path
 
-    from .field import field_results
+    from .field import REFERRAL_WINDOW_DAYS, field_results, referrals
 
     config = get_config()
     store = get_store()
@@ -185,8 +185,14 @@ def device():
     field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device",
                                                    clinic=config.clinic_time),
                           expected_specificity=expected, min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS)
+    recent = time.strftime("%Y-%m-%d", time.gmtime(time.time() - REFERRAL_WINDOW_DAYS * 86400))
+    referred = referrals(store.screenings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device",
+                                                     since=recent, clinic=config.clinic_time),
+                         alarm_share=config.device.referral_alarm_share)
     return render_template("device.html", config=config, software=software_version(), model=meta,
-                           field=field, expected_specificity=expected, model_path=model_path,
+                           field=field, referred=referred, referral_days=REFERRAL_WINDOW_DAYS,
+                           min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS,
+                           expected_specificity=expected, model_path=model_path,
                            free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
                            status=store.status(), recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),

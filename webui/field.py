@@ -18,6 +18,9 @@ from model.metrics import wilson_interval
 
 #: Fewest cases of one kind before a proportion is shown as more than "too few to judge".
 MIN_CASES = 10
+#: The share referred is counted over this many recent days: a stethoscope changed last month
+#: shows, and the count does not scan years of records on every view of the Device page.
+REFERRAL_WINDOW_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,30 @@ class FieldResults:
     @property
     def any(self) -> bool:
         return self.examined > 0
+
+
+@dataclass(frozen=True)
+class Referrals:
+    """Of the people this device screened with the model in use (a result, not only poor signal),
+    how many it referred; ``too_many`` when clearly more than ``alarm_share`` were."""
+
+    referred: Proportion
+    poor_signal: int              # screenings that ended with no result
+    alarm_share: float
+    too_many: bool
+
+
+def referrals(counts: dict[str, int], *, alarm_share: float) -> Referrals:
+    """From ``{verdict: people}`` (:meth:`RecordStore.screenings_by_verdict`).
+
+    A model meeting a stethoscope it was never trained on tends to call most healthy hearts
+    abnormal (the model card's leave-one-source-out table: 69-97 % of the people referred on
+    four of six such source sets, 26 % on the test split), and no clinician's finding is needed
+    to see that: only the share referred. It counts as too many once the share's 95 % interval
+    lies wholly above ``alarm_share`` (so ten of ten referred is enough, eight of ten is not)."""
+    referred = Proportion(counts.get("abnormal", 0), counts.get("abnormal", 0) + counts.get("normal", 0))
+    too_many = referred.enough and referred.interval[0] > alarm_share
+    return Referrals(referred, counts.get("poor_signal", 0), alarm_share, too_many)
 
 
 def field_results(counts: dict[tuple[str, str], int], *, expected_specificity: Optional[float],

@@ -58,6 +58,13 @@ def _reevaluations(m: dict) -> list[str]:
     return lines
 
 
+def referred_share(metrics: dict) -> float:
+    """Share of a set's recordings called abnormal, from its counts, sensitivity and specificity."""
+    n_abnormal, n_normal = metrics["n_abnormal"], metrics["n_normal"]
+    referred = metrics["sensitivity"] * n_abnormal + (1.0 - metrics["specificity"]) * n_normal
+    return referred / (n_abnormal + n_normal)
+
+
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
            poor: Optional[str] = None, short: Optional[str] = None, confounds: Optional[str] = None) -> str:
     m = meta["metrics"]
@@ -144,7 +151,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                          + f" {_pct(cal.get('sensitivity'))} / {_pct(cal.get('specificity'))} / {_pct(cal.get('macc'))} |")
         lines += ["", f"Mean LOSO MAcc **{lo['mean_macc']:.3f}** ± {lo['std_macc']:.3f} (target 0.80); with per-device "
                   f"calibration {lo.get('mean_macc_calibrated', float('nan')):.3f}. For comparison the challenge's "
-                  "sample entry scored 0.59 ± 0.15 in leave-one-database-out.", ""]
+                  "sample entry scored 0.59 ± 0.15 in leave-one-database-out.", "",
+                  "Share of the people referred at the shipped threshold, which a device sees without any clinician "
+                  "(its Device page warns when clearly more than `device.referral_alarm_share`, 0.5, are): "
+                  + "; ".join(f"{source} {_pct(referred_share(metrics))}" for source, metrics in lo["per_source"].items())
+                  + f" when unheard; the test split {_pct(referred_share(m['test_int8']))}, its abnormal share "
+                  f"{_pct(m['test_int8']['n_abnormal'] / (m['test_int8']['n_abnormal'] + m['test_int8']['n_normal']))}.", ""]
     if ablations:
         lines += ["## What was measured to choose the recipe (leave-one-source-out MAcc)",
                   "Each variant: `python -m model.train` with the options shown (and, for the rows below the "
@@ -338,7 +350,8 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     lines += [
         "## Known failure modes",
         "- A stethoscope or phone unlike the training sources shifts the scores: specificity can collapse (many "
-        "healthy people referred). Check the device with `heartpi selftest`, and on a new kind of stethoscope "
+        "healthy people referred; the Device page warns when most people screened are referred). Check the "
+        "device with `heartpi selftest`, and on a new kind of stethoscope "
         "re-set the threshold from 20 or more recordings of healthy people (`heartpi model calibrate`, or "
         "`--confirmed-normal` once clinicians enter their findings; the web page's Device page shows the device's "
         "own field sensitivity and specificity from those findings): on held-out "
