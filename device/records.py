@@ -238,6 +238,12 @@ def connect(path: Union[str, os.PathLike]) -> sqlite3.Connection:
     return conn
 
 
+def _acted_on(verdicts: int) -> str:
+    """The verdict a screening is acted on, from the screening queries' ``2 * any abnormal + any
+    normal``: abnormal if any of its recordings is, else normal if any is, else poor signal."""
+    return "abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal"
+
+
 class RecordStore:
     """All reads and writes of the database. One instance per process (thread-safe)."""
 
@@ -486,8 +492,8 @@ class RecordStore:
             self._conn.create_function("clinic_day_start", 1, clinic.day_start, deterministic=True)
             rows = self._query(sql, [*args, *args, *args])
         counts: dict[tuple[str, str], int] = {}
-        for verdicts, latest in rows:  # verdicts: 2 if any abnormal, + 1 if any normal
-            key = ("abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal", latest.rsplit(" ", 1)[1])
+        for verdicts, latest in rows:
+            key = (_acted_on(verdicts), latest.rsplit(" ", 1)[1])
             counts[key] = counts.get(key, 0) + 1
         return counts
 
@@ -519,9 +525,9 @@ class RecordStore:
             self._conn.create_function("clinic_day", 1, clinic.day, deterministic=True)
             rows = self._query(sql, args)
         counts: dict[str, int] = {}
-        for (verdicts,) in rows:  # 2 if any abnormal, + 1 if any normal
-            key = "abnormal" if verdicts >= 2 else "normal" if verdicts else "poor_signal"
-            counts[key] = counts.get(key, 0) + 1
+        for (verdicts,) in rows:
+            verdict = _acted_on(verdicts)
+            counts[verdict] = counts.get(verdict, 0) + 1
         return counts
 
     def assign_recording(self, rec_id: int, patient_id: Optional[int], *, actor: str,
