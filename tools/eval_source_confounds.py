@@ -57,12 +57,13 @@ def chain_properties(path: Path) -> tuple[float, float, float]:
     return float(x.mean()) / std, below, level
 
 
-def separation(labels: np.ndarray, values: np.ndarray) -> str:
-    """AUC folded to >= 0.5, with + when abnormal recordings have the higher values."""
+def separation(labels: np.ndarray, values: np.ndarray) -> tuple[str, float]:
+    """(AUC folded to >= 0.5 with + when abnormal recordings have the higher values, as printed;
+    the folded AUC, 0 when one class is absent)."""
     area = auc(labels, values)
     if area is None:
-        return "-"
-    return f"{max(area, 1.0 - area):.3f} {'+' if area >= 0.5 else '-'}"
+        return "-", 0.0
+    return f"{max(area, 1.0 - area):.3f} {'+' if area >= 0.5 else '-'}", max(area, 1.0 - area)
 
 
 def calls_by_chain_side(classifier: Classifier, paths: list[Path], labels: np.ndarray, dc: np.ndarray) -> list[str]:
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           "AUC on that source set heard (test split) and unheard (leave-one-source-out).")
     print(f"{'source set':12} {'abnormal + normal':>17}  " + "  ".join(f"{p:>11}" for p in PROPERTIES)
           + f"  {'model heard':>11}  {'unheard':>7}")
+    entangled = []  # source sets whose classes the DC offset (the first property) separates
     for source in PHYSIONET_SOURCES:
         mine = sources == source
         if not mine.any():
@@ -115,14 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         heard = metrics.get("test_int8_per_source", {}).get(source, {}).get("auc")
         unheard = metrics.get("loso", {}).get("per_source", {}).get(source, {}).get("auc")
         counts = f"{int(labels[mine].sum())} + {int((~labels[mine].astype(bool)).sum())}"
-        print(f"{source:12} {counts:>17}  "
-              + "  ".join(f"{separation(labels[mine], values[mine, i]):>11}" for i in range(len(PROPERTIES)))
+        shown, folded = zip(*(separation(labels[mine], values[mine, i]) for i in range(len(PROPERTIES))))
+        if folded[0] >= ENTANGLED_AUC:
+            entangled.append((source, mine))
+        print(f"{source:12} {counts:>17}  " + "  ".join(f"{text:>11}" for text in shown)
               + f"  {heard if heard is None else f'{heard:.3f}':>11}  {unheard if unheard is None else f'{unheard:.3f}':>7}")
-    for source in PHYSIONET_SOURCES:
-        mine = sources == source
-        area = auc(labels[mine], values[mine, 0]) if mine.any() else None
-        if area is None or max(area, 1.0 - area) < ENTANGLED_AUC:
-            continue
+    for source, mine in entangled:
         print(f"{source}: the model's calls split by the DC offset (all its recordings, training ones included):")
         paths = [args.data / r.name for r, m in zip(records, mine) if m]
         print("\n".join(calls_by_chain_side(classifier, paths, labels[mine], values[mine, 0])))
