@@ -25,10 +25,11 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     # --with-yaseen: the optional seventh source's path too (its records join every split);
     # --n-mfcc 12: a feature setting other than the shipped one reaches the device through the metadata;
     # --train-without training-f: a source set kept out of training and validation, not out of the test;
-    # --compression pcen: the other way of compressing mel power, also carried to the device
+    # --compression pcen: the other way of compressing mel power, also carried to the device;
+    # --window 2.5: another window length, which sets the network's input and the device's windows
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
                              "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--train-without", "training-f",
-                             "--compression", "pcen",
+                             "--compression", "pcen", "--window", "2.5",
                              "--out", str(tmp_path),
                              "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -47,6 +48,7 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert classifier._input["dtype"] == np.int8
     assert meta["features"]["n_mfcc"] == 12 and tuple(classifier._input["shape"])[1] == 12
     assert meta["features"]["compression"] == classifier.params.compression == "pcen"
+    assert meta["features"]["window_s"] == 2.5 and tuple(classifier._input["shape"])[2] == 156  # 2.5 s of 16 ms frames
     assert "cepstra of PCEN" in (tmp_path / "MODEL_CARD.md").read_text()
     assert classifier.classify_file(reference_wavs()[0]).windows > 0
     assert (tmp_path / "heartpi-cnn.tflite").stat().st_size <= 64 * 1024

@@ -623,6 +623,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--band-mask", type=int, default=0, metavar="BANDS", help="mask a random run of "
                         "0 to BANDS adjacent mel bands of each training window (0: off; SpecAugment's "
                         "frequency masking, done on the MFCCs)")
+    parser.add_argument("--window", type=float, default=dsp.FeatureParams.window_s, metavar="SECONDS",
+                        help="length of the windows the network scores (a longer one holds more cardiac cycles, "
+                        "so a murmur or an irregular beat recurs within it; the metadata records it for the device)")
     parser.add_argument("--window-hop", type=float, default=DEVICE_WINDOW_HOP_S, metavar="SECONDS",
                         help="how often the device scores a window (metadata; training windows stay every "
                              f"{TRAINING_WINDOW_HOP_S:g} s)")
@@ -687,8 +690,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.experimental.enable_op_determinism()
     started = time.time()
     params = dsp.FeatureParams(n_mfcc=args.n_mfcc, normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
-                               median_padding=args.median_padding, window_hop_s=args.window_hop,
-                               compression=args.compression)
+                               median_padding=args.median_padding, window_s=args.window,
+                               window_hop_s=args.window_hop, compression=args.compression)
     if args.reevaluate:
         return reevaluate(args)
 
