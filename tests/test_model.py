@@ -294,20 +294,24 @@ def test_a_verdict_hardly_moves_with_where_the_recording_starts(classifier):
 def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apart(tmp_path, capsys, monkeypatch):
     """tools/eval_source_confounds.py on made-up source sets: in training-a every abnormal
     recording went through a chain with a DC bias (and nothing else differs), in training-b the
-    two classes share one chain. The tool must name the bias in a and find none in b, and put
-    the model's own heard / unheard AUCs beside them."""
+    two classes share one chain, in training-c the normal recordings were stored with 7-bit grain
+    (as training-e's are). The tool must name the bias in a, find none in b, name c's grain (and
+    split only a's calls by the DC offset), and put the model's own heard / unheard AUCs beside them."""
     soundfile = pytest.importorskip("soundfile")
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import eval_source_confounds
 
     rows = ["file,label,source_set,orig_label,sqi,rate,duration_s"]
-    for source in ("training-a", "training-b"):
+    for source in ("training-a", "training-b", "training-c"):
         (tmp_path / "physionet2016" / source).mkdir(parents=True)
         for i in range(12):
             label = "abnormal" if i % 2 else "normal"
             audio = heart_sounds(60 + 3 * i, seconds=6.0, seed=i, noise=0.02)
             if source == "training-a" and label == "abnormal":
                 audio = audio + 0.3 * audio.std()  # the converter's bias, no cardiac meaning
+            if source == "training-c" and label == "normal":
+                step = np.abs(audio).max() / 64  # a 7-bit converter's grain
+                audio = np.round(audio / step) * step
             name = f"{source}/{source[-1]}{i:04d}.wav"
             soundfile.write(tmp_path / "physionet2016" / name, audio, 2000, subtype="PCM_16")
             rows.append(f"{name},{label},{source},{1 if i % 2 else -1},1,2000,6.0")
@@ -316,7 +320,7 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
     assert eval_source_confounds.main(["--data", str(tmp_path), "--workers", "1"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("training-")}
-    assert set(lines) == {"training-a", "training-b", "training-a:"}
+    assert set(lines) == {"training-a", "training-b", "training-c", "training-a:"}
     # only the entangled source gets the model's calls split by the chain; each side holds one class
     assert "training-b:" not in out
     assert "abnormal recordings with an abnormal-like DC offset:     6," in out
@@ -324,6 +328,32 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
     _, n_abnormal, _, n_normal, dc, direction, *_ = lines["training-a"]
     assert (n_abnormal, n_normal, dc, direction) == ("6", "6", "1.000", "+")
     assert float(lines["training-b"][4]) < 0.9  # one chain for both classes: no clean separation
+    assert float(lines["training-b"][10]) < 0.9
+    assert lines["training-c"][10:12] == ["1.000", "+"]  # abnormal recordings use more sample values
+    assert float(lines["training-c"][4]) < 0.9  # and grain is not an offset
     shipped = Classifier.load().metadata["metrics"]
     assert lines["training-a"][-2:] == [f"{shipped['test_int8_per_source']['training-a']['auc']:.3f}",
                                         f"{shipped['loso']['per_source']['training-a']['auc']:.3f}"]
+
+
+def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_names(monkeypatch):
+    """tools/eval_sample_resolution.py's two ways of storing a recording more coarsely: N bits
+    between silence and the peak leave at most 2 ** N + 1 values on a grid of peak / 2 ** (N - 1);
+    a level on a 16-bit converter leaves the RMS there and every sample on a 16-bit step."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import eval_sample_resolution
+
+    audio = heart_sounds(70, seconds=6.0, seed=3, noise=0.02).astype(np.float32)
+    for bits in eval_sample_resolution.BITS:
+        coarse = eval_sample_resolution.coarsen(audio, bits)
+        step = np.abs(audio).max() / 2 ** (bits - 1)
+        assert np.unique(coarse).size <= 2 ** bits + 1
+        np.testing.assert_allclose(coarse / step, np.round(coarse / step), atol=1e-3)
+        assert np.abs(coarse - audio).max() <= step / 2 * 1.001
+    for dbfs in eval_sample_resolution.LEVELS_DBFS:
+        quiet = eval_sample_resolution.at_level(audio, dbfs)
+        rms = 20 * np.log10(np.sqrt(np.mean(quiet.astype(np.float64) ** 2)))
+        assert abs(rms - dbfs) < 0.1, rms
+        np.testing.assert_array_equal(quiet * 32768.0, np.round(quiet * 32768.0))
+    silent = np.zeros(100, np.float32)
+    assert not eval_sample_resolution.coarsen(silent, 8).any() and not eval_sample_resolution.at_level(silent, -60).any()

@@ -7,7 +7,9 @@ cardiac meaning separate its abnormal from its normal recordings (AUC, 0.5 = no 
 
 * DC offset: the samples' mean over their standard deviation (an amplifier's or converter's bias);
 * below 20 Hz: the share of power under the heart band (sensor drift, handling, a chain's high-pass);
-* level: RMS in dBFS (the chain's gain; a body's build moves it too, so it is the weakest witness).
+* level: RMS in dBFS (the chain's gain; a body's build moves it too, so it is the weakest witness);
+* bits used: log2 of how many distinct 16-bit sample values the recording holds (a converter's or
+  an export's resolution: a coarse one, or a quiet signal on a fine one, leaves few values).
 
 Beside them, the shipped model's AUC on that source set when it was trained on it (its test
 recordings) and when it was not (leave-one-source-out), from the model's metadata. A source set
@@ -40,12 +42,12 @@ from model import Classifier  # noqa: E402
 from model.metrics import auc  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels  # noqa: E402
 
-PROPERTIES = ("DC offset", "below 20 Hz", "level")
+PROPERTIES = ("DC offset", "below 20 Hz", "level", "bits used")
 ENTANGLED_AUC = 0.9  #: a source set whose classes the DC offset separates this well gets its calls split by it
 
 
-def chain_properties(path: Path) -> tuple[float, float, float]:
-    """(DC offset in standard deviations, share of power below 20 Hz, RMS level in dBFS)."""
+def chain_properties(path: Path) -> tuple[float, float, float, float]:
+    """(DC offset in standard deviations, share of power below 20 Hz, RMS level in dBFS, bits used)."""
     import soundfile
 
     samples, rate = soundfile.read(path, dtype="float64", always_2d=True)
@@ -54,7 +56,8 @@ def chain_properties(path: Path) -> tuple[float, float, float]:
     freqs, power = welch(x - x.mean(), rate, nperseg=min(x.size, int(rate) // 2))
     below = float(power[freqs < 20.0].sum() / max(power.sum(), 1e-30))
     level = 10.0 * np.log10(float(np.mean(x ** 2)) + 1e-12)
-    return float(x.mean()) / std, below, level
+    bits = float(np.log2(np.unique(np.round(x * 32768.0)).size))
+    return float(x.mean()) / std, below, level, bits
 
 
 def separation(labels: np.ndarray, values: np.ndarray) -> tuple[str, float]:

@@ -66,7 +66,8 @@ def referred_share(metrics: dict) -> float:
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
-           poor: Optional[str] = None, short: Optional[str] = None, confounds: Optional[str] = None) -> str:
+           poor: Optional[str] = None, short: Optional[str] = None, confounds: Optional[str] = None,
+           resolution: Optional[str] = None) -> str:
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -345,6 +346,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "abnormal recordings. Where they tell the classes apart, the two classes were recorded "
                   "differently, and a model trained there can score well for reasons that do not carry to "
                   "another stethoscope; compare the model's AUC on the source heard and unheard:", "", confounds, ""]
+    if resolution:
+        lines += ["## Quiet and coarse recordings (tools/eval_sample_resolution.py)", "The same recordings stored "
+                  "more coarsely: brought to a lower level on a 16-bit converter (a capture gain set low) or rounded "
+                  "to fewer bits (a coarse converter or export), each classified by the device's own path. "
+                  "Training-e's normal recordings are coarse as stored, so the specificity on the other source sets "
+                  "is the one that shows the effect:", "", resolution, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -363,10 +370,15 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "lose sensitivity, not specificity (Short recordings above), and so, less steeply, do recordings under 10 s "
         "(a recording stopped early; uploads), so a normal from under 10 s carries a caution on the recording page "
         "(lists mark it \"short recording\"), in `heartpi classify` and in the CSV and FHIR exports.",
+        "- A quiet recording (the capture gain set so low that a chest's sound sits below about -45 dBFS RMS on a "
+        "16-bit card) or a coarse one (an 8-bit export) refers more healthy people, probably because the "
+        "rounding noise fills the quiet between heart sounds as a murmur would (Quiet and coarse recordings above). Set the gain as the "
+        "technician's guide says.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- Two thirds of the test split is training-e, whose normal and abnormal recordings also differ in the "
-        "recording chain itself (a DC bias tells them apart): the model ranks that source almost perfectly when "
+        "recording chain itself (a DC bias and the sample resolution tell them apart: its normal recordings "
+        "were stored with about 8 bits of grain, its abnormal ones with 13): the model ranks that source almost perfectly when "
         "trained on it and near chance when not, so the test split flatters again. The leave-one-source-out "
         "figures are the ones to expect from a stethoscope never heard.",
         "- The model was never validated prospectively. It must not be used without clinical follow-up.",
@@ -376,12 +388,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
 
 
 def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None,
-               short: Optional[str] = None, confounds: Optional[str] = None) -> Path:
+               short: Optional[str] = None, confounds: Optional[str] = None, resolution: Optional[str] = None) -> Path:
     """Render ``folder``'s MODEL_CARD.md from ``metadata`` and the ablation table kept beside it."""
     ablation_file = folder / "ablations.json"
     ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
     card = folder / "MODEL_CARD.md"
-    card.write_text(render(metadata, bench, ablations, poor, short, confounds))
+    card.write_text(render(metadata, bench, ablations, poor, short, confounds, resolution))
     return card
 
 
@@ -392,12 +404,13 @@ def main(argv=None) -> int:
     parser.add_argument("--poor", type=Path, help="text file with tools/eval_poor_signal.py output")
     parser.add_argument("--short", type=Path, help="text file with tools/eval_short_clips.py output")
     parser.add_argument("--confounds", type=Path, help="text file with tools/eval_source_confounds.py output")
+    parser.add_argument("--resolution", type=Path, help="text file with tools/eval_sample_resolution.py output")
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
-    poor, short, confounds = (f"```\n{path.read_text().strip()}\n```" if path else None
-                              for path in (args.poor, args.short, args.confounds))
-    print(write_card(args.assets, meta, bench, poor, short, confounds))
+    poor, short, confounds, resolution = (f"```\n{path.read_text().strip()}\n```" if path else None
+                                          for path in (args.poor, args.short, args.confounds, args.resolution))
+    print(write_card(args.assets, meta, bench, poor, short, confounds, resolution))
     return 0
 
 
