@@ -128,16 +128,38 @@ def test_short_crops_add_tiled_clip_windows_and_leave_the_other_windows_alone():
 
     audio = heart_sounds(70, 25.0)
     params = training_params(dsp.FeatureParams())
-    without = _windows_of((audio, params, 2, 123, True, 0))
-    with_crops = _windows_of((audio, params, 2, 123, True, 2))
+    without = _windows_of((audio, params, 2, 123, True, False, 0))
+    with_crops = _windows_of((audio, params, 2, 123, True, False, 2))
     assert len(without) == len(with_crops) == 3  # the recording and its 2 chains
     for plain, cropped in zip(without, with_crops):
         assert np.array_equal(cropped[: len(plain)], plain)  # same versions, same windows
         extra = len(cropped) - len(plain)
         assert 2 <= extra <= 4 and cropped.shape[1:] == plain.shape[1:]  # a clip tiles into 1 or 2 windows
         assert not any(np.array_equal(w, p) for w in cropped[len(plain):] for p in plain)
-    again = _windows_of((audio, params, 2, 123, True, 2))
+    again = _windows_of((audio, params, 2, 123, True, False, 2))
     assert all(np.array_equal(a, b) for a, b in zip(again, with_crops))  # seeded: reproducible
+
+
+def test_grain_rounds_half_the_chains_and_leaves_the_others_as_they_were():
+    """--grain: a chain with grain is the chain without it, then rounded to 6-12 bits at its peak
+    (or left alone, half the time); the random draws before it are unchanged."""
+    from model.train.augment import augment, random_grain
+    from tests.signals import heart_sounds
+
+    y = heart_sounds(70, 10.0)
+    rounded = 0
+    for seed in range(40):
+        plain = augment(y, np.random.default_rng(seed), resonance=True)
+        grained = augment(y, np.random.default_rng(seed), resonance=True, grain=True)
+        if np.array_equal(plain, grained):
+            continue
+        rounded += 1
+        steps = np.unique(np.round(np.abs(grained) / np.abs(grained).max(), 6)).size
+        assert 2 ** 5 <= steps <= 2 ** 11 + 1, steps  # a 6- to 12-bit grain over half the range
+        peak_step = np.abs(plain).max() / 2 ** 5
+        assert np.abs(grained - plain).max() <= peak_step / 2 * 1.001
+    assert 10 <= rounded <= 30
+    assert not random_grain(np.zeros(10, np.float32), np.random.default_rng(0)).any()
 
 
 def test_random_resonance_rings_one_band_and_leaves_the_rest():

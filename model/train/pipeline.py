@@ -49,9 +49,9 @@ def training_params(params: dsp.FeatureParams) -> dsp.FeatureParams:
 
 
 def _windows_of(args) -> list[np.ndarray]:
-    audio, params, n_aug, seed, resonance, short_crops = args
+    audio, params, n_aug, seed, resonance, grain, short_crops = args
     rng = np.random.default_rng(seed)
-    chains = [audio] + [augment(audio, rng, resonance=resonance) for _ in range(n_aug)]
+    chains = [audio] + [augment(audio, rng, resonance=resonance, grain=grain) for _ in range(n_aug)]
     versions = [dsp.window_features(chain, params) for chain in chains]
     out = []
     for windows in versions:
@@ -72,7 +72,7 @@ def _record_seed(name: str, seed: int) -> int:
 
 
 def training_versions(records: Sequence[Record], params: dsp.FeatureParams, *, n_aug: int,
-                      seed: int, workers: int = 2, resonance: bool = False,
+                      seed: int, workers: int = 2, resonance: bool = False, grain: bool = False,
                       short_crops: int = 0) -> dict[str, list[np.ndarray]]:
     """Windows of each recording: the original and ``n_aug`` augmented versions.
 
@@ -81,7 +81,7 @@ def training_versions(records: Sequence[Record], params: dsp.FeatureParams, *, n
     another stethoscope or a phone app exported (:func:`~model.train.augment.short_crop`).
     Computed once per recording (seeded by its name) so that every LOSO fold reuses them.
     """
-    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed), resonance, short_crops) for r in records]
+    jobs = [(r.audio, params, n_aug, _record_seed(r.name, seed), resonance, grain, short_crops) for r in records]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return {r.name: versions for r, versions in zip(records, pool.map(_windows_of, jobs, chunksize=8))}
 
@@ -612,6 +612,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--resonance", action=argparse.BooleanOptionalAction, default=True,
                         help="augmentation also rings a random resonance (chest piece, tubing, phone "
                         "body) in half the chains (default: yes; LOSO 0.595 vs 0.557-0.570 without)")
+    parser.add_argument("--grain", action="store_true", help="half the augmentation chains end rounded to "
+                        "6-12 bits between silence and the peak (a coarse converter, or a capture gain set low)")
     parser.add_argument("--mix-style", action="store_true", help="MixStyle after the first two "
                         "convolution blocks while training (mixes windows' channel statistics "
                         "across the batch; the shipped network is unchanged in shape)")
@@ -706,6 +708,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         records += extra
     init_seed = args.seed if args.init_seed is None else args.init_seed
     report: dict = {"seed": args.seed, "augmentations": args.augment, "resonance": args.resonance}
+    if args.grain:
+        report["grain"] = True
     if args.short_crops:
         report["short_crops"] = args.short_crops
     if init_seed != args.seed:
@@ -724,7 +728,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if tricks.skip_poor_quality:  # no training windows for what no fold trains on
         train_pool = good_quality(train_pool)
     versions = training_versions(train_pool, training_params(params), n_aug=args.augment, seed=args.seed,
-                                 workers=args.workers, resonance=args.resonance, short_crops=args.short_crops)
+                                 workers=args.workers, resonance=args.resonance, grain=args.grain,
+                                 short_crops=args.short_crops)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
@@ -754,7 +759,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "split": "by recording, stratified by source set and label, seed %d: 65/15/20" % args.seed,
             "augmentation": ((f"{args.augment} random recording chains per recording (EQ, "
                              + ("resonance, " if args.resonance else "")
-                             + "band limits, noise, gain, clock)") if args.augment else "none")
+                             + "band limits, noise, gain, clock" + (", grain" if args.grain else "") + ")")
+                            if args.augment else "none")
                             + ("; MixStyle in training" if args.mix_style else "")
                             + ("; source-adversarial head in training" if args.source_adversary else "")
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
