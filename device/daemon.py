@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 import dsp
 from dsp.heap import release_freed_heap
+from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE
 
 from . import gpio
 from .capture import AudioSource, Capture
@@ -267,8 +268,20 @@ class Daemon:
         log.info("recording %d saved as %s: %s, p(abnormal)=%s, %s overflow(s), place %s, visit %s", rec_id,
                  relative, verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",
                  capture.overflows, site or "not recorded", visit_id)
+        self._warn_if_quiet(rec_id, verdict)
         self._result_until = self.clock() + self.config.device.result_hold_seconds
         return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
+
+    @staticmethod
+    def _warn_if_quiet(rec_id: int, verdict) -> None:
+        """A journal line for the technician when a recording was captured quietly but not silent
+        (silence is a poor signal the health worker already sees): the gain is set too low."""
+        rms_dbfs = verdict.quality.get("rms_dbfs")
+        if rms_dbfs is None or SILENCE in verdict.quality_reasons or rms_dbfs >= QUIET_RMS_DBFS:
+            return
+        log.warning("recording %d was captured quietly (RMS %.0f dBFS, below %.0f): quiet recordings refer more "
+                    "healthy people; raise the capture gain (alsamixer -c N, F4) so that a chest's sound "
+                    "reaches %.0f to -15 dBFS", rec_id, rms_dbfs, QUIET_RMS_DBFS, QUIET_RMS_DBFS)
 
     def _store_verdict(self, relative: str, sha: str, duration_s: float, rate: int, verdict, *,
                        overflows: int = 0, note: str = "", site: Optional[str] = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dsp
@@ -117,6 +119,28 @@ def test_second_press_stops_early_and_long_press_cancels(harness, store, tmp_pat
         h.daemon.cycle_done.wait_for(lambda: len(h.daemon.results) == 2, timeout=30)
     assert h.daemon.results[1].error == "cancelled" and h.daemon.results[1].recording_id is None
     assert h.daemon.state == IDLE and store.count_recordings() == 1
+
+
+def test_a_quiet_capture_tells_the_technician_to_raise_the_gain(harness, store, tmp_path, caplog):
+    """Captured at -55 dBFS RMS: classified as usual, and the journal names the level and the
+    gain; at its own level, or silent (a poor signal the health worker sees), no such line."""
+    samples, rate = dsp.read_wav(reference_wavs()[0])
+    rms_dbfs = 20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    assert rms_dbfs > -45  # the reference is recorded well
+    files = []
+    for name, dbfs in (("quiet", -55.0), ("as-recorded", rms_dbfs), ("silent", -80.0)):
+        path = tmp_path / f"{name}.wav"
+        dsp.write_wav(path, samples * 10 ** ((dbfs - rms_dbfs) / 20), rate)
+        files.append(path)
+    h = harness(FileSource(files))
+    with caplog.at_level(logging.INFO, logger="heartpi.daemon"):
+        quiet, loud, silent = (h.press_and_wait() for _ in files)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"recording {quiet.recording_id} was captured quietly (RMS -55 dBFS, below -45)" in warnings[0]
+    assert "raise the capture gain" in warnings[0] and quiet.label != "poor_signal"
+    assert loud.label != "poor_signal" and silent.label == "poor_signal"
+    assert "silence" in store.get_recording(silent.recording_id).quality_reasons
 
 
 class BrokenCard:
