@@ -342,10 +342,11 @@ def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_name
     a level on a 16-bit converter leaves the RMS there and every sample on a 16-bit step."""
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import eval_sample_resolution
+    from model.train.augment import round_to_grain
 
     audio = heart_sounds(70, seconds=6.0, seed=3, noise=0.02).astype(np.float32)
     for bits in eval_sample_resolution.BITS:
-        coarse = eval_sample_resolution.coarsen(audio, bits)
+        coarse = round_to_grain(audio, bits)
         step = np.abs(audio).max() / 2 ** (bits - 1)
         assert np.unique(coarse).size <= 2 ** bits + 1
         np.testing.assert_allclose(coarse / step, np.round(coarse / step), atol=1e-3)
@@ -356,4 +357,4 @@ def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_name
         assert abs(rms - dbfs) < 0.1, rms
         np.testing.assert_array_equal(quiet * 32768.0, np.round(quiet * 32768.0))
     silent = np.zeros(100, np.float32)
-    assert not eval_sample_resolution.coarsen(silent, 8).any() and not eval_sample_resolution.at_level(silent, -60).any()
+    assert not round_to_grain(silent, 8).any() and not eval_sample_resolution.at_level(silent, -60).any()

@@ -9,7 +9,8 @@ steps of its 16-bit converter. This measures whether the model's verdicts move w
 recordings are stored more coarsely. Every recording of a PhysioNet split is read as stored (16
 bits) and then (1) brought to an RMS level in dBFS and rounded to 16-bit steps, as a 16-bit card
 with a lower gain would store it, and (2) rounded to ``2 ** (bits - 1)`` steps between silence and
-its own peak (a converter of that many bits, the signal just reaching full scale). Each version is
+its own peak (a converter of that many bits, the signal just reaching full scale;
+:func:`model.train.augment.round_to_grain`, as ``--grain`` rounds training audio). Each version is
 classified by the device's own path (``Classifier.classify``: the quality gate included). Per
 version: the share refused as poor signal and, among the rest, AUC and Se / Sp / MAcc at the
 model's threshold, and the specificity on the source sets other than training-e (whose normal
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
+from model.train.augment import round_to_grain  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
 
 LEVELS_DBFS = (-40, -50, -60, -65)  #: RMS levels on a 16-bit converter (the silence line is -70)
@@ -44,15 +46,6 @@ def at_level(samples: np.ndarray, dbfs: float) -> np.ndarray:
         return samples
     scaled = samples.astype(np.float64) * (10 ** (dbfs / 20) / rms)
     return (np.round(scaled * 32768.0) / 32768.0).astype(np.float32)
-
-
-def coarsen(samples: np.ndarray, bits: int) -> np.ndarray:
-    """``samples`` rounded to ``2 ** (bits - 1)`` steps between 0 and their own peak."""
-    peak = float(np.abs(samples).max())
-    if peak == 0.0:
-        return samples
-    step = peak / 2 ** (bits - 1)
-    return (np.round(samples / step) * step).astype(np.float32)
 
 
 def verdicts(classifier: Classifier, recordings: list[np.ndarray], rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{COARSE_ALREADY}), threshold {classifier.threshold:.3f}:")
     versions = [("as stored (16 bit)", stored)]
     versions += [(f"RMS {dbfs} dBFS, 16 bit", [at_level(x, dbfs) for x in stored]) for dbfs in LEVELS_DBFS]
-    versions += [(f"{bits} bits at the peak", [coarsen(x, bits) for x in stored]) for bits in BITS]
+    versions += [(f"{bits} bits at the peak", [round_to_grain(x, bits) for x in stored]) for bits in BITS]
     for name, recordings in versions:
         print(line(name, labels, others, *verdicts(classifier, recordings, rate), classifier.threshold))
     return 0

@@ -53,10 +53,16 @@ def random_grain(samples: np.ndarray, rng: np.random.Generator, bits: tuple[floa
     healthy people the coarser a recording is stored (tools/eval_sample_resolution.py); rounding
     both classes of every source alike takes the grain away as a cue.
     """
+    return round_to_grain(samples, rng.uniform(*bits))
+
+
+def round_to_grain(samples: np.ndarray, bits: float) -> np.ndarray:
+    """``samples`` rounded to ``2 ** (bits - 1)`` steps between silence and their own peak (a
+    converter of that many bits, the signal just reaching full scale), in their own dtype."""
     peak = float(np.abs(samples).max())
     if peak == 0.0:
         return samples
-    step = peak / 2 ** (rng.uniform(*bits) - 1)
+    step = peak / 2 ** (bits - 1)
     return (np.round(samples / step) * step).astype(samples.dtype)
 
 
