@@ -300,6 +300,7 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
     soundfile = pytest.importorskip("soundfile")
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import eval_source_confounds
+    from model.train.augment import round_to_grain
 
     rows = ["file,label,source_set,orig_label,sqi,rate,duration_s"]
     for source in ("training-a", "training-b", "training-c"):
@@ -310,8 +311,7 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
             if source == "training-a" and label == "abnormal":
                 audio = audio + 0.3 * audio.std()  # the converter's bias, no cardiac meaning
             if source == "training-c" and label == "normal":
-                step = np.abs(audio).max() / 64  # a 7-bit converter's grain
-                audio = np.round(audio / step) * step
+                audio = round_to_grain(audio, 7)  # a 7-bit converter's grain
             name = f"{source}/{source[-1]}{i:04d}.wav"
             soundfile.write(tmp_path / "physionet2016" / name, audio, 2000, subtype="PCM_16")
             rows.append(f"{name},{label},{source},{1 if i % 2 else -1},1,2000,6.0")
