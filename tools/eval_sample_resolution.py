@@ -3,7 +3,7 @@
 
 Stethoscopes, sound cards and phone apps store heart sounds with different resolutions, and one
 source set the model trains on (training-e) stored its normal recordings with about 8 bits of grain
-and its abnormal ones with 13-14 (``tools/eval_source_confounds.py``, "bits used"). A network could
+and its abnormal ones with about 13 (``tools/eval_source_confounds.py``, "bits used"). A network could
 learn grain as a cue, and a box whose capture gain is set low stores the chest's sound in few
 steps of its 16-bit converter. This measures whether the model's verdicts move when the same
 recordings are stored more coarsely. Every recording of a PhysioNet split is read as stored (16
