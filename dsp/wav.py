@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from functools import lru_cache
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -32,6 +33,8 @@ MAX_CHANNELS = 8
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_ALAW = 0x0006
+WAVE_FORMAT_MULAW = 0x0007
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _ENCODING_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM",
                    0x0055: "MP3", 0x0050: "MPEG"}
@@ -122,6 +125,28 @@ def _parse_fmt(body: bytes) -> tuple[int, int, int, int, int]:
     return fmt, channels, rate, block_align, bits
 
 
+@lru_cache(maxsize=2)
+def _g711_table(fmt: int) -> np.ndarray:
+    """The linear value, in [-1, 1], of each of the 256 G.711 A-law or mu-law bytes (ITU-T G.711:
+    an 8-bit logarithmic code, about 13-14 bits of range), as telephone-grade recorders and some
+    stethoscope apps store WAVs."""
+    codes = np.arange(256)
+    if fmt == WAVE_FORMAT_MULAW:
+        u = ~codes & 0xFF
+        exponent, mantissa = (u >> 4) & 7, u & 0x0F
+        magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+        linear = np.where(u & 0x80, -magnitude, magnitude)
+    else:
+        a = codes ^ 0x55
+        exponent, mantissa = (a >> 4) & 7, a & 0x0F
+        magnitude = np.where(exponent == 0, (mantissa << 4) + 8,
+                             ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+        linear = np.where(a & 0x80, magnitude, -magnitude)
+    table = (linear / 32768.0).astype(np.float32)
+    table.setflags(write=False)
+    return table
+
+
 def _decode(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
     """Decode interleaved frames to float (frames, channels) in [-1, 1]."""
     if fmt == WAVE_FORMAT_PCM:
@@ -149,6 +174,10 @@ def _decode(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
         if peak > 1.0:  # unnormalised float file: scale into range rather than clip
             data = data / peak
         data = data.astype(np.float32)
+    elif fmt in (WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW):
+        if bits != 8:
+            raise BadAudioError(f"unsupported {_ENCODING_NAMES[fmt]} bit depth: {bits}-bit. " + _RE_EXPORT)
+        data = _g711_table(fmt)[np.frombuffer(raw, dtype=np.uint8)]
     else:
         name = _ENCODING_NAMES.get(fmt, f"format code 0x{fmt:04x}")
         raise BadAudioError(f"unsupported WAV encoding ({name}). " + _RE_EXPORT)
@@ -159,7 +188,8 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
              max_seconds: float = MAX_DURATION_S) -> tuple[np.ndarray, int]:
     """Read a WAV file and return ``(samples, rate)``: float32 mono in [-1, 1].
 
-    Accepts PCM 8/16/24/32-bit, IEEE float 32/64 and WAVE_FORMAT_EXTENSIBLE, any number of
+    Accepts PCM 8/16/24/32-bit, IEEE float 32/64, G.711 A-law and mu-law and
+    WAVE_FORMAT_EXTENSIBLE, any number of
     channels up to :data:`MAX_CHANNELS` (mixed down by averaging). ``source`` is a path, an
     open binary file or the file's bytes. Every way the file can be unusable raises
     :class:`BadAudioError` with a message a health worker can act on.

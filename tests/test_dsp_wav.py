@@ -99,7 +99,7 @@ BROKEN = {
     "bits 12": wav_from_parts(bits=12, rate=RATE, payload=_pcm(), block_align=2),
     "block align wrong": wav_from_parts(rate=RATE, payload=_pcm(), block_align=3),
     "float 16": wav_from_parts(fmt=3, bits=16, rate=RATE, payload=_pcm()),
-    "mu-law": wav_from_parts(fmt=7, bits=8, rate=RATE, payload=_pcm()),
+    "mu-law 16-bit": wav_from_parts(fmt=7, bits=16, rate=RATE, payload=_pcm()),
     "adpcm": wav_from_parts(fmt=2, bits=4, rate=RATE, payload=_pcm(), block_align=1),
     "nan samples": wav_from_parts(fmt=3, bits=32, rate=RATE,
                                   payload=np.full(RATE * SECONDS, np.nan, "<f4").tobytes()),
@@ -112,6 +112,26 @@ BROKEN = {
     "extensible truncated fmt": b"RIFF" + struct.pack("<I", 4 + 8 + 18) + b"WAVEfmt "
                                 + struct.pack("<IHHIIHHH", 18, 0xFFFE, 1, RATE, RATE * 2, 2, 16, 0),
 }
+
+
+@pytest.mark.parametrize("fmt, subtype", [(7, "ULAW"), (6, "ALAW")])
+@pytest.mark.parametrize("extensible", [False, True])
+def test_g711_wavs_decode_every_byte_as_libsndfile_does(fmt, subtype, extensible):
+    """A-law and mu-law WAVs (telephone-grade recorders, some stethoscope apps): each of the 256
+    codes decodes to the 16-bit value libsndfile gives it, and a recording survives the round trip."""
+    soundfile = pytest.importorskip("soundfile")
+    codes = np.tile(np.arange(256, dtype=np.uint8), RATE * SECONDS // 256 + 1)[: RATE * SECONDS]
+    data = wav_from_parts(fmt=fmt, bits=8, rate=RATE, payload=codes.tobytes(), extensible=extensible)
+    ours, rate = dsp.read_wav(data)
+    theirs, their_rate = soundfile.read(io.BytesIO(wav_from_parts(fmt=fmt, bits=8, rate=RATE,
+                                                                  payload=codes.tobytes())), dtype="int16")
+    assert rate == their_rate == RATE
+    np.testing.assert_array_equal(np.round(ours * 32768.0).astype(np.int16), theirs)
+    assert np.unique(ours).size == 255 if fmt == 7 else 256  # mu-law has a +0 and a -0
+    recorded = io.BytesIO()
+    soundfile.write(recorded, REFERENCE, RATE, format="WAV", subtype=subtype)
+    samples, _ = dsp.read_wav(recorded.getvalue())
+    assert np.max(np.abs(samples - REFERENCE)) <= 1024 / 32768  # within G.711's largest step
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
