@@ -65,9 +65,15 @@ def referred_share(metrics: dict) -> float:
     return referred / (n_abnormal + n_normal)
 
 
+#: The tools whose output a card can carry, each under its own heading: ``--NAME FILE``.
+MEASURED = {"poor": "tools/eval_poor_signal.py", "short": "tools/eval_short_clips.py",
+            "confounds": "tools/eval_source_confounds.py", "resolution": "tools/eval_sample_resolution.py"}
+
+
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
-           poor: Optional[str] = None, short: Optional[str] = None, confounds: Optional[str] = None,
-           resolution: Optional[str] = None) -> str:
+           measured: Optional[dict[str, str]] = None) -> str:
+    """The card's Markdown; ``measured`` maps a :data:`MEASURED` name to that tool's output."""
+    poor, short, confounds, resolution = ((measured or {}).get(name) for name in MEASURED)
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -387,13 +393,13 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
     return "\n".join(lines)
 
 
-def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None, poor: Optional[str] = None,
-               short: Optional[str] = None, confounds: Optional[str] = None, resolution: Optional[str] = None) -> Path:
+def write_card(folder: Path, metadata: dict, bench: Optional[dict] = None,
+               measured: Optional[dict[str, str]] = None) -> Path:
     """Render ``folder``'s MODEL_CARD.md from ``metadata`` and the ablation table kept beside it."""
     ablation_file = folder / "ablations.json"
     ablations = json.loads(ablation_file.read_text()) if ablation_file.exists() else None
     card = folder / "MODEL_CARD.md"
-    card.write_text(render(metadata, bench, ablations, poor, short, confounds, resolution))
+    card.write_text(render(metadata, bench, ablations, measured))
     return card
 
 
@@ -401,16 +407,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--assets", type=Path, default=ASSETS)
     parser.add_argument("--bench", type=Path, help="text file with tools/bench_model.py output")
-    parser.add_argument("--poor", type=Path, help="text file with tools/eval_poor_signal.py output")
-    parser.add_argument("--short", type=Path, help="text file with tools/eval_short_clips.py output")
-    parser.add_argument("--confounds", type=Path, help="text file with tools/eval_source_confounds.py output")
-    parser.add_argument("--resolution", type=Path, help="text file with tools/eval_sample_resolution.py output")
+    for name, tool in MEASURED.items():
+        parser.add_argument(f"--{name}", type=Path, help=f"text file with {tool} output")
     args = parser.parse_args(argv)
     meta = json.loads((args.assets / "heartpi-cnn.json").read_text())
     bench = {"text": "```\n" + args.bench.read_text().strip() + "\n```"} if args.bench else None
-    poor, short, confounds, resolution = (f"```\n{path.read_text().strip()}\n```" if path else None
-                                          for path in (args.poor, args.short, args.confounds, args.resolution))
-    print(write_card(args.assets, meta, bench, poor, short, confounds, resolution))
+    measured = {name: f"```\n{path.read_text().strip()}\n```" for name in MEASURED
+                if (path := getattr(args, name)) is not None}
+    print(write_card(args.assets, meta, bench, measured))
     return 0
 
 
