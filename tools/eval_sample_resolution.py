@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
 from model.train.augment import round_to_grain  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, model_splits  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, model_splits, read_stored  # noqa: E402
 
 LEVELS_DBFS = (-40, -50, -60, -65)  #: RMS levels on a 16-bit converter (the silence line is -70)
 BITS = (10, 8, 6)  #: grains relative to each recording's own peak
@@ -76,15 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
     args = parser.parse_args(argv)
-    import soundfile
-
     classifier = Classifier.load(args.model)
     records = model_splits(classifier.metadata, args.data)[args.split]
     labels = np.array([r.label for r in records])
     stored, rates = [], set()
     for record in records:
-        samples, rate = soundfile.read(args.data / record.name, dtype="float32", always_2d=True)
-        stored.append(samples.mean(axis=1))
+        samples, rate = read_stored(args.data / record.name)
+        stored.append(samples)
         rates.add(rate)
     if len(rates) != 1:
         parser.error(f"the split's recordings have several rates ({sorted(rates)}); this tool expects one")

@@ -2,7 +2,7 @@
 """Do a source set's normal and abnormal recordings differ in how they were recorded?
 
 A heart-sound label should be heard in the heart, not in the recording chain. This measures,
-for every PhysioNet source set, how well three properties of the raw recording that carry no
+for every PhysioNet source set, how well four properties of the raw recording that carry no
 cardiac meaning separate its abnormal from its normal recordings (AUC, 0.5 = no difference):
 
 * DC offset: the samples' mean over their standard deviation (an amplifier's or converter's bias);
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import Classifier  # noqa: E402
 from model.metrics import auc  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels, read_stored  # noqa: E402
 
 PROPERTIES = ("DC offset", "below 20 Hz", "level", "bits used")
 ENTANGLED_AUC = 0.9  #: a source set whose classes the DC offset separates this well gets its calls split by it
@@ -48,10 +48,7 @@ ENTANGLED_AUC = 0.9  #: a source set whose classes the DC offset separates this 
 
 def chain_properties(path: Path) -> tuple[float, float, float, float]:
     """(DC offset in standard deviations, share of power below 20 Hz, RMS level in dBFS, bits used)."""
-    import soundfile
-
-    samples, rate = soundfile.read(path, dtype="float64", always_2d=True)
-    x = samples.mean(axis=1)
+    x, rate = read_stored(path, dtype="float64")
     std = float(x.std()) or 1e-12
     freqs, power = welch(x - x.mean(), rate, nperseg=min(x.size, int(rate) // 2))
     below = float(power[freqs < 20.0].sum() / max(power.sum(), 1e-30))
@@ -71,14 +68,11 @@ def separation(labels: np.ndarray, values: np.ndarray) -> tuple[str, float]:
 
 def calls_by_chain_side(classifier: Classifier, paths: list[Path], labels: np.ndarray, dc: np.ndarray) -> list[str]:
     """Lines: how often the model calls each class abnormal on each side of the DC offset midpoint."""
-    import soundfile
-
     cut = (np.median(dc[labels == 1]) + np.median(dc[labels == 0])) / 2
     high_side = "abnormal" if np.median(dc[labels == 1]) > cut else "normal"
     verdicts = []
     for path in paths:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        verdicts.append(classifier.classify(samples.mean(axis=1), rate).label)
+        verdicts.append(classifier.classify(*read_stored(path)).label)
     verdicts = np.array(verdicts)
     lines = []
     for above in (True, False):

@@ -13,7 +13,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -47,11 +47,16 @@ def read_labels(data_dir: Path, dataset: str) -> list[Record]:
     return records
 
 
-def _load_one(path: str) -> np.ndarray:
+def read_stored(path: Union[str, Path], dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """A recording of ``../shared/data`` as stored: its channels averaged, at its own rate."""
     import soundfile
 
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    return dsp.to_analysis_rate(samples.mean(axis=1), rate).astype(np.float32)
+    samples, rate = soundfile.read(path, dtype=dtype, always_2d=True)
+    return samples.mean(axis=1), rate
+
+
+def _load_one(path: str) -> np.ndarray:
+    return dsp.to_analysis_rate(*read_stored(path)).astype(np.float32)
 
 
 def load_audio(records: Sequence[Record], data_dir: Path, cache_dir: Optional[Path] = None,
