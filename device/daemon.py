@@ -276,7 +276,7 @@ class Daemon:
     def _warn_if_quiet(rec_id: int, verdict) -> None:
         """A journal line for the technician when a recording was captured quietly but not silent
         (silence is a poor signal the health worker already sees): the gain is set too low."""
-        rms_dbfs = verdict.quality.get("rms_dbfs")
+        rms_dbfs = verdict.level_dbfs
         if rms_dbfs is None or SILENCE in verdict.quality_reasons or rms_dbfs >= QUIET_RMS_DBFS:
             return
         log.warning("recording %d was captured quietly (RMS %.0f dBFS, below %.0f): quiet recordings refer more "
@@ -288,11 +288,8 @@ class Daemon:
                        visit: Optional[str] = None) -> int:
         return self.store.add_recording(
             file=relative, sha256=sha, duration_s=duration_s, rate=rate, source="device",
-            device_id=self.config.device_id, verdict=verdict.label, p_abnormal=verdict.p_abnormal,
-            threshold=verdict.threshold, quality_reasons=verdict.quality_reasons,
-            heart_rate_bpm=verdict.heart_rate_bpm, overflows=overflows,
-            model_sha256=verdict.model_sha256, software_version=verdict.software_version, note=note,
-            site=site, visit=visit)
+            device_id=self.config.device_id, overflows=overflows, note=note, site=site, visit=visit,
+            **verdict.stored_fields())
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> int:

@@ -147,6 +147,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recordings ADD COLUMN visit TEXT;
     CREATE INDEX recordings_visit ON recordings(visit) WHERE visit IS NOT NULL;
     """,
+    # 9: the recording's RMS level in dBFS as the quality check measured it: an abnormal from a
+    # quiet recording refers more healthy people (model.verdict.verdict_caution), and the Device
+    # page shows the technician a capture gain set too low. NULL: not measured (everything before).
+    """
+    ALTER TABLE recordings ADD COLUMN level_dbfs REAL;
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -213,6 +219,7 @@ class Recording:
     finding_at: Optional[str] = None
     site: Optional[str] = None
     visit: Optional[str] = None
+    level_dbfs: Optional[float] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -322,7 +329,7 @@ class RecordStore:
                       software_version: Optional[str] = None, patient_id: Optional[int] = None,
                       uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
                       note: str = "", site: Optional[str] = None, visit: Optional[str] = None,
-                      actor: str = "device") -> int:
+                      level_dbfs: Optional[float] = None, actor: str = "device") -> int:
         # Stamped now: remember which clock did it. A time given by the caller has no known clock.
         clock_boot = None if captured_at else clock_reckoned_boot()
         with self.transaction() as conn:
@@ -330,11 +337,13 @@ class RecordStore:
                 "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
                 "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
                 "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note, "
-                "clock_boot, site, visit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "clock_boot, site, visit, level_dbfs) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
                  device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
-                 software_version, note, clock_boot, _checked_site(site), visit or None))
+                 software_version, note, clock_boot, _checked_site(site), visit or None,
+                 None if level_dbfs is None else float(level_dbfs)))
             rec_id = cur.lastrowid
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id
@@ -408,6 +417,14 @@ class RecordStore:
                 self._audit(conn, actor, "recording.delete", f"recording:{rec_id}",
                             f"captured {row['captured_at']}, {row['source']}, verdict {row['verdict']}, "
                             f"patient {row['patient_id']}, sha256 {row['sha256'][:16]}, file {row['file']}: {reason}")
+
+    def latest_levels(self, *, above_dbfs: float, source: str = "device", limit: int = 20) -> list[float]:
+        """The RMS levels of the newest ``limit`` recordings from ``source`` that have one above
+        ``above_dbfs`` (the caller's silence: a stethoscope left off the chest says nothing about
+        the gain), newest first: how loud the box's capture chain records chests."""
+        return [row[0] for row in self._query(
+            "SELECT level_dbfs FROM recordings WHERE source = ? AND level_dbfs > ? "
+            "ORDER BY captured_at DESC, id DESC LIMIT ?", (source, float(above_dbfs), int(limit)))]
 
     def recordings_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._query("SELECT id FROM recordings WHERE sha256 = ?", (sha256,))]

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from dsp.signal_quality import QUIET_RMS_DBFS
+
 NORMAL = "normal"
 ABNORMAL = "abnormal"
 POOR_SIGNAL = "poor_signal"
@@ -34,14 +36,46 @@ SHORT_RECORDING_SECONDS = 10.0
 SHORT_NORMAL_CAUTION = ("Short recording ({seconds:.1f} s): a normal result from under 10 s misses more abnormal "
                         "hearts than one from 20 s; record 20 s if you can.")
 
+#: An abnormal from a quiet recording says less: below :data:`dsp.signal_quality.QUIET_RMS_DBFS`
+#: the converter's rounding noise fills the quiet between heart sounds and the model refers more
+#: healthy people while sensitivity holds (``tools/eval_sample_resolution.py``, the test split's
+#: 16-bit source sets: specificity 0.73 as stored, 0.66 at -50 dBFS, 0.62 at -60). Recordings
+#: this quiet are rare when the gain is set as the technician's guide says (7 of the 2,592
+#: PhysioNet recordings). The caution never withholds the referral: it asks for a louder recording.
+QUIET_ABNORMAL_CAUTION = ("Quiet recording ({level:d} dBFS): below {limit:.0f} dBFS the model calls more healthy "
+                          "hearts abnormal. Record this place again with the stethoscope pressed firmly or the "
+                          "capture gain raised; if you cannot, refer as advised.")
 
-def caution(label: str, duration_s: float) -> Optional[str]:
-    """The sentence to show beside a verdict (recording page, ``heartpi classify``, CSV and FHIR
-    exports), or None: only a normal from a short recording has one. The duration is cut, not
-    rounded, to 0.1 s, so that 9.97 s does not read "10.0 s" beside "under 10 s"."""
+
+@dataclass(frozen=True)
+class Caution:
+    """What qualifies one verdict: ``kind`` names it for pages (``short``, ``quiet``), ``mark``
+    is the few words a list shows beside the verdict, ``sentence`` what the recording page, the
+    CLI and the exports say."""
+    kind: str
+    mark: str
+    sentence: str
+
+
+def verdict_caution(label: str, duration_s: float, level_dbfs: Optional[float] = None) -> Optional[Caution]:
+    """The caution that goes with a verdict, or None. A normal from a short recording misses more
+    abnormal hearts; an abnormal from a quiet one refers more healthy people (``level_dbfs``: the
+    recording's RMS level, None when not measured, as for recordings stored before levels were).
+    The duration is cut, not rounded, to 0.1 s, so that 9.97 s does not read "10.0 s" beside
+    "under 10 s"; the level is cut down to whole dB for the same reason (-45.3 reads "-46")."""
     if label == NORMAL and duration_s < SHORT_RECORDING_SECONDS:
-        return SHORT_NORMAL_CAUTION.format(seconds=math.floor(duration_s * 10) / 10)
+        return Caution("short", "short recording",
+                       SHORT_NORMAL_CAUTION.format(seconds=math.floor(duration_s * 10) / 10))
+    if label == ABNORMAL and level_dbfs is not None and level_dbfs < QUIET_RMS_DBFS:
+        return Caution("quiet", "quiet recording",
+                       QUIET_ABNORMAL_CAUTION.format(level=math.floor(level_dbfs), limit=QUIET_RMS_DBFS))
     return None
+
+
+def caution(label: str, duration_s: float, level_dbfs: Optional[float] = None) -> Optional[str]:
+    """The sentence of :func:`verdict_caution` (``heartpi classify``, CSV and FHIR exports), or None."""
+    found = verdict_caution(label, duration_s, level_dbfs)
+    return found.sentence if found else None
 
 
 @dataclass(frozen=True)
@@ -62,8 +96,21 @@ class Verdict:
         return LABEL_TEXT[self.label]
 
     @property
+    def level_dbfs(self) -> Optional[float]:
+        """The recording's RMS level as the quality check measured it (None if it did not)."""
+        return self.quality.get("rms_dbfs")
+
+    @property
     def caution(self) -> Optional[str]:
-        return caution(self.label, self.duration_s)
+        return caution(self.label, self.duration_s, self.level_dbfs)
+
+    def stored_fields(self) -> dict:
+        """What a recording's record keeps of its verdict, as keyword arguments of
+        :meth:`device.records.RecordStore.add_recording` (the box's recordings and uploads alike)."""
+        return dict(verdict=self.label, p_abnormal=self.p_abnormal, threshold=self.threshold,
+                    quality_reasons=self.quality_reasons, heart_rate_bpm=self.heart_rate_bpm,
+                    model_sha256=self.model_sha256, software_version=self.software_version,
+                    level_dbfs=self.level_dbfs)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -214,6 +214,42 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
     assert page.console_errors == []
 
 
+def test_an_abnormal_from_a_quiet_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
+    """A recording made with the gain set low (-55 dBFS RMS): its "abnormal: refer" asks for a
+    louder recording without withholding the referral, its level is on its page, and the list
+    marks it "quiet recording" with the same sentence, all inside a phone's width."""
+    import numpy as np
+
+    import dsp
+
+    base, _ = live_server
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base)
+    abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
+    samples, rate = dsp.read_wav(abnormal)
+    quiet = tmp_path / "gain-low.wav"
+    dsp.write_wav(quiet, samples * (10 ** (-55 / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64)))), rate)
+    page.goto(f"{base}/upload")
+    page.set_input_files("input[name=file]", str(quiet))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
+    caution = page.locator("#quiet-recording-caution")
+    assert caution.is_visible() and page.locator("#short-recording-caution").count() == 0
+    text = caution.inner_text()
+    assert re.match(r"Quiet recording \(-5[56] dBFS\): below -45 dBFS the model calls more healthy", text)
+    assert text.endswith("if you cannot, refer as advised.")
+    assert re.fullmatch(r"level -5[45] dBFS", page.locator("#level").inner_text())
+    _assert_fits_a_phone(page, tables_expected=False)
+    page.screenshot(path=str(ARTIFACTS / "04-phone-quiet-abnormal.png"), full_page=True)
+    page.goto(f"{base}/recordings")
+    marks = page.locator("#recordings .quiet-recording")
+    assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
+    assert marks.first.inner_text() == "quiet recording"
+    _assert_fits_a_phone(page)
+    assert page.console_errors == []
+
+
 def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_config):
     """A device whose clock fell behind (no battery clock, no internet): the page notices from
     the browser's clock, and the administrator's press sends the difference."""

@@ -123,7 +123,8 @@ def test_second_press_stops_early_and_long_press_cancels(harness, store, tmp_pat
 
 def test_a_quiet_capture_tells_the_technician_to_raise_the_gain(harness, store, tmp_path, caplog):
     """Captured at -55 dBFS RMS: classified as usual, and the journal names the level and the
-    gain; at its own level, or silent (a poor signal the health worker sees), no such line."""
+    gain; at its own level, or silent (a poor signal the health worker sees), no such line. Each
+    record keeps its level (the web page's quiet caution and the Device page's gain line)."""
     samples, rate = dsp.read_wav(reference_wavs()[0])
     rms_dbfs = 20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
     assert rms_dbfs > -45  # the reference is recorded well
@@ -141,6 +142,9 @@ def test_a_quiet_capture_tells_the_technician_to_raise_the_gain(harness, store, 
     assert "raise the capture gain" in warnings[0] and quiet.label != "poor_signal"
     assert loud.label != "poor_signal" and silent.label == "poor_signal"
     assert "silence" in store.get_recording(silent.recording_id).quality_reasons
+    levels = [store.get_recording(r.recording_id).level_dbfs for r in (quiet, loud, silent)]
+    assert levels[0] == pytest.approx(-55.0, abs=0.1) and levels[1] == pytest.approx(rms_dbfs, abs=0.1)
+    assert levels[2] == pytest.approx(-80.0, abs=0.5)
 
 
 class BrokenCard:

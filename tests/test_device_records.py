@@ -74,6 +74,31 @@ def test_migration_to_version_6_keeps_recordings_without_a_place(tmp_path):
     store.close()
 
 
+def test_migration_to_version_9_keeps_recordings_without_a_level_and_new_ones_store_it(tmp_path):
+    """Recordings made before levels were measured keep everything with no level (no quiet caution
+    can be judged for them); new ones store the level their verdict measured."""
+    store, old = _migrated_recording(tmp_path / "v8.sqlite3", 8, verdict="abnormal", visit="v-1")
+    assert (old.verdict, old.visit, old.level_dbfs) == ("abnormal", "v-1", None)
+    new = store.get_recording(_add(store, 1, level_dbfs=-52.25))
+    assert new.level_dbfs == -52.25
+    assert store.latest_levels(above_dbfs=-70.0) == [-52.25]  # the old recording has none to give
+    store.close()
+
+
+def test_latest_levels_are_the_sources_newest_above_silence(store):
+    """The Device page judges the box's capture gain from its own newest recordings: not uploads
+    (other devices' gains), not silent ones (a stethoscope off the chest), not unmeasured ones."""
+    levels = {1: -30.0, 2: -50.0, 3: -200.0, 4: None, 5: -44.0}
+    for n, level in levels.items():
+        _add(store, n, level_dbfs=level, captured_at=f"2026-02-0{n}T10:00:00+00:00")
+    store.add_recording(file="upload-1.wav", sha256="1" * 64, duration_s=20.0, rate=44100, source="upload",
+                        device_id="box", verdict="abnormal", level_dbfs=-60.0, captured_at="2026-02-09T10:00:00+00:00")
+    assert store.latest_levels(above_dbfs=-70.0) == [-44.0, -50.0, -30.0]
+    assert store.latest_levels(above_dbfs=-70.0, limit=2) == [-44.0, -50.0]
+    assert store.latest_levels(source="upload", above_dbfs=-70.0) == [-60.0]
+    assert store.latest_levels(above_dbfs=-300.0) == [-44.0, -200.0, -50.0, -30.0]  # the floor is the caller's
+
+
 def test_the_place_is_one_of_four_and_changes_are_audited(store):
     from device.sites import SITES
 

@@ -247,6 +247,50 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
     assert [d["caution"] for d in data] == [caution("normal", 3.0), None]
 
 
+def _at_level(samples, level_dbfs: float):
+    """The recording brought to an RMS level on a 16-bit converter (a capture gain set low)."""
+    scaled = samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return (np.round(scaled * 32767) / 32767).astype(np.float32)
+
+
+def test_an_abnormal_from_a_quiet_recording_carries_a_caution_and_other_verdicts_do_not(tmp_path):
+    """Below -45 dBFS the model refers more healthy people (tools/eval_sample_resolution.py), so an
+    abnormal from a quiet recording says so (asking for a louder recording, never withholding the
+    referral), in the CLI's line and its JSON with the level; a normal from it and an abnormal from a
+    recording at its own level do not. Levels are cut down to whole dB, never shown as the limit."""
+    from dsp.signal_quality import QUIET_RMS_DBFS
+    from model.verdict import QUIET_ABNORMAL_CAUTION, verdict_caution
+
+    assert QUIET_RMS_DBFS == -45.0
+    quiet = verdict_caution("abnormal", 20.0, -45.3)
+    assert (quiet.kind, quiet.mark) == ("quiet", "quiet recording")
+    assert quiet.sentence == QUIET_ABNORMAL_CAUTION.format(level=-46, limit=-45.0)
+    assert quiet.sentence.startswith("Quiet recording (-46 dBFS): below -45 dBFS the model calls more healthy")
+    assert quiet.sentence.endswith("if you cannot, refer as advised.")
+    assert verdict_caution("abnormal", 20.0, QUIET_RMS_DBFS) is None
+    assert verdict_caution("abnormal", 20.0, None) is None  # not measured (stored before levels were)
+    assert verdict_caution("normal", 20.0, -60.0) is None and verdict_caution("poor_signal", 20.0, -60.0) is None
+    assert verdict_caution("abnormal", 3.0, -60.0).kind == "quiet"  # short and quiet: the abnormal's caution
+    assert verdict_caution("normal", 3.0, -60.0).kind == "short"
+    files = {}
+    for kind in ("normal", "abnormal"):
+        samples, rate = dsp.read_wav(reference_files(kind)[0])
+        files[kind] = tmp_path / f"quiet-{kind}.wav"
+        dsp.write_wav(files[kind], _at_level(samples, -55.0), rate)
+    loud = reference_files("abnormal")[0]
+    result = _heartpi("classify", "--json", str(files["abnormal"]), str(files["normal"]), str(loud))
+    assert result.returncode == 0, result.stderr
+    quiet_abnormal, quiet_normal, loud_abnormal = (json.loads(line) for line in result.stdout.splitlines())
+    assert quiet_abnormal["label"] == "abnormal" and -55.5 < quiet_abnormal["quality"]["rms_dbfs"] < -54.5
+    shown = -56 if quiet_abnormal["quality"]["rms_dbfs"] < -55 else -55
+    assert quiet_abnormal["caution"] == QUIET_ABNORMAL_CAUTION.format(level=shown, limit=-45.0)
+    assert quiet_normal["label"] == "normal" and quiet_normal["caution"] is None
+    assert loud_abnormal["label"] == "abnormal" and loud_abnormal["caution"] is None
+    assert loud_abnormal["quality"]["rms_dbfs"] > QUIET_RMS_DBFS
+    line = _heartpi("classify", str(files["abnormal"])).stdout.strip()
+    assert "ABNORMAL: REFER" in line and line.endswith(quiet_abnormal["caution"])
+
+
 def test_cli_classifies_and_analyses_a_phones_compressed_recordings(tmp_path):
     pytest.importorskip("av")
     from tests.conftest import phone_copy

@@ -335,7 +335,7 @@ def test_patients_create_search_edit_assign_and_audit(client, auth, web_store):
 
 def test_exports_carry_the_caution_of_a_normal_from_a_short_recording(client, auth, web_store):
     """The referral's reader sees what the recording page says: a normal from under 10 s says less
-    (FHIR: the Observation's note; CSV: the last column, ``caution``)."""
+    (FHIR: the Observation's note; CSV: the column ``caution``)."""
     auth.login("clinician")
     normal, short = _normal_whole_and_first_6_s()
     for payload in (normal.read_bytes(), short.getvalue()):
@@ -371,13 +371,95 @@ def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
     short_rec = next(r for r in recordings if r.duration_s < 10 and r.patient_id == pid)
     expected = caution("normal", short_rec.duration_s)
     assert expected.startswith("Short recording (6.0 s)")
-    mark = re.compile(r'<span class="short-recording" title="([^"]*)">short recording</span>')
+    mark = re.compile(r'<span class="caution-mark short-recording" title="([^"]*)">short recording</span>')
     for url, marks in (("/recordings", 2), (f"/patients/{pid}", 2), (f"/recordings/{short_rec.id}", 1),
                        ("/device", 2)):
         page = client.get(url)
         assert page.status_code == 200, url
         titles = [html.unescape(t) for t in mark.findall(page.get_data(as_text=True))]
         assert titles == [expected] * marks, url
+
+
+def _quiet_copy(path, level_dbfs: float) -> bytes:
+    """A recording's WAV bytes brought to an RMS level on a 16-bit converter (a gain set low)."""
+    import dsp
+
+    samples, rate = dsp.read_wav(path)
+    scaled = samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    out = io.BytesIO()
+    dsp.write_wav(out, np.round(scaled * 32767) / 32767, rate)
+    return out.getvalue()
+
+
+def test_an_abnormal_from_a_quiet_upload_carries_its_caution_on_its_page_in_lists_and_exports(client, auth,
+                                                                                             web_store):
+    """An abnormal from a recording below -45 dBFS refers more healthy people: its page says so and
+    asks for a louder recording, lists mark it "quiet recording", the exports carry the sentence and
+    the level. The same recording at its own level carries none; a recording stored before levels
+    were measured (level NULL) none either."""
+    from model.verdict import caution
+
+    auth.login("clinician")
+    abnormal = next(p for p in reference_wavs() if p.name.startswith("abnormal"))
+    for payload in (abnormal.read_bytes(), _quiet_copy(abnormal, -55.0)):
+        assert _upload(client, auth, data=payload).status_code == 303
+    loud, quiet = sorted(web_store.list_recordings(), key=lambda r: r.id)
+    assert loud.verdict == quiet.verdict == "abnormal"
+    assert loud.level_dbfs > -30 and -55.5 < quiet.level_dbfs < -54.5
+    expected = caution("abnormal", quiet.duration_s, quiet.level_dbfs)
+    assert expected.startswith("Quiet recording (-5")
+    page = client.get(f"/recordings/{quiet.id}").get_data(as_text=True)
+    assert re.search(r'<p class="caution" id="quiet-recording-caution">([^<]*)</p>', page).group(1) == \
+        html.escape(expected)
+    assert f"level {quiet.level_dbfs:.0f} dBFS" in page
+    loud_page = client.get(f"/recordings/{loud.id}").get_data(as_text=True)
+    assert "recording-caution" not in loud_page and f"level {loud.level_dbfs:.0f} dBFS" in loud_page
+    mark = re.compile(r'<span class="caution-mark quiet-recording" title="([^"]*)">quiet recording</span>')
+    titles = [html.unescape(t) for t in mark.findall(client.get("/recordings").get_data(as_text=True))]
+    assert titles == [expected]
+    rows = {int(r["recording_id"]): r for r in
+            csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True)))}
+    assert rows[quiet.id]["caution"] == expected and rows[loud.id]["caution"] == ""
+    assert float(rows[quiet.id]["level_dbfs"]) == round(quiet.level_dbfs, 1)
+    bundle = json.loads(client.get("/export/fhir.json").data)
+    notes = {o["id"]: o["note"][0]["text"] for o in (e["resource"] for e in bundle["entry"])
+             if o["resourceType"] == "Observation" and o["id"].startswith("observation-")}
+    assert notes[f"observation-{quiet.id}"] == f"Screening aid, not a diagnosis. {expected}"
+    assert notes[f"observation-{loud.id}"] == "Screening aid, not a diagnosis."
+    with web_store.transaction() as conn:  # as if stored by software that did not measure levels
+        conn.execute("UPDATE recordings SET level_dbfs = NULL WHERE id = ?", (quiet.id,))
+    unmeasured = client.get(f"/recordings/{quiet.id}").get_data(as_text=True)
+    assert "recording-caution" not in unmeasured and "dBFS" not in unmeasured.split('id="listen"')[0]
+
+
+def test_device_page_says_when_the_capture_gain_is_set_too_low(client, auth, web_store):
+    """The technician's view of the gain: the median level of the box's newest recordings (uploads
+    and silent ones left out) and how many were quiet; flagged once most of at least five are quiet."""
+    def level_line() -> str:
+        page = client.get("/device").get_data(as_text=True)
+        return " ".join(page[page.index('<dd id="capture-level"'):].split("</dd>")[0].split())
+
+    def add(n: int, level: float, source: str = "device") -> None:
+        web_store.add_recording(file=f"2026/02/{source}-{n}.wav", sha256=f"{n:064d}", duration_s=20.0, rate=48000,
+                                source=source, device_id="test-box", verdict="normal", level_dbfs=level)
+
+    auth.login("health_worker")
+    assert "no recording made on this box with a measured level yet" in level_line()
+    for n, level in enumerate((-30.0, -50.0, -52.0, -200.0)):
+        add(n, level)
+    add(9, -20.0, source="upload")
+    line = level_line()
+    assert "median -50 dBFS over the last 3 recordings made on this box, 2 below -45 dBFS" in line
+    assert "flash error" not in line  # fewer than five: too few to judge the gain
+    add(4, -55.0)
+    add(5, -48.0)
+    line = level_line()
+    assert "median -50 dBFS over the last 5 recordings" in line and "4 below -45 dBFS" in line
+    assert 'class="flash error"' in line and "the capture gain is set too low" in line and "alsamixer" in line
+    for n in range(6, 9):
+        add(n, -25.0)
+    line = level_line()  # half quiet is not most
+    assert "median -39 dBFS over the last 8 recordings" in line and "4 below" in line and "flash error" not in line
 
 
 def test_exports(client, auth, web_store, heartpi_config):

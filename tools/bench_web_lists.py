@@ -50,10 +50,10 @@ def fill(store, patients: int, recordings: int, model_sha256: str, seed: int = 3
             left_in_visit -= 1
             finding = rng.choice(("normal", "abnormal")) if rng.random() < 0.1 else None
             conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id, "
-                         "verdict, patient_id, model_sha256, finding, finding_at, visit) "
-                         "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?, ?)",
+                         "verdict, patient_id, model_sha256, finding, finding_at, visit, level_dbfs) "
+                         "VALUES (?, ?, 20.0, 2000, ?, 'device', 'bench', ?, ?, ?, ?, ?, ?, ?)",
                          (f"r{n}.wav", "0" * 64, at, rng.choice(verdicts), patient, model_sha256, finding,
-                          at if finding else None, visit))
+                          at if finding else None, visit, round(rng.gauss(-30.0, 8.0), 1)))
     # the audit log: each recording's patient looked at four times (its page, the recording's,
     # an assignment, a finding), as a clinic's log grows
     with store.transaction() as conn:

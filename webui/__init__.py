@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 from flask import Flask, g, render_template, request
 
 from device.sites import SITES, site_label
-from model.verdict import caution
+from model.verdict import verdict_caution
 
 from .errors import SetupError, WebError
 
@@ -115,7 +115,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.jinja_env.filters["when"] = clinic.text  # stored UTC instants, shown as the clinic's clocks read
     app.jinja_env.globals["clinic_zone"] = clinic.name
     app.jinja_env.filters["site_label"] = site_label
-    app.jinja_env.globals["caution"] = caution  # the short-recording mark of lists (_verdict.html)
+    app.jinja_env.globals["verdict_caution"] = verdict_caution  # the caution marks of lists (_verdict.html)
 
     @app.context_processor
     def inject():

@@ -6,14 +6,17 @@ import csv
 import datetime as _dt
 import io
 import json
+import math
 import secrets
 import shutil
+import statistics
 import time
 from typing import Mapping, Optional
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from device import clock
+from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
 from device.records import ROLES
 
 from . import get_config, get_store
@@ -196,7 +199,7 @@ def device():
                            free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
                            status=store.status(), recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
-                           backup=_backup_view(store, time.time(), n_recordings))
+                           backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store))
 
 
 #: The Device page asks for a whole-device backup when the last is older than this.
@@ -213,6 +216,22 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
         days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
     return {"at": last, "days": days,
             "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
+
+
+#: The Device page judges the capture gain from this many of the box's newest recordings, and
+#: only once it has at least the second number of them.
+LEVEL_RECORDINGS, LEVEL_MIN_RECORDINGS = 20, 5
+
+
+def _capture_level_view(store) -> dict:
+    """How loud the box records chests: the median RMS level of its newest recordings (silent ones
+    left out), how many were quiet, and whether the gain is set too low, i.e. most of them quiet
+    (an abnormal from a quiet recording refers more healthy people: model.verdict)."""
+    levels = store.latest_levels(limit=LEVEL_RECORDINGS, above_dbfs=20 * math.log10(SILENCE_RMS))
+    median = statistics.median(levels) if levels else None
+    return {"recordings": len(levels), "median_dbfs": median, "quiet_dbfs": QUIET_RMS_DBFS,
+            "quiet": sum(level < QUIET_RMS_DBFS for level in levels),
+            "too_low": len(levels) >= LEVEL_MIN_RECORDINGS and median < QUIET_RMS_DBFS}
 
 
 #: A request older than this means heartpi-clock.service is not picking it up.

@@ -11,7 +11,7 @@ from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from model.verdict import caution
+from model.verdict import verdict_caution
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
@@ -67,7 +67,7 @@ def detail(rec_id: int):
     visit = store.visit_recordings(rec.visit)
     # What the person is referred on: any place's "refer" (as the health worker acted on it).
     person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
-    return render_template("recording.html", rec=rec, patient=patient, caution=caution(rec.verdict, rec.duration_s),
+    return render_template("recording.html", rec=rec, patient=patient, caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs),
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
@@ -274,8 +274,6 @@ def upload():
     rec_id = store.add_recording(
         file=relative, sha256=sha, duration_s=samples.size / rate, rate=rate, source="upload",
         device_id=config.device_id, uploaded_by=g.user["id"], patient_id=patient_id,
-        verdict=verdict.label, p_abnormal=verdict.p_abnormal, threshold=verdict.threshold,
-        quality_reasons=verdict.quality_reasons, heart_rate_bpm=verdict.heart_rate_bpm,
-        model_sha256=verdict.model_sha256, software_version=verdict.software_version,
-        note=f"uploaded as {file.filename}{how}"[:200], site=site_value or None, actor=actor())
+        note=f"uploaded as {file.filename}{how}"[:200], site=site_value or None, actor=actor(),
+        **verdict.stored_fields())
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)

@@ -379,7 +379,8 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "- A quiet recording (the capture gain set so low that a chest's sound sits below about -45 dBFS RMS on a "
         "16-bit card) or a coarse one (an 8-bit export) refers more healthy people, probably because the "
         "rounding noise fills the quiet between heart sounds as a murmur would (Quiet and coarse recordings above). Set the gain as the "
-        "technician's guide says.",
+        "technician's guide says; an abnormal from a recording below -45 dBFS carries a caution that asks for a louder "
+        "recording (lists mark it \"quiet recording\"), and the Device page flags a gain set too low.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- Two thirds of the test split is training-e, whose normal and abnormal recordings also differ in the "
