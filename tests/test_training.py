@@ -598,6 +598,8 @@ def test_an_ensemble_ships_as_one_grouped_network_with_the_members_mean_logit(tm
     (["--stop-on-sources", "--members", "1", "--source-adversary"], "a second output"),
     (["--n-mfcc", "1"], "--n-mfcc must be 2 to 32"), (["--n-mfcc", "33"], "--n-mfcc must be 2 to 32"),
     (["--short-crops", "-1"], "--short-crops must be 0 or more"),
+    (["--window", "0.5"], "--window must be 1 to 20 seconds"), (["--window", "25"], "--window must be 1 to 20"),
+    (["--window-hop", "0"], "--window-hop must be above 0"), (["--window", "2", "--window-hop", "3"], "at most --window"),
     (["--train-without", "training-g"], "invalid choice"),
 ])
 def test_training_refuses_options_it_cannot_take_before_any_work(options, why, capsys):

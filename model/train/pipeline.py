@@ -577,6 +577,12 @@ def reevaluate(args) -> int:
     return 0
 
 
+#: The window lengths ``--window`` takes: one heartbeat at 60 bpm at least (the network builds at
+#: a tenth of a second, but a window without a beat has nothing to score), at most a whole recording
+#: of the box (``audio.record_seconds``' default).
+MIN_WINDOW_S, MAX_WINDOW_S = 1.0, 20.0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HEARTPI_DATA", DEFAULT_DATA)))
@@ -674,6 +680,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--short-crops must be 0 or more")
     if args.members < 1:
         parser.error("--members must be at least 1")
+    if not MIN_WINDOW_S <= args.window <= MAX_WINDOW_S:
+        parser.error(f"--window must be {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} seconds (at least one heartbeat at "
+                     f"60 bpm; at most the box's {MAX_WINDOW_S:g} s recording)")
+    if not 0 < args.window_hop <= args.window:
+        parser.error("--window-hop must be above 0 and at most --window (windows that leave gaps skip heart sounds)")
     if not 2 <= args.n_mfcc <= dsp.FeatureParams.n_mels:
         parser.error(f"--n-mfcc must be 2 to {dsp.FeatureParams.n_mels} (the mel bands)")
     if args.stop_on_sources and args.weight_average:
