@@ -83,15 +83,24 @@ def screening_metrics(labels: np.ndarray, predicted: np.ndarray, scores: Optiona
                             auc(labels, scores) if scores is not None else None)
 
 
-def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold maximising MAcc on (validation) scores; the midpoint between neighbours."""
+def best_threshold(labels: np.ndarray, scores: np.ndarray, groups: Optional[np.ndarray] = None) -> float:
+    """Threshold maximising MAcc on (validation) scores; the midpoint between neighbours.
+
+    ``groups`` (each recording's source set): maximise instead the mean over groups of each
+    group's MAcc, so that each stethoscope counts once however many recordings it gave (pooled,
+    two thirds of validation is one source set); a group holding one class only is left out."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
+    members = [np.ones(labels.size, bool)] if groups is None else \
+        [g for g in (np.asarray(groups) == name for name in np.unique(groups)) if 0 < labels[g].sum() < g.sum()]
+    if not members:
+        raise ValueError("no group holds both classes: no threshold can be chosen")
     candidates = np.unique(scores)
     best, best_t = -1.0, 0.5
     for i, t in enumerate(candidates):
         pred = scores >= t
-        value = ((pred & labels).sum() / max(1, labels.sum()) + (~pred & ~labels).sum() / max(1, (~labels).sum())) / 2
+        value = float(np.mean([((pred & labels & g).sum() / max(1, (labels & g).sum())
+                                + (~pred & ~labels & g).sum() / max(1, (~labels & g).sum())) / 2 for g in members]))
         if value > best:
             lower = candidates[i - 1] if i else t
             best, best_t = value, float((t + lower) / 2)

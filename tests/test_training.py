@@ -64,7 +64,9 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
 
     # --reevaluate: the same model judged with other windows, no training; the .tflite is untouched
     tflite = (tmp_path / "heartpi-cnn.tflite").read_bytes()
+    # (and the threshold chosen with each validation source set counted once)
     result = subprocess.run([sys.executable, "-m", "model.train", "--reevaluate", "--window-hop", "0.752",
+                             "--threshold-rule", "sources",
                              "--subset", "4", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,8 +76,11 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     (event,) = again["metrics"]["reevaluated"]
     assert event["features_changed"] == {"window_hop_s": {"from": 1.5, "to": 0.752}}
     assert event["threshold"] == {"from": meta["threshold"], "to": again["threshold"]}
+    assert event["threshold_rule"] == {"from": "pooled", "to": "sources"}
+    assert meta["metrics"]["threshold_rule"] == "pooled" and again["metrics"]["threshold_rule"] == "sources"
     assert again["metrics"]["split"] == meta["metrics"]["split"]  # the same recordings, the same split
     assert "## Re-evaluated" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert "window_hop_s 1.5 → 0.752, threshold chosen pooled → sources" in (tmp_path / "MODEL_CARD.md").read_text()
     assert Classifier.load(tmp_path / "heartpi-cnn.tflite").params.frames_per_hop == 47
 
 
@@ -189,6 +194,30 @@ def test_metrics_and_threshold():
     assert best_threshold(labels, scores) == pytest.approx(0.25)  # Se 1, Sp 0.8: MAcc 0.9
     low, high = wilson_interval(8, 10)
     assert 0.49 < low < 0.8 < high < 0.95
+
+
+def test_a_threshold_chosen_per_source_counts_each_stethoscope_once():
+    """A large source set separable at 0.5 with its abnormal scores spread to 1, and a small one
+    whose normals score 0.6-0.7: pooled, the large set decides (0.48, the small set's normals all
+    referred); with sources counted once the threshold moves above the small set's normals.
+    Sources holding one class only cannot be judged and are left out."""
+    from model.metrics import best_threshold
+    from model.train.pipeline import threshold_by_rule
+
+    big = (np.linspace(0.0, 0.45, 50), np.linspace(0.5, 1.0, 50))
+    small = (np.linspace(0.6, 0.7, 5), np.linspace(0.8, 0.9, 5))
+    scores = np.concatenate([*big, *small])
+    labels = np.concatenate([np.zeros(50), np.ones(50), np.zeros(5), np.ones(5)])
+    sources = np.array(["big"] * 100 + ["small"] * 10)
+    pooled = best_threshold(labels, scores)
+    by_source = best_threshold(labels, scores, sources)
+    assert 0.45 < pooled < 0.5 and 0.7 < by_source < 0.72
+    assert threshold_by_rule(labels, scores, list(sources)) == {"pooled": pooled, "sources": by_source}
+    one_class = np.concatenate([sources, ["normals only"] * 3])
+    assert best_threshold(np.concatenate([labels, [0, 0, 0]]), np.concatenate([scores, [0.99] * 3]),
+                          one_class) == by_source
+    with pytest.raises(ValueError, match="no group holds both classes"):
+        best_threshold(np.zeros(4), np.arange(4.0), np.array(["a", "a", "b", "b"]))
 
 
 def test_model_file_does_not_depend_on_models_built_before_it():

@@ -47,8 +47,11 @@ def _reevaluations(m: dict) -> list[str]:
     """What changed since training without retraining (``python -m model.train --reevaluate``)."""
     lines = []
     for event in m.get("reevaluated", []):
-        changes = ", ".join(f"{k} {v['from']:g} → {v['to']:g}" for k, v in event["features_changed"].items())
-        lines += [f"## Re-evaluated {event['date']}: {changes}",
+        changes = [f"{k} {v['from']:g} → {v['to']:g}" for k, v in event["features_changed"].items()]
+        rule = event.get("threshold_rule", {})
+        if rule.get("from") != rule.get("to"):
+            changes.append(f"threshold chosen {rule['from']} → {rule['to']}")
+        lines += [f"## Re-evaluated {event['date']}: {', '.join(changes) or 'the same settings'}",
                   "The network and its int8 file are unchanged; only the setting in this heading changed. "
                   + (event.get("why", "") + " " if event.get("why") else "")
                   + f"The threshold ({event['threshold']['from']:.3f} → {event['threshold']['to']:.3f}) and "

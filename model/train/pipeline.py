@@ -399,19 +399,32 @@ def _external(args) -> list[Record]:
     return external
 
 
+#: How the decision threshold is chosen on validation recordings: ``pooled`` maximises their
+#: MAcc; ``sources`` the mean over their source sets of each set's MAcc (each stethoscope counts
+#: once; pooled, two thirds of validation is training-e). :func:`model.metrics.best_threshold`.
+THRESHOLD_RULES = ("pooled", "sources")
+
+
+def threshold_by_rule(labels: np.ndarray, scores: np.ndarray, sources: Sequence[str]) -> dict[str, float]:
+    """Each of :data:`THRESHOLD_RULES`' threshold for validation recordings' scores."""
+    return {"pooled": best_threshold(labels, scores), "sources": best_threshold(labels, scores, np.asarray(sources))}
+
+
 def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits: dict, *, workers: int,
-                        external: Sequence[Record] = ()) -> tuple[float, float, dict]:
-    """(threshold, poor-signal limit, figures): the threshold and the window-spread limit are
-    chosen on the validation split with the int8 model the device runs, windows cut as
-    ``params`` says (the device's windows); only then are the test split and the external
-    device scored. The float model's own threshold is chosen the same way, for the int8 drop."""
+                        external: Sequence[Record] = (), threshold_rule: str = "pooled") -> tuple[float, float, dict]:
+    """(threshold, poor-signal limit, figures): the threshold (by ``threshold_rule``, one of
+    :data:`THRESHOLD_RULES`) and the window-spread limit are chosen on the validation split with
+    the int8 model the device runs, windows cut as ``params`` says (the device's windows); only
+    then are the test split and the external device scored. The float model's own threshold is
+    chosen the same way, for the int8 drop."""
     provisional = metadata_for(params, 0.5, 1e9, tflite, {})
     int8 = Classifier(tflite, provisional)
     validation, test = splits["validation"], splits["test"]
     val_windows = record_windows(validation, params, workers)
     val_labels = np.array([r.label for r in validation])
+    val_sources = [r.source for r in validation]
     int8_val = record_scores(val_windows, int8.score_windows)
-    threshold = best_threshold(val_labels, int8_val)
+    threshold = threshold_by_rule(val_labels, int8_val, val_sources)[threshold_rule]
     uncertainty = uncertainty_limit(val_windows, int8.score_windows)
 
     # The headline test figures are PhysioNet's test split alone, comparable whatever else
@@ -420,7 +433,8 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     test_labels = np.array([r.label for r in test])
     physionet = np.array([r.source != YASEEN for r in test])
     float_scores = record_scores(test_windows, keras_scorer(model))
-    float_threshold = best_threshold(val_labels, record_scores(val_windows, keras_scorer(model)))
+    float_threshold = threshold_by_rule(val_labels, record_scores(val_windows, keras_scorer(model)),
+                                        val_sources)[threshold_rule]
     int8_scores = record_scores(test_windows, int8.score_windows)
     figures = {
         "split": {k: len(v) for k, v in splits.items()},
@@ -429,6 +443,7 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
         "test_int8": evaluate(test_labels[physionet], int8_scores[physionet], threshold),
         "test_int8_per_source": per_source(test, int8_scores, threshold),
         "float_threshold": float_threshold,
+        "threshold_rule": threshold_rule,
     }
     if external:
         ext_scores = record_scores(record_windows(external, params, workers), int8.score_windows)
@@ -469,10 +484,13 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
 
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
-         seed: int, workers: int, tricks: Tricks = Tricks(), train_without: Sequence[str] = ()) -> dict:
+         seed: int, workers: int, tricks: Tricks = Tricks(), train_without: Sequence[str] = (),
+         threshold_rule: str = "pooled") -> dict:
     """Leave-one-source-out: train without a PhysioNet source set, test on all of it.
     ``train_without``: source sets no fold trains or validates on (each is still held out and
-    tested in its own fold, which trains on the same sources as without the option)."""
+    tested in its own fold, which trains on the same sources as without the option).
+    ``threshold_rule``: which of :data:`THRESHOLD_RULES` the figures use; every fold also reports
+    the held-out source at each rule's threshold (``threshold_rules``)."""
     results = {}
     for held_out in PHYSIONET_SOURCES:
         rest = [r for r in records if r.source != held_out and r.source not in train_without]
@@ -485,10 +503,14 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
         val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
-        threshold = best_threshold(val_labels, val_scores)
+        thresholds = threshold_by_rule(val_labels, val_scores, [r.source for r in splits["validation"]])
+        threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
         scores = record_scores(record_windows(test, params, workers), score)
         results[held_out] = evaluate(labels, scores, threshold)
+        # the same fold's model at each rule's threshold: a paired comparison of the rules
+        results[held_out]["threshold_rules"] = {rule: {**evaluate(labels, scores, t), "threshold": t}
+                                                for rule, t in thresholds.items()}
         target_sp = float(np.mean(val_scores[val_labels == 0] < threshold))
         results[held_out]["calibrated"] = calibrated_evaluation(labels, scores, target_sp, seed)
         log.info("LOSO %s: %s; calibrated on the new device's healthy recordings: %s", held_out,
@@ -555,13 +577,14 @@ def reevaluate(args) -> int:
     splits = split_for_model(records, seed, old["metrics"].get("train_without", ()))
     external = [] if args.subset or old["metrics"].get("trained_on_yaseen2018") else _external(args)
     threshold, uncertainty, figures = choose_and_evaluate(tflite, model, params, splits, workers=args.workers,
-                                                          external=external)
+                                                          external=external, threshold_rule=args.threshold_rule)
     changed = {k: (getattr(before, k), v) for k, v in params.to_dict().items() if getattr(before, k) != v}
     metrics = {**old["metrics"], **figures}
     metrics.setdefault("reevaluated", []).append({
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "features_changed": {k: {"from": a, "to": b} for k, (a, b) in changed.items()},
         "threshold": {"from": old["threshold"], "to": threshold},
+        "threshold_rule": {"from": old["metrics"].get("threshold_rule", "pooled"), "to": args.threshold_rule},
         "why": args.why,
         "not_redone": "leave-one-source-out (its folds' models are not kept): measured with the features "
                       "the model was trained with"})
@@ -637,6 +660,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--window-hop", type=float, default=DEVICE_WINDOW_HOP_S, metavar="SECONDS",
                         help="how often the device scores a window (metadata; training windows stay every "
                              f"{TRAINING_WINDOW_HOP_S:g} s)")
+    parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default="pooled",
+                        help="how validation chooses the decision threshold: pooled, its recordings' MAcc; "
+                        "sources, the mean over its source sets of their MAcc (each stethoscope counts once). "
+                        "With --reevaluate: re-chosen for the model in --out")
     parser.add_argument("--reevaluate", action="store_true", help="no training: choose the threshold and "
                         "poor-signal limit of the model in --out again on validation with --window-hop (its "
                         "other feature settings stay its own), score the test split and Yaseen, and rewrite "
@@ -745,7 +772,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
                               seed=args.seed, workers=args.workers, tricks=tricks,
-                              train_without=args.train_without)
+                              train_without=args.train_without, threshold_rule=args.threshold_rule)
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
             print(json.dumps(report["loso"], indent=1))
@@ -758,7 +785,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tflite = quantize(model, representative)
     threshold, uncertainty, figures = choose_and_evaluate(
         tflite, model, params, splits, workers=args.workers,
-        external=[] if extra or args.subset else _external(args))
+        external=[] if extra or args.subset else _external(args), threshold_rule=args.threshold_rule)
     report.update(figures)
     report["trained_on_yaseen2018"] = bool(extra)
     report["training_seconds"] = round(time.time() - started)
