@@ -96,6 +96,12 @@ def _login(page, base, email: str = "nurse@clinic.test"):
     page.wait_for_url(re.compile(r".*/recordings.*"))
 
 
+def _login_on_a_phone(page, base) -> None:
+    """A small phone's screen (390 x 844 px, what :func:`_assert_fits_a_phone` checks), logged in."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base)
+
+
 def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     base, store = live_server
     page.goto(f"{base}/login")
@@ -160,8 +166,7 @@ def _assert_fits_a_phone(page, width: int = 390, tables_expected: bool = True) -
 
 def test_bad_upload_message_and_phone_layout(live_server, page):
     base, store = live_server
-    page.set_viewport_size({"width": 390, "height": 844})
-    _login(page, base)
+    _login_on_a_phone(page, base)
     page.goto(f"{base}/upload")
     page.set_input_files("input[name=file]", files=[{"name": "voice-memo.wav", "mimeType": "audio/wav",
                                                       "buffer": b"ID3 this is an mp3"}])
@@ -172,24 +177,28 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
 
 
+def _upload_and_open(page, base: str, path) -> None:
+    """Upload a recording from the upload page and wait for its recording page."""
+    page.goto(f"{base}/upload")
+    page.set_input_files("input[name=file]", str(path))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+
+
 def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_server, page, tmp_path):
     """A 3 s clip, as another stethoscope's app exports: its "normal" says that short recordings
     miss more abnormal hearts; the same recording whole (20 s) shows no such line."""
     import dsp
 
     base, _ = live_server
-    page.set_viewport_size({"width": 390, "height": 844})
-    _login(page, base)
+    _login_on_a_phone(page, base)
     normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
     samples, rate = dsp.read_wav(normal)
     clip = tmp_path / "phone-clip.wav"
     dsp.write_wav(clip, samples[: 3 * rate], rate)
     shown = {}
     for upload, cautioned in ((clip, True), (normal, False)):
-        page.goto(f"{base}/upload")
-        page.set_input_files("input[name=file]", str(upload))
-        page.click("#upload-form button[type=submit]")
-        page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+        _upload_and_open(page, base, upload)
         assert page.locator("#verdict").inner_text().strip() == "normal"
         assert page.locator("#short-recording-caution").count() == int(cautioned)
         shown[upload] = page.url
@@ -218,21 +227,16 @@ def test_an_abnormal_from_a_quiet_upload_is_shown_with_its_caution_on_a_phone(li
     """A recording made with the gain set low (-55 dBFS RMS): its "abnormal: refer" asks for a
     louder recording without withholding the referral, its level is on its page, and the list
     marks it "quiet recording" with the same sentence, all inside a phone's width."""
-    import numpy as np
-
     import dsp
+    from tests.signals import at_level
 
     base, _ = live_server
-    page.set_viewport_size({"width": 390, "height": 844})
-    _login(page, base)
+    _login_on_a_phone(page, base)
     abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal")][0]
     samples, rate = dsp.read_wav(abnormal)
     quiet = tmp_path / "gain-low.wav"
-    dsp.write_wav(quiet, samples * (10 ** (-55 / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64)))), rate)
-    page.goto(f"{base}/upload")
-    page.set_input_files("input[name=file]", str(quiet))
-    page.click("#upload-form button[type=submit]")
-    page.wait_for_url(re.compile(r".*/recordings/\d+$"))
+    dsp.write_wav(quiet, at_level(samples, -55.0), rate)
+    _upload_and_open(page, base, quiet)
     assert page.locator("#verdict").inner_text().strip() == "abnormal: refer"
     caution = page.locator("#quiet-recording-caution")
     assert caution.is_visible() and page.locator("#short-recording-caution").count() == 0
@@ -440,8 +444,7 @@ def test_the_guide_fits_a_phone_and_prints_without_the_menu(live_server, page):
     from device.gpio import PATTERNS
 
     base, _ = live_server
-    page.set_viewport_size({"width": 390, "height": 844})
-    _login(page, base)
+    _login_on_a_phone(page, base)
     page.click("header nav a:text-is('Guide')")
     page.wait_for_url(f"{base}/guide")
     assert page.locator("#lights tbody tr").count() == len(PATTERNS)

@@ -14,7 +14,7 @@ import pytest
 import dsp
 from model import Classifier, ModelFileError
 from model.classifier import ASSETS, DEFAULT_MODEL, metadata_path
-from tests.signals import SHARED_DATA, heart_sounds, pink_noise
+from tests.signals import SHARED_DATA, at_level, heart_sounds, pink_noise
 
 REFERENCE = ASSETS / "reference"
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,12 +247,6 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
     assert [d["caution"] for d in data] == [caution("normal", 3.0), None]
 
 
-def _at_level(samples, level_dbfs: float):
-    """The recording brought to an RMS level on a 16-bit converter (a capture gain set low)."""
-    scaled = samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return (np.round(scaled * 32767) / 32767).astype(np.float32)
-
-
 def test_an_abnormal_from_a_quiet_recording_carries_a_caution_and_other_verdicts_do_not(tmp_path):
     """Below -45 dBFS the model refers more healthy people (tools/eval_sample_resolution.py), so an
     abnormal from a quiet recording says so (asking for a louder recording, never withholding the
@@ -276,7 +270,7 @@ def test_an_abnormal_from_a_quiet_recording_carries_a_caution_and_other_verdicts
     for kind in ("normal", "abnormal"):
         samples, rate = dsp.read_wav(reference_files(kind)[0])
         files[kind] = tmp_path / f"quiet-{kind}.wav"
-        dsp.write_wav(files[kind], _at_level(samples, -55.0), rate)
+        dsp.write_wav(files[kind], at_level(samples, -55.0), rate)
     loud = reference_files("abnormal")[0]
     result = _heartpi("classify", "--json", str(files["abnormal"]), str(files["normal"]), str(loud))
     assert result.returncode == 0, result.stderr

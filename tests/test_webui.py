@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import PASSWORD, reference_wavs
-from tests.signals import wav_from_parts
+from tests.signals import at_level, wav_from_parts
 
 ROLES = ("admin", "clinician", "health_worker")
 
@@ -385,9 +385,8 @@ def _quiet_copy(path, level_dbfs: float) -> bytes:
     import dsp
 
     samples, rate = dsp.read_wav(path)
-    scaled = samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     out = io.BytesIO()
-    dsp.write_wav(out, np.round(scaled * 32767) / 32767, rate)
+    dsp.write_wav(out, at_level(samples, level_dbfs), rate)
     return out.getvalue()
 
 
