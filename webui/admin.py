@@ -16,8 +16,8 @@ from typing import Mapping, Optional
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from device import clock
-from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
 from device.records import ROLES
+from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
 
 from . import get_config, get_store
 from .auth import actor, roles_required
