@@ -202,7 +202,7 @@ def test_a_threshold_chosen_per_source_counts_each_stethoscope_once():
     referred); with sources counted once the threshold moves above the small set's normals.
     Sources holding one class only cannot be judged and are left out."""
     from model.metrics import best_threshold
-    from model.train.pipeline import threshold_by_rule
+    from model.train.pipeline import choose_threshold
 
     big = (np.linspace(0.0, 0.45, 50), np.linspace(0.5, 1.0, 50))
     small = (np.linspace(0.6, 0.7, 5), np.linspace(0.8, 0.9, 5))
@@ -212,7 +212,8 @@ def test_a_threshold_chosen_per_source_counts_each_stethoscope_once():
     pooled = best_threshold(labels, scores)
     by_source = best_threshold(labels, scores, sources)
     assert 0.45 < pooled < 0.5 and 0.7 < by_source < 0.72
-    assert threshold_by_rule(labels, scores, list(sources)) == {"pooled": pooled, "sources": by_source}
+    assert choose_threshold(labels, scores, list(sources)) == pooled
+    assert choose_threshold(labels, scores, list(sources), "sources") == by_source
     one_class = np.concatenate([sources, ["normals only"] * 3])
     assert best_threshold(np.concatenate([labels, [0, 0, 0]]), np.concatenate([scores, [0.99] * 3]),
                           one_class) == by_source

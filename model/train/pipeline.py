@@ -405,9 +405,9 @@ def _external(args) -> list[Record]:
 THRESHOLD_RULES = ("pooled", "sources")
 
 
-def threshold_by_rule(labels: np.ndarray, scores: np.ndarray, sources: Sequence[str]) -> dict[str, float]:
-    """Each of :data:`THRESHOLD_RULES`' threshold for validation recordings' scores."""
-    return {"pooled": best_threshold(labels, scores), "sources": best_threshold(labels, scores, np.asarray(sources))}
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, sources: Sequence[str], rule: str = "pooled") -> float:
+    """The threshold ``rule`` (one of :data:`THRESHOLD_RULES`) chooses for validation recordings' scores."""
+    return best_threshold(labels, scores, np.asarray(sources) if rule == "sources" else None)
 
 
 def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits: dict, *, workers: int,
@@ -424,7 +424,7 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     val_labels = np.array([r.label for r in validation])
     val_sources = [r.source for r in validation]
     int8_val = record_scores(val_windows, int8.score_windows)
-    threshold = threshold_by_rule(val_labels, int8_val, val_sources)[threshold_rule]
+    threshold = choose_threshold(val_labels, int8_val, val_sources, threshold_rule)
     uncertainty = uncertainty_limit(val_windows, int8.score_windows)
 
     # The headline test figures are PhysioNet's test split alone, comparable whatever else
@@ -433,8 +433,8 @@ def choose_and_evaluate(tflite: bytes, model, params: dsp.FeatureParams, splits:
     test_labels = np.array([r.label for r in test])
     physionet = np.array([r.source != YASEEN for r in test])
     float_scores = record_scores(test_windows, keras_scorer(model))
-    float_threshold = threshold_by_rule(val_labels, record_scores(val_windows, keras_scorer(model)),
-                                        val_sources)[threshold_rule]
+    float_threshold = choose_threshold(val_labels, record_scores(val_windows, keras_scorer(model)), val_sources,
+                                       threshold_rule)
     int8_scores = record_scores(test_windows, int8.score_windows)
     figures = {
         "split": {k: len(v) for k, v in splits.items()},
@@ -503,7 +503,8 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
         val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
-        thresholds = threshold_by_rule(val_labels, val_scores, [r.source for r in splits["validation"]])
+        thresholds = {rule: choose_threshold(val_labels, val_scores, [r.source for r in splits["validation"]], rule)
+                      for rule in THRESHOLD_RULES}
         threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
         scores = record_scores(record_windows(test, params, workers), score)
