@@ -42,12 +42,6 @@ def heart_sounds(bpm: float, seconds: float = 20.0, rate: int = 2000, *, noise: 
     return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
 
 
-def at_level(samples: np.ndarray, level_dbfs: float) -> np.ndarray:
-    """A recording brought to an RMS level on a 16-bit converter (a capture gain set low)."""
-    scaled = samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return (np.round(scaled * 32767) / 32767).astype(np.float32)
-
-
 def pink_noise(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     spectrum = np.fft.rfft(rng.standard_normal(n))

@@ -228,7 +228,7 @@ def test_an_abnormal_from_a_quiet_upload_is_shown_with_its_caution_on_a_phone(li
     louder recording without withholding the referral, its level is on its page, and the list
     marks it "quiet recording" with the same sentence, all inside a phone's width."""
     import dsp
-    from tests.signals import at_level
+    from model.train.augment import at_level
 
     base, _ = live_server
     _login_on_a_phone(page, base)

@@ -14,7 +14,7 @@ import pytest
 import dsp
 from model import Classifier, ModelFileError
 from model.classifier import ASSETS, DEFAULT_MODEL, metadata_path
-from tests.signals import SHARED_DATA, at_level, heart_sounds, pink_noise
+from tests.signals import SHARED_DATA, heart_sounds, pink_noise
 
 REFERENCE = ASSETS / "reference"
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +253,7 @@ def test_an_abnormal_from_a_quiet_recording_carries_a_caution_and_other_verdicts
     referral), in the CLI's line and its JSON with the level; a normal from it and an abnormal from a
     recording at its own level do not. Levels are cut down to whole dB, never shown as the limit."""
     from dsp.signal_quality import QUIET_RMS_DBFS
+    from model.train.augment import at_level
     from model.verdict import QUIET_ABNORMAL_CAUTION, verdict_caution
 
     assert QUIET_RMS_DBFS == -45.0
@@ -390,9 +391,9 @@ def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_name
         np.testing.assert_allclose(coarse / step, np.round(coarse / step), atol=1e-3)
         assert np.abs(coarse - audio).max() <= step / 2 * 1.001
     for dbfs in eval_sample_resolution.LEVELS_DBFS:
-        quiet = eval_sample_resolution.at_level(audio, dbfs)
+        quiet = at_level(audio, dbfs)
         rms = 20 * np.log10(np.sqrt(np.mean(quiet.astype(np.float64) ** 2)))
         assert abs(rms - dbfs) < 0.1, rms
         np.testing.assert_array_equal(quiet * 32768.0, np.round(quiet * 32768.0))
     silent = np.zeros(100, np.float32)
-    assert not round_to_grain(silent, 8).any() and not eval_sample_resolution.at_level(silent, -60).any()
+    assert not round_to_grain(silent, 8).any() and not at_level(silent, -60).any()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import PASSWORD, reference_wavs
-from tests.signals import at_level, wav_from_parts
+from tests.signals import wav_from_parts
 
 ROLES = ("admin", "clinician", "health_worker")
 
@@ -383,6 +383,7 @@ def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
 def _quiet_copy(path, level_dbfs: float) -> bytes:
     """A recording's WAV bytes brought to an RMS level on a 16-bit converter (a gain set low)."""
     import dsp
+    from model.train.augment import at_level
 
     samples, rate = dsp.read_wav(path)
     out = io.BytesIO()

@@ -31,21 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
-from model.train.augment import round_to_grain  # noqa: E402
+from model.train.augment import at_level, round_to_grain  # noqa: E402
 from model.train.dataset import DEFAULT_DATA, model_splits, read_stored  # noqa: E402
 
 LEVELS_DBFS = (-40, -50, -60, -65)  #: RMS levels on a 16-bit converter (the silence line is -70)
 BITS = (10, 8, 6)  #: grains relative to each recording's own peak
 COARSE_ALREADY = "training-e"  #: its normal recordings are stored with about 8 bits of grain
-
-
-def at_level(samples: np.ndarray, dbfs: float) -> np.ndarray:
-    """``samples`` scaled to an RMS of ``dbfs`` and rounded to 16-bit steps."""
-    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-    if rms == 0.0:
-        return samples
-    scaled = samples.astype(np.float64) * (10 ** (dbfs / 20) / rms)
-    return (np.round(scaled * 32768.0) / 32768.0).astype(np.float32)
 
 
 def verdicts(classifier: Classifier, recordings: list[np.ndarray], rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +61,11 @@ def line(name: str, labels: np.ndarray, others: np.ndarray, p: np.ndarray, poor:
             f"Sp without {COARSE_ALREADY} {other.specificity:.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def split_as_stored(argv: list[str] | None, description: str):
+    """The command line every recording-chain tool takes (``--data``, ``--split``, ``--model``), and
+    what it names: (the classifier, their labels, their audio as stored, their
+    one rate, which are not from :data:`COARSE_ALREADY`). Prints the header line."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
@@ -86,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         rates.add(rate)
     if len(rates) != 1:
         parser.error(f"the split's recordings have several rates ({sorted(rates)}); this tool expects one")
-    rate = rates.pop()
     others = np.array([r.source != COARSE_ALREADY for r in records])
     print(f"{args.model or 'shipped model'} ({classifier.sha256[:8]}), {len(records)} {args.split} recordings "
           f"({int(labels.sum())} abnormal; {int((~labels.astype(bool) & others).sum())} normal ones not from "
           f"{COARSE_ALREADY}), threshold {classifier.threshold:.3f}:")
+    return classifier, labels, stored, rates.pop(), others
+
+
+def main(argv: list[str] | None = None) -> int:
+    classifier, labels, stored, rate, others = split_as_stored(argv, __doc__)
     versions = [("as stored (16 bit)", stored)]
     versions += [(f"RMS {dbfs} dBFS, 16 bit", [at_level(x, dbfs) for x in stored]) for dbfs in LEVELS_DBFS]
     versions += [(f"{bits} bits at the peak", [round_to_grain(x, bits) for x in stored]) for bits in BITS]

@@ -66,6 +66,16 @@ def round_to_grain(samples: np.ndarray, bits: float) -> np.ndarray:
     return (np.round(samples / step) * step).astype(samples.dtype)
 
 
+def at_level(samples: np.ndarray, dbfs: float) -> np.ndarray:
+    """``samples`` scaled to an RMS of ``dbfs`` and rounded to 16-bit steps: a 16-bit converter
+    whose capture gain put the sound there (silence stays silence)."""
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    if rms == 0.0:
+        return samples
+    scaled = samples.astype(np.float64) * (10 ** (dbfs / 20) / rms)
+    return (np.round(scaled * 32768.0) / 32768.0).astype(np.float32)
+
+
 def augment(samples: np.ndarray, rng: np.random.Generator, *, resonance: bool = False,
             grain: bool = False) -> np.ndarray:
     """One random recording chain applied to analysis-rate audio (``resonance``: half the
