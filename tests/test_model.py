@@ -375,13 +375,38 @@ def test_source_confound_tool_finds_a_recording_chain_that_tells_the_classes_apa
                                         f"{shipped['loso']['per_source']['training-a']['auc']:.3f}"]
 
 
+def test_band_cut_tool_removes_the_low_band_and_leaves_the_rest(monkeypatch):
+    """tools/eval_band_cut.py's high-pass, 40 dB per decade: at 150 Hz a 35 Hz tone (where S1 and S2
+    carry much of their power) falls by about 26 dB, as training-f's 20-50 Hz band sits about 20 dB
+    below the other source sets'; a 400 Hz tone loses about 1 dB; the length and dtype stay."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import eval_band_cut
+
+    rate = 2000
+    t = np.arange(4 * rate) / rate
+    for tone_hz, low_db, high_db in ((35.0, -27.5, -24.0), (70.0, -16.0, -14.0), (400.0, -1.5, -0.8)):
+        tone = np.sin(2 * np.pi * tone_hz * t).astype(np.float32)
+        cut = eval_band_cut.band_cut(tone, rate, 150.0)
+        assert cut.dtype == np.float32 and cut.size == tone.size
+        middle = slice(rate, 3 * rate)  # away from the filter's edges
+        gain_db = 20 * np.log10(np.std(cut[middle]) / np.std(tone[middle]))
+        assert low_db < gain_db < high_db, (tone_hz, gain_db)
+    assert eval_band_cut.CUTOFFS_HZ == tuple(sorted(eval_band_cut.CUTOFFS_HZ)) and eval_band_cut.ORDER == 1
+    # --spectra: a 120 Hz tone's power sits in the 100-150 Hz band; beats stand further over a quiet floor
+    hiss = 1e-3 * np.random.default_rng(0).standard_normal(t.size)
+    levels = eval_band_cut.band_levels(np.sin(2 * np.pi * 120.0 * t) + hiss, rate)
+    assert levels.size == len(eval_band_cut.BAND_EDGES_HZ) - 1 and int(np.argmax(levels)) == 2
+    clean, noisy = (heart_sounds(70, seconds=8.0, seed=1, noise=n) for n in (0.005, 0.2))
+    assert eval_band_cut.beat_contrast(clean, 2000) > eval_band_cut.beat_contrast(noisy, 2000) + 6
+
+
 def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_names(monkeypatch):
     """tools/eval_sample_resolution.py's two ways of storing a recording more coarsely: N bits
     between silence and the peak leave at most 2 ** N + 1 values on a grid of peak / 2 ** (N - 1);
     a level on a 16-bit converter leaves the RMS there and every sample on a 16-bit step."""
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import eval_sample_resolution
-    from model.train.augment import round_to_grain
+    from model.train.augment import at_level, round_to_grain
 
     audio = heart_sounds(70, seconds=6.0, seed=3, noise=0.02).astype(np.float32)
     for bits in eval_sample_resolution.BITS:

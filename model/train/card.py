@@ -70,13 +70,14 @@ def referred_share(metrics: dict) -> float:
 
 #: The tools whose output a card can carry, each under its own heading: ``--NAME FILE``.
 MEASURED = {"poor": "tools/eval_poor_signal.py", "short": "tools/eval_short_clips.py",
-            "confounds": "tools/eval_source_confounds.py", "resolution": "tools/eval_sample_resolution.py"}
+            "confounds": "tools/eval_source_confounds.py", "resolution": "tools/eval_sample_resolution.py",
+            "lowcut": "tools/eval_band_cut.py"}
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
            measured: Optional[dict[str, str]] = None) -> str:
     """The card's Markdown; ``measured`` maps a :data:`MEASURED` name to that tool's output."""
-    poor, short, confounds, resolution = ((measured or {}).get(name) for name in MEASURED)
+    poor, short, confounds, resolution, lowcut = ((measured or {}).get(name) for name in MEASURED)
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -361,6 +362,14 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "to fewer bits (a coarse converter or export), each classified by the device's own path. "
                   "Training-e's normal recordings are coarse as stored, so the specificity on the other source sets "
                   "is the one that shows the effect:", "", resolution, ""]
+    if lowcut:
+        lines += ["## Recordings without the low band (tools/eval_band_cut.py)", "Phones and some electronic "
+                  "stethoscopes cut the 20-150 Hz band where the first and second heart sounds sit; training-f is "
+                  "recorded that way (20-50 Hz about 20 dB below the other source sets). The same recordings "
+                  "high-passed at each cut-off (40 dB per decade, as training-f's low band falls), each classified by the device's own path. The box "
+                  "refuses many more as poor signal, and of the rest it misses more abnormal hearts while its "
+                  "specificity holds: a low-band cut does not make healthy hearts sound abnormal, so it does not "
+                  "explain training-f's lost specificity when held out:", "", lowcut, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -384,6 +393,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "rounding noise fills the quiet between heart sounds as a murmur would (Quiet and coarse recordings above). Set the gain as the "
         "technician's guide says; an abnormal from a recording below -45 dBFS carries a caution that asks for a louder "
         "recording (lists mark it \"quiet recording\"), and the Device page flags a gain set too low.",
+        "- A stethoscope or phone that cuts the band below about 150 Hz makes the box answer \"poor signal\" far more "
+        "often and miss more abnormal hearts among the recordings it does classify (Recordings without the low band "
+        "above). Prefer a chest piece that passes 20-150 Hz; a phone's own microphone often does not.",
         "- Children, very fast heart rates, and murmurs that are soft or diastolic are under-represented.",
         "- Recordings from the same person may sit in train and test (no patient ids), so the test split flatters.",
         "- Two thirds of the test split is training-e, whose normal and abnormal recordings also differ in the "
