@@ -9,9 +9,10 @@ would leave it, and held out it loses nearly all its specificity. This measures 
 cut alone moves the model's verdicts: every recording of a PhysioNet split is read as stored and
 then high-passed at each cut-off (40 dB per decade below it, the slope of a second-order
 high-pass and of training-f's low band; zero phase), and classified by the device's own path
-(``Classifier.classify``: the quality gate included). Per version, as ``tools/eval_sample_resolution.py`` reports: the share refused as poor
-signal and, among the rest, AUC and Se / Sp / MAcc at the model's threshold, and the specificity
-on the source sets other than training-e. The validation split is the one to choose by;
+(``Classifier.classify``: the quality gate included). Per version, as
+``tools/eval_sample_resolution.py`` reports: the share refused as poor signal and, among the rest,
+AUC and Se / Sp / MAcc at the model's threshold, and the specificity on the source sets other than
+training-e. The validation split is the one to choose by;
 ``--split test`` is for reporting after a choice.
 
 ``--spectra`` instead describes every PhysioNet source set and class as recorded (recordings
@@ -22,7 +23,6 @@ its floor (95th over 30th percentile of 20 ms RMS in the heart band, 25-400 Hz).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from dsp.filters import bandpass, highpass, to_analysis_rate  # noqa: E402
-from eval_sample_resolution import line, split_as_stored, verdicts  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, read_labels, read_stored  # noqa: E402
+from dsp.filters import ANALYSIS_RATE_HZ, bandpass, highpass, to_analysis_rate  # noqa: E402
+from eval_sample_resolution import chain_tool_parser, line, split_as_stored, verdicts  # noqa: E402
+from model.train.dataset import read_labels, read_stored  # noqa: E402
 
 CUTOFFS_HZ = (100.0, 150.0, 200.0, 250.0)  #: high-pass corners
 #: A first-order Butterworth run forwards and backwards (:func:`dsp.filters.highpass` is zero
@@ -65,8 +65,9 @@ def band_levels(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def beat_contrast(samples: np.ndarray, rate: int) -> float:
     """The beats over the floor in dB: 95th over 30th percentile of 20 ms RMS in the heart band."""
-    heart = bandpass(to_analysis_rate(samples, rate).astype(np.float64), 2000)
-    frames = heart[: heart.size // 40 * 40].reshape(-1, 40)
+    heart = bandpass(to_analysis_rate(samples, rate).astype(np.float64), ANALYSIS_RATE_HZ)
+    frame = ANALYSIS_RATE_HZ // 50  # 20 ms
+    frames = heart[: heart.size // frame * frame].reshape(-1, frame)
     rms = np.sqrt(np.mean(frames ** 2, axis=1)) + 1e-12
     return float(20 * np.log10(np.percentile(rms, 95) / np.percentile(rms, 30)))
 
@@ -92,14 +93,12 @@ def spectra(data: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if "--spectra" in argv:
-        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("--spectra", action="store_true", required=True)
-        parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-        return spectra(parser.parse_args(argv).data)
-    classifier, labels, stored, rate, others = split_as_stored(argv, __doc__)
+    parser = chain_tool_parser(__doc__)
+    parser.add_argument("--spectra", action="store_true", help="describe the source sets as recorded instead")
+    args = parser.parse_args(argv)
+    if args.spectra:
+        return spectra(args.data)
+    classifier, labels, stored, rate, others = split_as_stored(args, parser)
     versions = [("as stored", stored)]
     versions += [(f"cut below {cutoff:.0f} Hz", [band_cut(x, rate, cutoff) for x in stored]) for cutoff in CUTOFFS_HZ]
     for name, recordings in versions:

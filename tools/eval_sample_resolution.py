@@ -61,15 +61,19 @@ def line(name: str, labels: np.ndarray, others: np.ndarray, p: np.ndarray, poor:
             f"Sp without {COARSE_ALREADY} {other.specificity:.3f}")
 
 
-def split_as_stored(argv: list[str] | None, description: str):
-    """The command line every recording-chain tool takes (``--data``, ``--split``, ``--model``), and
-    what it names: (the classifier, their labels, their audio as stored, their
-    one rate, which are not from :data:`COARSE_ALREADY`). Prints the header line."""
+def chain_tool_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every recording-chain tool takes: ``--data``, ``--split``, ``--model``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def split_as_stored(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """What :func:`chain_tool_parser`'s options name, read: (the classifier, the split's labels, its
+    recordings as stored, their one rate, which recordings are not from :data:`COARSE_ALREADY`).
+    Prints the header line."""
     classifier = Classifier.load(args.model)
     records = model_splits(classifier.metadata, args.data)[args.split]
     labels = np.array([r.label for r in records])
@@ -88,7 +92,8 @@ def split_as_stored(argv: list[str] | None, description: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    classifier, labels, stored, rate, others = split_as_stored(argv, __doc__)
+    parser = chain_tool_parser(__doc__)
+    classifier, labels, stored, rate, others = split_as_stored(parser.parse_args(argv), parser)
     versions = [("as stored (16 bit)", stored)]
     versions += [(f"RMS {dbfs} dBFS, 16 bit", [at_level(x, dbfs) for x in stored]) for dbfs in LEVELS_DBFS]
     versions += [(f"{bits} bits at the peak", [round_to_grain(x, bits) for x in stored]) for bits in BITS]
