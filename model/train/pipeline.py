@@ -503,8 +503,8 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
         val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
-        thresholds = {rule: choose_threshold(val_labels, val_scores, [r.source for r in splits["validation"]], rule)
-                      for rule in THRESHOLD_RULES}
+        val_sources = [r.source for r in splits["validation"]]
+        thresholds = {rule: choose_threshold(val_labels, val_scores, val_sources, rule) for rule in THRESHOLD_RULES}
         threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
         scores = record_scores(record_windows(test, params, workers), score)
