@@ -12,6 +12,7 @@ is found and analysed at the next start (:meth:`Daemon.recover`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -29,6 +30,7 @@ from .capture import AudioSource, Capture
 from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, describe_offset
 from .config import Config
 from .errors import DeviceError, StorageError
+from .power import ADVICE, POLL_SECONDS, PowerWatch
 from .records import RecordStore
 from .retention import remove_leftovers
 from .sdnotify import Notifier
@@ -38,6 +40,8 @@ from .visits import Visit
 log = logging.getLogger("heartpi.daemon")
 
 PRESS, HOLD, SHUTDOWN = "press", "hold", "shutdown"
+#: A recording's note when the supply sagged while it was made (its page shows the note)
+SAGGED_NOTE = "the power supply sagged (under-voltage) during this recording"
 IDLE, RECORDING, ANALYSING, RESULT, FAULT = "idle", "recording", "analysing", "result", "fault"
 
 
@@ -54,7 +58,8 @@ class Daemon:
     def __init__(self, *, config: Config, source: AudioSource, indicator: gpio.Indicator,
                  store: RecordStore, classifier, notifier: Optional[Notifier] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 clock_boot: Callable[[], float] = clock_reckoned_boot) -> None:
+                 clock_boot: Callable[[], float] = clock_reckoned_boot,
+                 power: Optional[PowerWatch] = None) -> None:
         self.config = config
         self.source = source
         self.indicator = indicator
@@ -64,6 +69,8 @@ class Daemon:
         self.clock = clock
         self.clock_boot = clock_boot
         self._clock_boot_seen = clock_boot()
+        #: the supply's under-voltage sensor (not watched without one: simulation, tests)
+        self.power = power or PowerWatch(None)
         self.events: "queue.Queue[str]" = queue.Queue()
         self.state = IDLE
         self.results: list[CycleResult] = []
@@ -134,10 +141,31 @@ class Daemon:
                     describe_offset(step), moved)
         return moved
 
+    def watch_power(self) -> Optional[bool]:
+        """Poll the supply's under-voltage sensor; a change goes to the journal and to the
+        status the Device page shows. Called between events (at least every 2 s when watched)."""
+        was_low, sags = self.power.low, self.power.sags
+        low = self.power.poll()
+        if low is None or (low == was_low and self.power.sags == sags):
+            return low
+        if low:
+            log.warning("under-voltage: the supply sagged below 4.63 V (%d time(s) since start); %s",
+                        self.power.sags, ADVICE)
+        else:
+            log.info("the supply is back above the under-voltage limit")
+        self._record_power()
+        return low
+
+    def _record_power(self) -> None:
+        try:
+            self.store.set_status("power", json.dumps(self.power.to_status()))
+        except DeviceError as exc:
+            log.warning("could not record the power supply's state: %s", exc)
+
     def _wait_event(self, timeout: Optional[float]) -> Optional[str]:
-        interval = self.notifier.watchdog_interval
-        if interval:
-            timeout = interval if timeout is None else min(timeout, interval)
+        limits = [t for t in (self.notifier.watchdog_interval, POLL_SECONDS if self.power.watched else None) if t]
+        if limits:
+            timeout = min(limits) if timeout is None else min(timeout, *limits)
         try:
             return self.events.get(timeout=timeout)
         except queue.Empty:
@@ -145,9 +173,13 @@ class Daemon:
         finally:
             self._ping()
             self.follow_clock_steps()
+            self.watch_power()
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
+        self.watch_power()
+        log.info("power supply: %s", self.power.describe())
+        self._record_power()
         self.recover()
         self._ready()
         self.notifier.ready(status="ready")
@@ -237,8 +269,10 @@ class Daemon:
     def _cycle(self) -> CycleResult:
         self.visit.expire_if_paused()  # the place the light showed at the press is the one recorded
         self._enter(RECORDING, gpio.RECORDING, self.visit.describe_next() if self.visit.guided else "")
+        sags = self.power.sags
         capture, cancelled, shutting_down = self._record()
         ended = self.clock()
+        sagged = bool(self.watch_power()) or self.power.sags > sags
         if shutting_down:
             log.warning("stopping during a recording: the unfinished recording is discarded")
             self.events.put(SHUTDOWN)
@@ -253,9 +287,11 @@ class Daemon:
         verdict = self.classifier.classify(capture.samples, capture.rate,
                                            min_seconds=self.config.audio.min_seconds)
         site, visit_id = self.visit.stamp()
+        notes = ["stopped early by the button"] if capture.stopped_early else []
+        if sagged:
+            notes.append(SAGGED_NOTE)
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
-                                     overflows=capture.overflows, site=site, visit=visit_id,
-                                     note="stopped early by the button" if capture.stopped_early else "")
+                                     overflows=capture.overflows, site=site, visit=visit_id, note="; ".join(notes))
         person = self.visit.recorded(verdict.label)
         done = self.clock()
         # after the last of several places the light is the person's: red if any place said refer
@@ -269,6 +305,9 @@ class Daemon:
                  relative, verdict.label, "n/a" if verdict.p_abnormal is None else f"{verdict.p_abnormal:.2f}",
                  capture.overflows, site or "not recorded", visit_id)
         self._warn_if_quiet(rec_id, verdict)
+        if sagged:
+            log.warning("recording %d: the supply sagged (under-voltage) while recording, which can add hum or "
+                        "drop-outs; %s", rec_id, ADVICE)
         self._result_until = self.clock() + self.config.device.result_hold_seconds
         return CycleResult(rec_id, verdict.label, capture_ended_at=ended, verdict_at=done)
 

@@ -19,6 +19,7 @@ from . import gpio
 from .capture import FileSource, PyAudioSource
 from .config import Config
 from .daemon import FAULT, IDLE, RESULT, Daemon
+from .power import PowerWatch
 from .records import RecordStore
 from .sdnotify import Notifier
 
@@ -57,7 +58,7 @@ def build_daemon(config: Config, *, simulate: bool = False, input_path: Optional
     store = RecordStore(config.database_path)
     classifier = classifier or Classifier.load(config.model_file, calibration=config.calibration_file)
     return Daemon(config=config, source=source, indicator=indicator, store=store,
-                  classifier=classifier, notifier=Notifier())
+                  classifier=classifier, notifier=Notifier(), power=None if simulate else PowerWatch.find())
 
 
 def press_button(daemon: Daemon, hold_seconds: float = 0.05) -> None:

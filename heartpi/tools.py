@@ -310,6 +310,7 @@ def selftest(args: argparse.Namespace) -> int:
         indicator.close()
     except Exception as exc:  # gpiozero raises many kinds (BadPinFactory, PinInvalidPin...)
         results.append(_line(False, "GPIO", f"{exc.__class__.__name__}: {exc}"))
+    results.extend(_power_check())
 
     try:
         classifier = Classifier.load(config.model_file, calibration=config.calibration_file)
@@ -357,6 +358,21 @@ def _phone_decoders_check() -> bool:
     if missing:
         return _line(False, "phone recordings", f"PyAV {av.__version__} lacks decoders: {', '.join(missing)}")
     return _line(True, "phone recordings", f"M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV {av.__version__}")
+
+
+def _power_check() -> list[bool]:
+    """Under-voltage in the last ~2 s, i.e. while the sound card recorded and the LEDs were lit
+    (device/power.py); not a line that counts where there is no Raspberry Pi voltage sensor."""
+    from device.power import ADVICE, PowerWatch
+
+    watch = PowerWatch.find()
+    low = watch.poll()
+    if low is None:
+        print("SKIP  power supply: not measured (no Raspberry Pi voltage sensor, rpi_volt, here)", flush=True)
+        return []
+    if low:
+        return [_line(False, "power supply", f"under-voltage while recording: {ADVICE}")]
+    return [_line(True, "power supply", "no under-voltage while recording and lighting the LEDs")]
 
 
 def _clock_check(now: float) -> bool:

@@ -7,11 +7,13 @@ the recording to a patient and exports CSV. Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -511,6 +513,9 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
                                         device_id="heartpi-clinic-07", verdict=verdict, p_abnormal=p,
                                         threshold=0.076, heart_rate_bpm=72.0, site="aortic", visit="visit-1",
                                         patient_id=patient if assigned else None))
+    # the Device page's longest line: a box whose power bank sagged twice
+    store.set_status("power", json.dumps({"watched": True, "low": False, "sags": 2, "last_sag_at": time.time() - 600,
+                                          "started_at": time.time() - 7200}))
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{base}/login")
     page.screenshot(path=str(ARTIFACTS / "07-phone-login.png"), full_page=True)
@@ -524,4 +529,6 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
         name = re.sub(r"[^a-z0-9]+", "-", path.strip("/").lower())
         page.screenshot(path=str(ARTIFACTS / f"07-phone-{name}.png"), full_page=True)
         _assert_fits_a_phone(page, tables_expected=False)
+        if path == "/device":
+            assert page.inner_text("#power-supply").startswith("under-voltage 2 times since ")
     assert not page.console_errors, page.console_errors

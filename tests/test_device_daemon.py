@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Harness:
-    def __init__(self, config, store, classifier, factory, source):
+    def __init__(self, config, store, classifier, factory, source, **daemon_kwargs):
         self.indicator = gpio.Indicator(button_pin=config.gpio.button, green_pin=config.gpio.led_green,
                                         red_pin=config.gpio.led_red, amber_pin=config.gpio.led_amber,
                                         long_press_seconds=0.3, pin_factory=factory)
         self.daemon = Daemon(config=config, source=source, indicator=self.indicator, store=store,
-                             classifier=classifier)
+                             classifier=classifier, **daemon_kwargs)
         self.factory = factory
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
         self.thread.start()

@@ -16,6 +16,7 @@ from typing import Mapping, Optional
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from device import clock
+from device.power import ADVICE as POWER_ADVICE
 from device.records import ROLES
 from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
 
@@ -183,6 +184,7 @@ def device():
     usage = shutil.disk_usage(config.data_dir if config.data_dir.exists() else "/")
     recordings = store.list_recordings(limit=10)
     n_recordings = store.count_recordings()
+    status = store.status()
     expected = meta.get("metrics", {}).get("validation_int8", {}).get("specificity")
     # The device's own stethoscope only: uploads come from phones and other stethoscopes.
     field = field_results(store.findings_by_verdict(model_sha256=meta.get("tflite_sha256"), source="device",
@@ -197,9 +199,22 @@ def device():
                            min_calibration=Classifier.MIN_CALIBRATION_RECORDINGS,
                            expected_specificity=expected, model_path=model_path,
                            free_mb=usage.free / 1e6, total_mb=usage.total / 1e6,
-                           status=store.status(), recordings=recordings, n_recordings=n_recordings,
+                           status=status, power=_power_view(status), power_advice=POWER_ADVICE,
+                           recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
                            backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store))
+
+
+def _power_view(status: Mapping[str, tuple[str, str]]) -> Optional[dict]:
+    """The supply as the daemon last saw it (device/power.py: under-voltage sags since the daemon
+    started), instants as ISO strings for the clinic-time filter; None before a daemon has run."""
+    try:
+        power = json.loads(status["power"][0])
+    except (KeyError, ValueError):
+        return None
+    return {"watched": bool(power.get("watched")), "low": bool(power.get("low")), "sags": int(power.get("sags") or 0),
+            "last_sag": clock.iso_utc(power["last_sag_at"]) if power.get("last_sag_at") else None,
+            "since": clock.iso_utc(power["started_at"]) if power.get("started_at") else None}
 
 
 #: The Device page asks for a whole-device backup when the last is older than this.
