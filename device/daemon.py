@@ -143,7 +143,7 @@ class Daemon:
 
     def watch_power(self) -> Optional[bool]:
         """Poll the supply's under-voltage sensor; a change goes to the journal and to the
-        status the Device page shows. Called between events (at least every 2 s when watched)."""
+        status the Device page shows. Called between events (at least every second when watched)."""
         was_low, sags = self.power.low, self.power.sags
         low = self.power.poll()
         if low is None or (low == was_low and self.power.sags == sags):

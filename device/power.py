@@ -29,8 +29,9 @@ log = logging.getLogger("heartpi.power")
 SYS_ROOT = Path("/sys")
 #: The hwmon device name of the Raspberry Pi firmware's under-voltage sensor.
 SENSOR_NAME = "rpi_volt"
-#: How often the driver asks the firmware; polling faster than this sees nothing new.
-POLL_SECONDS = 2.0
+#: How often the daemon reads the alarm while idle (while recording, every 0.1 s): the driver
+#: holds each answer for 2 s, so reading every second never misses one.
+POLL_SECONDS = 1.0
 #: What a technician should do about it, in every message that reports a sag.
 ADVICE = ("the power bank or adapter cannot give enough current: use one rated 5 V, 3 A "
           "(the Raspberry Pi's own adapter, or a power bank with a 3 A USB port) and a short, thick cable")
