@@ -400,6 +400,35 @@ def test_band_cut_tool_removes_the_low_band_and_leaves_the_rest(monkeypatch):
     assert eval_band_cut.beat_contrast(clean, 2000) > eval_band_cut.beat_contrast(noisy, 2000) + 6
 
 
+def test_chain_novelty_tool_flags_an_unheard_chain_and_not_a_familiar_one(monkeypatch):
+    """tools/eval_chain_novelty.py on made-up stethoscopes: three chains low-passed at 200, 300 and
+    400 Hz are familiar; fresh recordings through them are flagged about as often as the limit
+    allows, recordings through a chain high-passed at 150 Hz nearly always; a recording's shape
+    does not depend on its level."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import eval_chain_novelty
+    from dsp.filters import highpass, lowpass
+
+    def recordings(chain, seeds):
+        return np.array([eval_chain_novelty.chain_shape(chain(heart_sounds(55 + s % 40, seconds=8.0, seed=s,
+                                                                             noise=0.02)), 2000) for s in seeds])
+
+    familiar = [lambda x, c=c: lowpass(x.astype(np.float64), 2000, c, order=2) for c in (200.0, 300.0, 400.0)]
+    fitted = np.concatenate([recordings(chain, range(100 * k, 100 * k + 20)) for k, chain in enumerate(familiar)])
+    limit_from = np.concatenate([recordings(chain, range(100 * k + 20, 100 * k + 30))
+                                 for k, chain in enumerate(familiar)])
+    novelty = eval_chain_novelty.Novelty(fitted, limit_from)
+    assert novelty.flagged(limit_from).sum() == 2  # of 30 distances, the two beyond their 95th percentile
+    fresh = np.concatenate([recordings(chain, range(100 * k + 50, 100 * k + 60)) for k, chain in enumerate(familiar)])
+    assert novelty.flagged(fresh).mean() <= 0.2
+    unheard = recordings(lambda x: highpass(x.astype(np.float64), 2000, 150.0, order=2), range(500, 520))
+    assert novelty.flagged(unheard).mean() >= 0.9
+    audio = heart_sounds(70, seconds=8.0, seed=9, noise=0.02)
+    np.testing.assert_allclose(eval_chain_novelty.chain_shape(10 * audio, 2000),
+                               eval_chain_novelty.chain_shape(audio, 2000), atol=0.01)  # dB
+    assert eval_chain_novelty.chain_shape(audio, 2000).size == len(eval_chain_novelty.SHAPE_EDGES_HZ) - 1 == 16
+
+
 def test_sample_resolution_tool_stores_recordings_at_the_grain_and_level_it_names(monkeypatch):
     """tools/eval_sample_resolution.py's two ways of storing a recording more coarsely: N bits
     between silence and the peak leave at most 2 ** N + 1 values on a grid of peak / 2 ** (N - 1);

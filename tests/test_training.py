@@ -653,7 +653,7 @@ def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
         shutil.copy(ASSETS / name, tmp_path / name)
     outputs = {"bench": "speed-up 25.0x", "poor": "100 % of 74 caught", "short": "3 clips of 1.2-4 s each: AUC 0.9",
                "confounds": "training-e  146 + 1566  0.969 +", "resolution": "RMS -60 dBFS, 16 bit: Sp 0.889",
-               "lowcut": "cut below 150 Hz: poor signal 38.6 %"}
+               "lowcut": "cut below 150 Hz: poor signal 38.6 %", "novelty": "yaseen2018 100.0 % of 800"}
     for name, text in outputs.items():
         (tmp_path / f"{name}.txt").write_text(text + "\n")
     main(["--assets", str(tmp_path),
@@ -662,10 +662,12 @@ def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
     for heading, name in (("## Speed and size", "bench"), ("## Poor signal", "poor"), ("## Short recordings", "short"),
                           ("## Labels entangled with recording chains", "confounds"),
                           ("## Quiet and coarse recordings", "resolution"),
-                          ("## Recordings without the low band", "lowcut")):
+                          ("## Recordings without the low band", "lowcut"),
+                          ("## Telling an unfamiliar stethoscope", "novelty")):
         section = card.split(heading, 1)[1].split("\n## ", 1)[0]
         assert outputs[name] in section
     main(["--assets", str(tmp_path)])
     bare = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Short recordings" not in bare and "## Labels entangled" not in bare  # only when measured
     assert "## Quiet and coarse" not in bare and "## Recordings without the low band" not in bare
+    assert "## Telling an unfamiliar stethoscope" not in bare

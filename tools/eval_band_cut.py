@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from scipy.signal import welch
@@ -52,15 +53,14 @@ def band_cut(samples: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
 BAND_EDGES_HZ = (20, 50, 100, 150, 200, 300, 400, 600, 800)  #: the --spectra table's bands
 
 
-def band_levels(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Power in each of :data:`BAND_EDGES_HZ`' bands in dB relative to the recording's own mean
-    over 20-800 Hz (mean of the Welch spectrum's dB values in the band)."""
+def band_levels(samples: np.ndarray, rate: int, edges: Sequence[float] = BAND_EDGES_HZ) -> np.ndarray:
+    """Power in each band between ``edges`` (Hz) in dB relative to the recording's own mean from
+    the first edge to the last (mean of the Welch spectrum's dB values in the band)."""
     freqs, power = welch(samples - samples.mean(), rate, nperseg=min(samples.size, 1024))
-    inside = (freqs >= BAND_EDGES_HZ[0]) & (freqs <= BAND_EDGES_HZ[-1])
+    inside = (freqs >= edges[0]) & (freqs <= edges[-1])
     db = 10 * np.log10(power[inside] + 1e-20)
     db -= db.mean()
-    return np.array([db[(freqs[inside] >= lo) & (freqs[inside] < hi)].mean()
-                     for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:])])
+    return np.array([db[(freqs[inside] >= lo) & (freqs[inside] < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
 
 
 def beat_contrast(samples: np.ndarray, rate: int) -> float:

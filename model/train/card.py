@@ -71,13 +71,13 @@ def referred_share(metrics: dict) -> float:
 #: The tools whose output a card can carry, each under its own heading: ``--NAME FILE``.
 MEASURED = {"poor": "tools/eval_poor_signal.py", "short": "tools/eval_short_clips.py",
             "confounds": "tools/eval_source_confounds.py", "resolution": "tools/eval_sample_resolution.py",
-            "lowcut": "tools/eval_band_cut.py"}
+            "lowcut": "tools/eval_band_cut.py", "novelty": "tools/eval_chain_novelty.py"}
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
            measured: Optional[dict[str, str]] = None) -> str:
     """The card's Markdown; ``measured`` maps a :data:`MEASURED` name to that tool's output."""
-    poor, short, confounds, resolution, lowcut = ((measured or {}).get(name) for name in MEASURED)
+    poor, short, confounds, resolution, lowcut, novelty = ((measured or {}).get(name) for name in MEASURED)
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -370,6 +370,14 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "refuses many more as poor signal, and of the rest it misses more abnormal hearts while its "
                   "specificity holds: a low-band cut does not make healthy hearts sound abnormal, so it does not "
                   "explain training-f's lost specificity when held out:", "", lowcut, ""]
+    if novelty:
+        lines += ["## Telling an unfamiliar stethoscope (tools/eval_chain_novelty.py)", "A stethoscope leaves its mark "
+                  "on a recording's long-term spectrum, so a device could compare each recording's spectral shape "
+                  "with the training recordings' and caution a verdict from an unfamiliar one. That is worth doing "
+                  "only if unfamiliar recordings are where the model fails. Measured: the external device's "
+                  "recordings are all flagged, yet the model works there (its figures above); held out, training-b "
+                  "and training-d sound familiar, yet the model refers most of their healthy hearts. No verdict "
+                  "carries such a caution:", "", novelty, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
@@ -393,6 +401,9 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         "rounding noise fills the quiet between heart sounds as a murmur would (Quiet and coarse recordings above). Set the gain as the "
         "technician's guide says; an abnormal from a recording below -45 dBFS carries a caution that asks for a louder "
         "recording (lists mark it \"quiet recording\"), and the Device page flags a gain set too low.",
+        "- The box cannot tell when a stethoscope is unfamiliar: a recording's spectral shape says which "
+        "stethoscopes differ from the training ones, not where the model fails (Telling an unfamiliar stethoscope "
+        "above). The Device page's share of people referred, and clinicians' findings, are what show it.",
         "- A stethoscope or phone that cuts the band below about 150 Hz makes the box answer \"poor signal\" far more "
         "often and miss more abnormal hearts among the recordings it does classify (Recordings without the low band "
         "above). Prefer a chest piece that passes 20-150 Hz; a phone's own microphone often does not.",
