@@ -432,6 +432,21 @@ def test_an_abnormal_from_a_quiet_upload_carries_its_caution_on_its_page_in_list
     assert "recording-caution" not in unmeasured and "dBFS" not in unmeasured.split('id="listen"')[0]
 
 
+def test_a_silent_recording_shows_silent_instead_of_its_level(client, auth, web_store, tmp_path):
+    """A recording with no sound at all is a poor signal for silence; its page says "silent" where
+    another shows its level, rather than a meaningless -200 dBFS."""
+    import dsp
+
+    auth.login("clinician")
+    out = tmp_path / "silent.wav"
+    dsp.write_wav(out, np.zeros(20 * 2000, np.float32), 2000)
+    assert _upload(client, auth, data=out.read_bytes()).status_code == 303
+    rec = web_store.list_recordings()[0]
+    assert rec.verdict == "poor_signal" and "silence" in rec.quality_reasons and rec.level_dbfs < -150
+    page = client.get(f"/recordings/{rec.id}").get_data(as_text=True)
+    assert '<span id="level">silent</span>' in page
+
+
 def test_device_page_says_when_the_capture_gain_is_set_too_low(client, auth, web_store):
     """The technician's view of the gain: the median level of the box's newest recordings (uploads
     and silent ones left out) and how many were quiet; flagged once most of at least five are quiet."""

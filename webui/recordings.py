@@ -69,6 +69,7 @@ def detail(rec_id: int):
     person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
     return render_template("recording.html", rec=rec, patient=patient,
                            caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs),
+                           silent=dsp.signal_quality.SILENCE in rec.quality_reasons,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
