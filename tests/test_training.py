@@ -27,9 +27,10 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     # --train-without training-f: a source set kept out of training and validation, not out of the test;
     # --compression pcen: the other way of compressing mel power, also carried to the device;
     # --window 2.5: another window length, which sets the network's input and the device's windows
+    # --loso: every fold, with the held-out source also judged as the box would (quality gate)
     result = subprocess.run([sys.executable, "-m", "model.train", "--subset", "4", "--epochs", "1",
                              "--augment", "1", "--with-yaseen", "--n-mfcc", "12", "--train-without", "training-f",
-                             "--compression", "pcen", "--window", "2.5",
+                             "--compression", "pcen", "--window", "2.5", "--loso", "--loso-epochs", "1",
                              "--out", str(tmp_path),
                              "--cache", str(tmp_path / "cache")],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -61,6 +62,15 @@ def test_smoke_training_run_produces_a_loadable_int8_model(tmp_path):
     assert "Neither trained nor validated on: training-f" in (tmp_path / "MODEL_CARD.md").read_text()
     assert meta["metrics"]["test_int8_per_source"]["training-f"]["n_normal"] > 0  # still tested
     assert sum(meta["metrics"]["split"].values()) < 7 * 2 * 4  # 7 sources x 2 labels x 4: training-f's train part left out
+    loso = meta["metrics"]["loso"]
+    assert set(loso["per_source"]) == {f"training-{c}" for c in "abcdef"}  # f too: held out, never trained on
+    for source, fold in loso["per_source"].items():
+        gated, n = fold["gated"], fold["n_abnormal"] + fold["n_normal"]
+        kept = gated["n_abnormal"] + gated["n_normal"]
+        assert kept == round((1 - gated["poor_signal_share"]) * n) and kept <= n, source
+        assert gated["uncertainty_limit"] > 0
+    assert 0 <= loso["mean_poor_signal_share"] <= 1 and 0 <= loso["mean_macc_gated"] <= 1
+    assert "with the box's quality gate" in (tmp_path / "MODEL_CARD.md").read_text()
 
     # --reevaluate: the same model judged with other windows, no training; the .tflite is untouched
     tflite = (tmp_path / "heartpi-cnn.tflite").read_bytes()

@@ -26,7 +26,7 @@ from model.classifier import (ASSETS, METADATA_FORMAT, Classifier, logit_spread,
 from model.metrics import auc, best_threshold, screening_metrics
 from model.train.augment import augment, short_crop
 from model.train.dataset import (DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, Record, load_audio,
-                                 read_labels, split_for_model, split_records)
+                                 read_labels, read_stored, split_for_model, split_records)
 
 log = logging.getLogger("model.train")
 MAX_TRAIN_WINDOWS_PER_VERSION = 8
@@ -483,14 +483,32 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
     return model, x
 
 
+def _refused_by_quality(path: str) -> bool:
+    samples, rate = read_stored(path)
+    return bool(dsp.quality(samples, rate).reasons)
+
+
+def quality_refusals(records: Sequence[Record], data_dir: Path, workers: int = 2) -> dict[str, bool]:
+    """Whether the device's quality gate (:func:`dsp.quality` on each recording as stored, as an
+    upload is judged) answers "poor signal" whatever the model says: the part of the gate no
+    training changes, computed once for every fold."""
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return dict(zip((r.name for r in records),
+                        pool.map(_refused_by_quality, [str(data_dir / r.name) for r in records], chunksize=16)))
+
+
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
          seed: int, workers: int, tricks: Tricks = Tricks(), train_without: Sequence[str] = (),
-         threshold_rule: str = "pooled") -> dict:
+         threshold_rule: str = "pooled", refused: Optional[dict[str, bool]] = None) -> dict:
     """Leave-one-source-out: train without a PhysioNet source set, test on all of it.
     ``train_without``: source sets no fold trains or validates on (each is still held out and
     tested in its own fold, which trains on the same sources as without the option).
     ``threshold_rule``: which of :data:`THRESHOLD_RULES` the figures use; every fold also reports
-    the held-out source at each rule's threshold (``threshold_rules``)."""
+    the held-out source at each rule's threshold (``threshold_rules``). ``refused``
+    (:func:`quality_refusals`): each fold also reports the held-out source as the box would
+    answer it (``gated``): the recordings the quality gate or the fold model's own window
+    disagreement (its limit chosen on its validation recordings, as a shipped model's is) would
+    call poor signal are left out, and their share is given."""
     results = {}
     for held_out in PHYSIONET_SOURCES:
         rest = [r for r in records if r.source != held_out and r.source not in train_without]
@@ -502,13 +520,21 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
                               epochs=epochs, seed=seed, workers=workers, tricks=tricks)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
-        val_scores = record_scores(record_windows(splits["validation"], params, workers), score)
+        val_windows = record_windows(splits["validation"], params, workers)
+        val_scores = record_scores(val_windows, score)
         val_sources = [r.source for r in splits["validation"]]
         thresholds = {rule: choose_threshold(val_labels, val_scores, val_sources, rule) for rule in THRESHOLD_RULES}
         threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
-        scores = record_scores(record_windows(test, params, workers), score)
+        window_scores = [score(w) for w in record_windows(test, params, workers)]
+        scores = np.array([float(np.mean(s)) for s in window_scores])  # record_scores, keeping the windows'
         results[held_out] = evaluate(labels, scores, threshold)
+        if refused is not None:
+            limit = uncertainty_limit(val_windows, score)
+            poor = np.array([refused[r.name] or (len(s) > 1 and logit_spread(s) > limit)
+                             for r, s in zip(test, window_scores)])
+            results[held_out]["gated"] = {**evaluate(labels[~poor], scores[~poor], threshold),
+                                          "poor_signal_share": float(poor.mean()), "uncertainty_limit": limit}
         # the same fold's model at each rule's threshold: a paired comparison of the rules
         results[held_out]["threshold_rules"] = {rule: {**evaluate(labels, scores, t), "threshold": t}
                                                 for rule, t in thresholds.items()}
@@ -519,8 +545,12 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
                  {k: round(results[held_out]["calibrated"][k], 3) for k in ("sensitivity", "specificity", "macc")})
     maccs = [v["macc"] for v in results.values()]
     calibrated = [v["calibrated"]["macc"] for v in results.values()]
-    return {"per_source": results, "mean_macc": float(np.mean(maccs)), "std_macc": float(np.std(maccs)),
-            "mean_macc_calibrated": float(np.mean(calibrated)), "epochs": epochs}
+    summary = {"per_source": results, "mean_macc": float(np.mean(maccs)), "std_macc": float(np.std(maccs)),
+               "mean_macc_calibrated": float(np.mean(calibrated)), "epochs": epochs}
+    if refused is not None:
+        summary["mean_macc_gated"] = float(np.mean([v["gated"]["macc"] for v in results.values()]))
+        summary["mean_poor_signal_share"] = float(np.mean([v["gated"]["poor_signal_share"] for v in results.values()]))
+    return summary
 
 
 def calibrated_evaluation(labels: np.ndarray, scores: np.ndarray, target_specificity: float, seed: int,
@@ -773,7 +803,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
                               seed=args.seed, workers=args.workers, tricks=tricks,
-                              train_without=args.train_without, threshold_rule=args.threshold_rule)
+                              train_without=args.train_without, threshold_rule=args.threshold_rule,
+                              refused=quality_refusals(records, args.data, args.workers))
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
             print(json.dumps(report["loso"], indent=1))
