@@ -26,7 +26,6 @@ Not a test; ``--data`` and ``--model`` as the other recording-chain tools.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,9 +39,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from dsp.filters import ANALYSIS_RATE_HZ, to_analysis_rate  # noqa: E402
 from eval_band_cut import band_levels  # noqa: E402
+from eval_sample_resolution import data_tool_parser  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, YASEEN, model_splits, read_labels, read_stored  # noqa: E402
+from model.train.dataset import PHYSIONET_SOURCES, YASEEN, model_splits, read_labels, read_stored  # noqa: E402
 
 SHAPE_EDGES_HZ = tuple(float(f) for f in np.geomspace(20.0, 800.0, 17))  #: 16 bands, 20-800 Hz
 FLAG_PERCENTILE = 95.0  #: of the familiar (validation) recordings' distances
@@ -86,9 +86,7 @@ def _figures(name: str, labels: np.ndarray, p: np.ndarray, poor: np.ndarray, thr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
+    parser = data_tool_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     classifier = Classifier.load(args.model)

@@ -61,12 +61,18 @@ def line(name: str, labels: np.ndarray, others: np.ndarray, p: np.ndarray, poor:
             f"Sp without {COARSE_ALREADY} {other.specificity:.3f}")
 
 
-def chain_tool_parser(description: str) -> argparse.ArgumentParser:
-    """The command line every recording-chain tool takes: ``--data``, ``--split``, ``--model``."""
+def data_tool_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every evaluation tool on ``../shared/data`` takes: ``--data``, ``--model``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
+    return parser
+
+
+def chain_tool_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every recording-chain tool takes: :func:`data_tool_parser`'s and ``--split``."""
+    parser = data_tool_parser(description)
+    parser.add_argument("--split", choices=["validation", "test"], default="validation")
     return parser
 
 

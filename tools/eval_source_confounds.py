@@ -27,7 +27,6 @@ Not a test; its output goes into the model card (``python -m model.train.card --
 
 from __future__ import annotations
 
-import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,10 +36,12 @@ from scipy.signal import welch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
+from eval_sample_resolution import data_tool_parser  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import auc  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, PHYSIONET_SOURCES, read_labels, read_stored  # noqa: E402
+from model.train.dataset import PHYSIONET_SOURCES, read_labels, read_stored  # noqa: E402
 
 PROPERTIES = ("DC offset", "below 20 Hz", "level", "bits used")
 ENTANGLED_AUC = 0.9  #: a source set whose classes the DC offset separates this well gets its calls split by it
@@ -89,9 +90,7 @@ def calls_by_chain_side(classifier: Classifier, paths: list[Path], labels: np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--model", type=Path, help="a .tflite with its .json beside it (default: the shipped model)")
+    parser = data_tool_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     classifier = Classifier.load(args.model)
