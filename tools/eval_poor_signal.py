@@ -7,6 +7,10 @@ several voices and speeds) and pure noise (white, pink, mains hum, stethoscope r
 Clean set: the shipped model's *test split* recordings that PhysioNet labels good quality
 (sqi = 1). Targets: >= 90 % of bad -> poor_signal, <= 5 % of clean -> poor_signal.
 
+By class: every recording of the validation and test splits as stored (any quality), through
+``classify`` at its own rate: how often an abnormal and a normal heart end as poor signal (why the
+box refers a person after three poor signals in a row at one place, device/visits.py).
+
 Short clips, as uploads from other devices arrive: the same bad recordings cut to 1.2-4 s,
 and every Yaseen 2018 clip (8 kHz, 1.2-4 s, a stethoscope never trained on) through the
 product's own ``classify`` at its own rate, with Se/Sp of the verdicts it gives.
@@ -28,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, YASEEN, model_splits, read_labels  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, YASEEN, model_splits, read_labels, read_stored  # noqa: E402
 
 RATE = 8000
 SECONDS = 20
@@ -106,6 +110,17 @@ def short_clips(classifier, bad: list[tuple[str, np.ndarray]], data: Path) -> tu
     return bad_rate, clean_rate
 
 
+def poor_by_class(classifier, splits: dict, data: Path) -> None:
+    """Prints, for the validation and test splits, the share of abnormal and of normal recordings
+    (as stored, any quality) that end as poor signal."""
+    for part in ("validation", "test"):
+        poor: dict[int, list[bool]] = {0: [], 1: []}
+        for record in splits[part]:
+            poor[record.label].append(classifier.classify(*read_stored(data / record.name)).label == "poor_signal")
+        print(f"{part} split, every recording as stored -> poor_signal: abnormal {np.mean(poor[1]):.1%} of "
+              f"{len(poor[1])}, normal {np.mean(poor[0]):.1%} of {len(poor[0])}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -139,6 +154,7 @@ def main() -> int:
     clean_rate = n_flagged / len(clean)
     print(f"clean test-split recordings (sqi 1) -> poor_signal: {clean_rate:.1%} of {len(clean)} "
           f"(target <= 5%); reasons {dict(flagged)}")
+    poor_by_class(classifier, splits, args.data)
     short_bad, short_clean = short_clips(classifier, bad, args.data)
     ok = bad_rate >= 0.9 and clean_rate <= 0.05 and short_bad >= 0.9 and short_clean <= 0.05
     print("all targets met" if ok else "TARGET MISSED")
