@@ -35,7 +35,7 @@ from .records import RecordStore
 from .retention import remove_leftovers
 from .sdnotify import Notifier
 from .storage import TMP_PREFIX, store_recording
-from .visits import Visit
+from .visits import CANNOT_JUDGE, UNJUDGED_NOTE, Visit
 
 log = logging.getLogger("heartpi.daemon")
 
@@ -290,13 +290,16 @@ class Daemon:
         notes = ["stopped early by the button"] if capture.stopped_early else []
         if sagged:
             notes.append(SAGGED_NOTE)
+        if self.visit.ends_unjudged(verdict.label):
+            notes.append(UNJUDGED_NOTE)
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
                                      overflows=capture.overflows, site=site, visit=visit_id, note="; ".join(notes))
         person = self.visit.recorded(verdict.label)
         done = self.clock()
         # after the last of several places the light is the person's: red if any place said refer
         shown = person.verdict if person else verdict.label
-        led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL}.get(shown, gpio.POOR_SIGNAL)
+        led = {"normal": gpio.NORMAL, "abnormal": gpio.ABNORMAL, CANNOT_JUDGE: gpio.CANNOT_JUDGE}.get(
+            shown, gpio.POOR_SIGNAL)
         detail = verdict.text + (f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else "")
         if person:
             detail += f"; {person.describe()}"

@@ -24,6 +24,7 @@ ANALYSING = "analysing"
 NORMAL = "normal"
 ABNORMAL = "abnormal"
 POOR_SIGNAL = "poor_signal"
+CANNOT_JUDGE = "cannot_judge"
 FAULT = "fault"
 OFF = "off"
 
@@ -31,12 +32,14 @@ OFF = "off"
 @dataclass(frozen=True)
 class Pattern:
     """One LED's behaviour: steady on, or blinking with on/off times (seconds); with a
-    ``period``, a group of flashes (as many as ``Indicator.show`` is given) once per period."""
+    ``period``, a group of flashes (as many as ``Indicator.show`` is given) once per period.
+    ``also``: other LEDs lit steady beside it (two results at once, read by the lights' places)."""
 
     led: str                      # green | amber | red
     on_time: Optional[float] = None
     off_time: Optional[float] = None
     period: Optional[float] = None
+    also: tuple[str, ...] = ()
 
     @property
     def steady(self) -> bool:
@@ -77,6 +80,9 @@ PATTERNS: dict[str, LightState] = {
                          "refer the person to a clinician", result=True),
     POOR_SIGNAL: LightState(Pattern("amber"), "amber steady", "poor signal: record again",
                             "quiet room, stethoscope firmly on the chest, record again", result=True),
+    CANNOT_JUDGE: LightState(Pattern("amber", also=("red",)), "amber and red steady",
+                             "poor signal 3 times in a row: the box cannot judge this person",
+                             "refer the person to a clinician; the next press is the next person", result=True),
     FAULT: LightState(Pattern("red", 0.2, 0.2), "red blinks fast", "fault (no sound card, disk full...)",
                       "call the technician; the next press tries again"),
     OFF: LightState(None, "all off", "HeartPi is not running", "call the technician"),
@@ -138,9 +144,11 @@ class Indicator:
             return
         self._stop_group()
         for name, led in self.leds.items():
-            if pattern is None or name != pattern.led:
+            if pattern is None or name not in (pattern.led, *pattern.also):
                 led.off()
         if pattern is not None:
+            for name in pattern.also:
+                self.leds[name].on()
             led = self.leds[pattern.led]
             if pattern.steady:
                 led.on()

@@ -4,7 +4,11 @@ A screening programme often listens at several places (the four classic areas; r
 disease shows first at the apex), one recording each. The box cannot see the chest, so it keeps
 count: the ready light flashes the number of the place that comes next, a result moves on to the
 next place, and after the last place the next press is a new person. A poor signal (or a
-cancelled or failed recording) stays at the same place: record it again. The last place's result
+cancelled or failed recording) stays at the same place: record it again; but the third poor signal
+in a row at one place ends the person with "cannot judge: refer" (:data:`POOR_SIGNALS_TO_REFER`):
+abnormal hearts come out as poor signal two to three times as often as normal ones
+(the validation split: 12.7 % against 4.2 %), so a person the box keeps refusing must not be sent
+home by a health worker who gave up. The last place's result
 light shows the person's result, not only that place's: red if any of the person's places said
 refer, so a red at place 2 is not forgotten by the time place 4 shows green. A long press starts
 the next person at the first place, and so does a pause longer than ``audio.visit_gap_minutes``
@@ -27,6 +31,16 @@ from .sites import SITES
 
 #: results after which the box moves on to the next place; anything else is recorded again
 MOVES_ON = ("normal", "abnormal")
+POOR_SIGNAL = "poor_signal"
+#: this many poor signals in a row at one place end the person: the box cannot judge them, refer
+#: (the guide's rule, and the words of the lights' ``cannot_judge`` state in device/gpio.py)
+POOR_SIGNALS_TO_REFER = 3
+#: a person's result when :data:`POOR_SIGNALS_TO_REFER` poor signals ended them
+CANNOT_JUDGE = "cannot_judge"
+#: the note the daemon gives the poor signal that ended a person so; the web page's referral
+#: print-out reads it (notes are written once, with the recording)
+UNJUDGED_NOTE = (f"poor signal {POOR_SIGNALS_TO_REFER} times in a row at this place: the box could not judge the "
+                 "person and asked for a referral")
 
 
 def new_visit_id() -> str:
@@ -42,9 +56,16 @@ class PersonResult:
 
     verdict: str
     refer_at: tuple[str, ...]
+    #: the place where :data:`POOR_SIGNALS_TO_REFER` poor signals ended the person ("" for no
+    #: place named), or None when every place gave a result
+    unjudged_at: Optional[str] = None
 
     def describe(self) -> str:
         """Words for the journal and the simulation's console."""
+        if self.unjudged_at is not None:
+            where = f" at {SITES[self.unjudged_at].label}" if self.unjudged_at else ""
+            return (f"the person's result: refer, the box cannot judge them ({POOR_SIGNALS_TO_REFER} poor signals "
+                    f"in a row{where})")
         if not self.refer_at:
             return "the person's result: normal at every place"
         where = ", ".join(SITES[s].label for s in self.refer_at)
@@ -71,6 +92,7 @@ class Visit:
         self.id: Optional[str] = None  #: None until the person's first recording
         self._last_at: Optional[float] = None
         self._results: dict[str, str] = {}  #: place -> the result that moved on from it
+        self._poor_in_a_row = 0  #: poor signals at the current place since its last result
 
     @property
     def guided(self) -> bool:
@@ -117,14 +139,29 @@ class Visit:
         self._last_at = self._clock()
         return self.site, self.id
 
+    def ends_unjudged(self, label: Optional[str]) -> bool:
+        """Whether a recording ending with ``label`` now would be the poor signal that ends the
+        person as :data:`CANNOT_JUDGE` (asked before the recording is stored, for its note)."""
+        return label == POOR_SIGNAL and self._poor_in_a_row + 1 >= POOR_SIGNALS_TO_REFER
+
     def recorded(self, label: Optional[str]) -> Optional[PersonResult]:
         """A recording at the current place ended with ``label``: a result moves on (past the
-        last place: the next press is a new person); a poor signal or failure stays.
+        last place: the next press is a new person); a poor signal or failure stays, until the
+        :data:`POOR_SIGNALS_TO_REFER`-th poor signal in a row ends the person as :data:`CANNOT_JUDGE`.
 
-        Returns the person's result when this recording finished the last of several places
-        (None otherwise: with one place or none, the recording's own result is the person's)."""
+        Returns the person's result when this recording finished the last of several places, or
+        ended the person unjudged (None otherwise: with one place or none, the recording's own
+        result is the person's)."""
         if label not in MOVES_ON:
+            if self.ends_unjudged(label):
+                person = PersonResult(CANNOT_JUDGE, tuple(s for s in self.sites if self._results.get(s) == "abnormal"),
+                                      unjudged_at=self.site or "")
+                self.next_person()
+                return person
+            if label == POOR_SIGNAL:
+                self._poor_in_a_row += 1
             return None
+        self._poor_in_a_row = 0
         if self.site is not None:
             self._results[self.site] = label
         if self.position + 1 < max(len(self.sites), 1):
@@ -143,3 +180,4 @@ class Visit:
         self.id = None
         self._last_at = None
         self._results = {}
+        self._poor_in_a_row = 0

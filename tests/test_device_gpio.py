@@ -57,8 +57,21 @@ def test_every_state_has_words_for_the_health_worker():
         assert (light.pattern is None) == (state == gpio.OFF)
         if light.pattern is not None:
             assert light.lights.startswith(light.pattern.led)  # "green ...": the LED that lights
+            assert all(f"and {also}" in light.lights for also in light.pattern.also)
             assert ("steady" in light.lights) == light.pattern.steady
-    assert [s for s, light in gpio.PATTERNS.items() if light.result] == [gpio.NORMAL, gpio.ABNORMAL, gpio.POOR_SIGNAL]
+    assert [s for s, light in gpio.PATTERNS.items() if light.result] == [gpio.NORMAL, gpio.ABNORMAL, gpio.POOR_SIGNAL,
+                                                                        gpio.CANNOT_JUDGE]
+
+
+def test_cannot_judge_lights_amber_and_red_together_and_the_next_state_clears_both(indicator):
+    """Poor signal again and again: "record again" and "refer" at once, read by the lights' places."""
+    indicator.show(gpio.CANNOT_JUDGE)
+    assert [name for name, led in indicator.leds.items() if led.is_lit] == ["red", "amber"]
+    indicator.show(gpio.NORMAL)
+    assert [name for name, led in indicator.leds.items() if led.is_lit] == ["green"]
+    indicator.show(gpio.CANNOT_JUDGE)
+    indicator.show(gpio.POOR_SIGNAL)
+    assert [name for name, led in indicator.leds.items() if led.is_lit] == ["amber"]
 
 
 @pytest.mark.parametrize("state", [s for s, light in gpio.PATTERNS.items() if "every" in light.lights])

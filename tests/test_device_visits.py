@@ -16,7 +16,7 @@ from device.capture import FileSource
 from device.config import ConfigError, config_from_mapping
 from device.daemon import IDLE
 from device.runner import press_button
-from device.visits import PersonResult, Visit
+from device.visits import CANNOT_JUDGE, POOR_SIGNALS_TO_REFER, UNJUDGED_NOTE, PersonResult, Visit
 from tests.conftest import reference_wavs
 from tests.test_device_daemon import Harness
 
@@ -94,6 +94,35 @@ def test_without_a_protocol_a_visit_is_one_recording_and_its_repeats():
     assert stamps == ["v1", "v1", "v2", "v3", "v3", "v3"]
     one, _ = visit(sites=("mitral",))
     assert not one.guided and one.stamp() == ("mitral", "v1")
+
+
+def test_the_third_poor_signal_in_a_row_at_a_place_ends_the_person_unjudged():
+    """Abnormal hearts come out as poor signal more often than normal ones, so a person the box
+    keeps refusing is referred, not sent home: the third poor signal in a row at one place ends the
+    person as "cannot judge"; a result, a long press or a pause starts the count again."""
+    v, _ = visit()
+    v.recorded("abnormal")  # aortic said refer, then pulmonic keeps failing
+    assert [v.recorded("poor_signal") for _ in range(2)] == [None, None] and v.site == "pulmonic"
+    assert v.ends_unjudged("poor_signal") and not v.ends_unjudged("normal") and not v.ends_unjudged(None)
+    person = v.recorded("poor_signal")
+    assert person == PersonResult(CANNOT_JUDGE, ("aortic",), unjudged_at="pulmonic")
+    assert person.describe() == ("the person's result: refer, the box cannot judge them "
+                                 "(3 poor signals in a row at pulmonic area)")
+    assert (v.site, v.id) == ("aortic", None)  # the next press is the next person
+    for labels in (("poor_signal", "poor_signal", "normal", "poor_signal", "poor_signal"),  # a result moved on
+                   ("poor_signal", None, "poor_signal")):  # a failed recording is not a poor signal
+        v.next_person()
+        assert [v.recorded(label) for label in labels] == [None] * len(labels), labels
+    v.recorded("poor_signal")
+    v.next_person()  # a long press: the next person starts at none
+    assert not v.ends_unjudged("poor_signal") or v.recorded("poor_signal") is None
+    single, _ = visit(sites=())
+    assert [single.recorded("poor_signal") for _ in range(3)][-1] == PersonResult(CANNOT_JUDGE, (), unjudged_at="")
+    assert single.recorded("poor_signal") is None  # counting again for the next person
+    assert "(3 poor signals in a row)" in PersonResult(CANNOT_JUDGE, (), unjudged_at="").describe()
+    # the lights' words, the guide's and the README's table say the same number
+    assert f"poor signal {POOR_SIGNALS_TO_REFER} times in a row" in gpio.PATTERNS[gpio.CANNOT_JUDGE].meaning
+    assert gpio.CANNOT_JUDGE == CANNOT_JUDGE
 
 
 def test_unknown_places_are_refused():
@@ -193,6 +222,30 @@ def test_the_last_places_light_is_red_when_an_earlier_place_said_refer(heartpi_c
     assert person_referred == (gpio.ABNORMAL, True, False)
     assert person_normal == gpio.NORMAL
     assert "the person's result: refer (pulmonic area)" in caplog.text
+
+
+def test_three_poor_signals_at_a_place_light_amber_and_red_and_note_the_referral(
+        heartpi_config, store, classifier, mock_factory, silent_wav, caplog):
+    normal = reference_wavs()[2]
+    h = protocol_harness(heartpi_config, store, classifier, mock_factory, [silent_wav] * 3 + [normal],
+                         sites=("pulmonic", "mitral"))
+    try:
+        with caplog.at_level("INFO", logger="heartpi.daemon"):
+            wait_idle(h, 1)
+            shown = []
+            for _ in range(3):
+                h.press_and_wait()
+                shown.append((h.indicator.state, h.led("amber"), h.led("red"), h.led("green")))
+            h.press_and_wait()  # a press during the result records the next person, at place 1
+        recs = [store.get_recording(r.recording_id) for r in h.daemon.results]
+    finally:
+        h.stop()
+    assert shown == [(gpio.POOR_SIGNAL, True, False, False)] * 2 + [(gpio.CANNOT_JUDGE, True, True, False)]
+    assert [(r.site, r.verdict, r.note) for r in recs] == [
+        ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", UNJUDGED_NOTE),
+        ("pulmonic", "normal", "")]
+    assert recs[0].visit == recs[2].visit != recs[3].visit
+    assert "the box cannot judge them (3 poor signals in a row at pulmonic area)" in caplog.text
 
 
 def test_a_pause_ends_the_person_while_the_box_waits(heartpi_config, store, classifier, mock_factory):

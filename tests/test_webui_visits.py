@@ -191,3 +191,25 @@ def test_a_visit_without_places_is_a_recording_and_its_repeat(client, auth, web_
     result = page.split('id="referral-result">', 1)[1].split("</dd>", 1)[0]
     assert "abnormal: refer" in result and " at the" not in result and "(1 of 2 recordings" in result
     assert "Heart-sound screening: referral" in page
+
+
+def test_a_person_the_box_could_not_judge_prints_as_a_referral(client, auth, web_store):
+    """Three poor signals in a row ended the person (device.visits): the print-out for the referral
+    says the box asked for one, where a visit of poor signals alone says "no result"."""
+    from device.visits import UNJUDGED_NOTE
+
+    def person(visit: str, notes: tuple[str, ...]) -> list[int]:
+        return [web_store.add_recording(file=f"{visit}-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+                                        source="device", device_id="test-box", verdict="poor_signal", site="pulmonic",
+                                        visit=visit, note=note) for n, note in enumerate(notes)]
+
+    unjudged = person("0000000000aa", ("", "", UNJUDGED_NOTE))
+    gave_up = person("0000000000bb", ("", ""))
+    auth.login("health_worker")
+    page = text(client.get(f"/recordings/{unjudged[0]}"))
+    assert "Heart-sound screening: referral: the box could not judge this person" in page
+    result = page.split('id="referral-result">', 1)[1].split("</dd>", 1)[0]
+    assert "poor signal again and again at one place, so the box asked for a referral" in result
+    assert UNJUDGED_NOTE in text(client.get(f"/recordings/{unjudged[2]}"))
+    other = text(client.get(f"/recordings/{gave_up[1]}"))
+    assert "Heart-sound screening: no result" in other and "asked for a referral" not in other

@@ -10,6 +10,7 @@ from device.errors import StorageError
 from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
+from device.visits import UNJUDGED_NOTE
 from device.storage import resolve, store_recording
 from model.verdict import verdict_caution
 
@@ -67,9 +68,11 @@ def detail(rec_id: int):
     visit = store.visit_recordings(rec.visit)
     # What the person is referred on: any place's "refer" (as the health worker acted on it).
     person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
+    # Poor signal again and again: the box itself asked for a referral (device.visits).
+    unjudged = person_verdict == "poor_signal" and any(UNJUDGED_NOTE in r.note for r in visit or [rec])
     return render_template("recording.html", rec=rec, patient=patient,
                            caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs),
-                           silent=dsp.signal_quality.SILENCE in rec.quality_reasons,
+                           silent=dsp.signal_quality.SILENCE in rec.quality_reasons, unjudged=unjudged,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
