@@ -219,7 +219,7 @@ def test_the_csv_export_cuts_days_in_the_clinic_and_carries_both_clocks(client, 
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [int(r["recording_id"]) for r in rows] == [late]
     assert rows[0]["captured_at"] == AFTER_MIDNIGHT and rows[0]["captured_local"] == "2026-11-30T00:15:00+05:45"
-    assert list(rows[0])[-4:] == ["captured_local", "visit", "caution", "level_dbfs"]  # each added last: existing readers keep theirs
+    assert list(rows[0])[-5:] == ["captured_local", "visit", "caution", "level_dbfs", "note"]  # each added last: existing readers keep theirs
     refused = client.get("/export/records.csv?until=30.11.2026")  # not everything, for a mistyped day
     assert refused.status_code == 400 and "not a date" in refused.get_data(as_text=True)
     assert client.get("/export/fhir.json?since=soon").status_code == 400

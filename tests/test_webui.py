@@ -346,10 +346,11 @@ def test_exports_carry_the_caution_of_a_normal_from_a_short_recording(client, au
              for o in observations}
     assert sorted(notes) == [6, 20]
     assert notes[6].startswith("Screening aid, not a diagnosis. Short recording (6.0 s): a normal result")
-    assert notes[20] == "Screening aid, not a diagnosis."
+    assert notes[20] == "Screening aid, not a diagnosis. Note: uploaded as heart.wav."  # the recording's own note
     rows = list(csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True))))
     cautions = {round(float(r["duration_s"])): r["caution"] for r in rows}
-    assert cautions[6] == notes[6].split("diagnosis. ", 1)[1] and cautions[20] == ""
+    assert f"{cautions[6]} Note: uploaded as heart.wav." == notes[6].split("diagnosis. ", 1)[1]
+    assert cautions[20] == ""
 
 
 def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
@@ -424,8 +425,9 @@ def test_an_abnormal_from_a_quiet_upload_carries_its_caution_on_its_page_in_list
     bundle = json.loads(client.get("/export/fhir.json").data)
     notes = {o["id"]: o["note"][0]["text"] for o in (e["resource"] for e in bundle["entry"])
              if o["resourceType"] == "Observation" and o["id"].startswith("observation-")}
-    assert notes[f"observation-{quiet.id}"] == f"Screening aid, not a diagnosis. {expected}"
-    assert notes[f"observation-{loud.id}"] == "Screening aid, not a diagnosis."
+    assert notes[f"observation-{quiet.id}"] == f"Screening aid, not a diagnosis. {expected} Note: uploaded as heart.wav."
+    assert notes[f"observation-{loud.id}"] == "Screening aid, not a diagnosis. Note: uploaded as heart.wav."
+    assert rows[quiet.id]["note"] == "uploaded as heart.wav"
     with web_store.transaction() as conn:  # as if stored by software that did not measure levels
         conn.execute("UPDATE recordings SET level_dbfs = NULL WHERE id = ?", (quiet.id,))
     unmeasured = client.get(f"/recordings/{quiet.id}").get_data(as_text=True)

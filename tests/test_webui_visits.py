@@ -213,3 +213,12 @@ def test_a_person_the_box_could_not_judge_prints_as_a_referral(client, auth, web
     assert UNJUDGED_NOTE in text(client.get(f"/recordings/{unjudged[2]}"))
     other = text(client.get(f"/recordings/{gave_up[1]}"))
     assert "Heart-sound screening: no result" in other and "asked for a referral" not in other
+    auth.logout()
+    auth.login("clinician")  # the exports carry the note, so the referral is not lost on the way out
+    rows = {int(r["recording_id"]): r for r in csv.DictReader(io.StringIO(client.get("/export/records.csv")
+                                                                          .get_data(as_text=True)))}
+    assert [rows[i]["note"] for i in unjudged] == ["", "", UNJUDGED_NOTE]
+    bundle = json.loads(client.get("/export/fhir.json").data)
+    notes = {e["resource"]["id"]: e["resource"]["note"][0]["text"] for e in bundle["entry"]
+             if e["resource"]["id"].startswith("observation-")}
+    assert notes[f"observation-{unjudged[2]}"].endswith(f"Note: {UNJUDGED_NOTE}.")

@@ -25,7 +25,7 @@ CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id
                "heart_rate_bpm", "quality_reasons", "duration_s", "rate", "overflows",
                "model_sha256", "software_version", "sha256", "file", "clinician_finding",
                "clinician_note", "finding_by", "finding_at", "site", "captured_local", "visit", "caution",
-               "level_dbfs")
+               "level_dbfs", "note")
 CODE_SYSTEM = "https://heartpi.invalid/fhir/CodeSystem/heart-sound-screening"
 VERDICT_TEXT = {"normal": "Normal", "abnormal": "Abnormal: refer", "poor_signal": "Poor signal: record again"}
 #: The clinician's finding (``Recording.finding``): its code in the export, and the words both
@@ -64,7 +64,8 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: Clini
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
                rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "", clinic.iso(rec.captured_at),
                rec.visit or "", caution(rec.verdict, rec.duration_s, rec.level_dbfs) or "",
-               "" if rec.level_dbfs is None else round(rec.level_dbfs, 1))  # a number: not "'-55.0"
+               "" if rec.level_dbfs is None else round(rec.level_dbfs, 1),  # a number: not "'-55.0"
+               rec.note)
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
@@ -125,7 +126,8 @@ def _observation_resource(rec: Recording) -> dict:
         "note": [{"text": " ".join(filter(None, (
             "Screening aid, not a diagnosis.",
             f"Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "",
-            caution(rec.verdict, rec.duration_s, rec.level_dbfs))))}],
+            caution(rec.verdict, rec.duration_s, rec.level_dbfs),
+            f"Note: {rec.note}." if rec.note else "")))}],
     })
     if components:
         resource["component"] = components
