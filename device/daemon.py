@@ -40,9 +40,9 @@ from .visits import CANNOT_JUDGE, UNJUDGED_NOTE, Visit
 log = logging.getLogger("heartpi.daemon")
 
 PRESS, HOLD, SHUTDOWN = "press", "hold", "shutdown"
-#: A recording's note when the supply sagged while it was made (its page shows the note)
-SAGGED_NOTE = "the power supply sagged (under-voltage) during this recording"
 IDLE, RECORDING, ANALYSING, RESULT, FAULT = "idle", "recording", "analysing", "result", "fault"
+#: A recording's note when the supply sagged while it was made (its page and the exports show it)
+SAGGED_NOTE = "the power supply sagged (under-voltage) during this recording"
 
 
 @dataclass

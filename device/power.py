@@ -64,7 +64,7 @@ class PowerWatch:
     low: bool = False
     last_sag_at: Optional[float] = None
     #: when watching began (the daemon's start): sags count from here
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
     _unreadable: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class PowerWatch:
         return low
 
     def describe(self) -> str:
-        """One line for the journal and the selftest."""
+        """One line for the daemon's journal."""
         if not self.watched:
             return "not watched: no Raspberry Pi voltage sensor (rpi_volt) here"
         if self.low:

@@ -10,8 +10,8 @@ from device.errors import StorageError
 from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
-from device.visits import UNJUDGED_NOTE
 from device.storage import resolve, store_recording
+from device.visits import UNJUDGED_NOTE
 from model.verdict import verdict_caution
 
 from . import classify, get_config, get_store
