@@ -43,6 +43,11 @@ UNJUDGED_NOTE = (f"poor signal {POOR_SIGNALS_TO_REFER} times in a row at this pl
                  "person and asked for a referral")
 
 
+def ended_unjudged(note: Optional[str]) -> bool:
+    """Whether a recording's note says it was the poor signal that ended its person unjudged."""
+    return UNJUDGED_NOTE in (note or "")
+
+
 def new_visit_id() -> str:
     """Unique enough for one clinic's records and short enough to read out: 12 hex digits."""
     return secrets.token_hex(6)

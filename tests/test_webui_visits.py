@@ -213,6 +213,9 @@ def test_a_person_the_box_could_not_judge_prints_as_a_referral(client, auth, web
     assert UNJUDGED_NOTE in text(client.get(f"/recordings/{unjudged[2]}"))
     other = text(client.get(f"/recordings/{gave_up[1]}"))
     assert "Heart-sound screening: no result" in other and "asked for a referral" not in other
+    listed = client.get("/recordings").get_data(as_text=True)  # lists mark the referral, not the other poor signals
+    (row,) = [r for r in listed.split("<tr>") if "could not judge: refer" in r]
+    assert f'href="/recordings/{unjudged[2]}"' in row
     auth.logout()
     auth.login("clinician")  # the exports carry the note, so the referral is not lost on the way out
     rows = {int(r["recording_id"]): r for r in csv.DictReader(io.StringIO(client.get("/export/records.csv")

@@ -11,7 +11,7 @@ from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from device.visits import UNJUDGED_NOTE
+from device.visits import ended_unjudged
 from model.verdict import verdict_caution
 
 from . import classify, get_config, get_store
@@ -69,7 +69,7 @@ def detail(rec_id: int):
     # What the person is referred on: any place's "refer" (as the health worker acted on it).
     person_verdict = screening_verdict(r.verdict for r in visit) if visit else rec.verdict
     # Poor signal again and again: the box itself asked for a referral (device.visits).
-    unjudged = person_verdict == "poor_signal" and any(UNJUDGED_NOTE in r.note for r in visit or [rec])
+    unjudged = person_verdict == "poor_signal" and any(ended_unjudged(r.note) for r in visit or [rec])
     return render_template("recording.html", rec=rec, patient=patient,
                            caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs),
                            silent=dsp.signal_quality.SILENCE in rec.quality_reasons, unjudged=unjudged,
