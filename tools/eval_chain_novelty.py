@@ -9,7 +9,8 @@ from an unfamiliar one. That caution is only worth showing if unfamiliar recordi
 the model gets wrong. This measures both, with no choice made from it:
 
 1. The shape: power in 16 bands spaced evenly in log frequency from 20 to 800 Hz, in dB relative
-   to the recording's own mean over that range (level plays no part), at the analysis rate.
+   to the recording's own mean over that range (level plays no part), after the device's own front
+   end (:func:`dsp.filters.to_analysis_rate`: 2 kHz, band-passed 25-400 Hz), as the model hears it.
 2. Novelty: the Mahalanobis distance to the training recordings' shapes (covariance shrunk 10 %
    towards its mean variance); a recording is *unfamiliar* beyond the 95th percentile of the
    validation recordings' distances (so about 5 % of familiar recordings are flagged).
@@ -50,7 +51,8 @@ SHRINK = 0.1  #: of the covariance towards its mean variance (16 bands, some set
 
 
 def chain_shape(samples: np.ndarray, rate: int) -> np.ndarray:
-    """A recording's spectral shape (:data:`SHAPE_EDGES_HZ`' bands, dB about its own mean)."""
+    """A recording's spectral shape (:data:`SHAPE_EDGES_HZ`' bands, dB about its own mean) after the
+    device's front end."""
     return band_levels(to_analysis_rate(samples, rate).astype(np.float64), ANALYSIS_RATE_HZ, SHAPE_EDGES_HZ)
 
 
