@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from dsp.signal_quality import QUIET_RMS_DBFS
+from dsp.signal_quality import REASON_ADVICE as SIGNAL_ADVICE
 
 NORMAL = "normal"
 ABNORMAL = "abnormal"
@@ -25,6 +26,11 @@ DISCLAIMER = "Screening aid, not a diagnosis."
 
 #: Reason added when the model's window scores disagree too much to trust their mean.
 UNCERTAIN = "model_uncertain"
+#: What to do about each poor-signal reason, the model's own included, in words for staff
+#: (the recording page, the Device page): never a reason's code.
+REASON_ADVICE = {**SIGNAL_ADVICE,
+                 UNCERTAIN: "the heart sounds changed during the recording (movement, talking, a knock): "
+                            "hold the stethoscope still and record again"}
 
 #: A normal from a recording shorter than this says less. Sensitivity falls as recordings get
 #: shorter while specificity holds (``tools/eval_short_clips.py``, the model shipped on

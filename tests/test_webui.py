@@ -480,6 +480,54 @@ def test_device_page_says_when_the_capture_gain_is_set_too_low(client, auth, web
     assert "median -39 dBFS over the last 8 recordings" in line and "4 below" in line and "flash error" not in line
 
 
+def test_device_page_says_how_often_the_box_answers_poor_signal(client, auth, web_store):
+    """The technician's view of cable, chest piece and room: how many of the box's newest recordings
+    were poor signal (uploads left out), the commonest reason in words, the people the box could not
+    judge, flagged once more than a quarter of at least five are poor."""
+    from device.visits import UNJUDGED_NOTE
+
+    def poor_line() -> str:
+        page = html.unescape(client.get("/device").get_data(as_text=True))
+        return " ".join(page[page.index('<dd id="poor-signal"'):].split("</dd>")[0].split())
+
+    def add(n: int, verdict: str, reasons=(), source: str = "device", note: str = "") -> None:
+        web_store.add_recording(file=f"2026/03/{source}-{n}.wav", sha256=f"{n:064d}", duration_s=20.0, rate=48000,
+                                source=source, device_id="test-box", verdict=verdict, quality_reasons=reasons,
+                                note=note, captured_at=f"2026-03-01T10:{n:02d}:00+00:00")
+
+    auth.login("health_worker")
+    assert "no recording made on this box yet" in poor_line()
+    add(0, "normal")
+    add(1, "poor_signal", ("model_uncertain",))
+    for n in range(2, 5):
+        add(n, "abnormal")
+    add(9, "poor_signal", ("noisy",), source="upload")  # another device's recording says nothing of this box's
+    line = poor_line()
+    assert ">1 of the last 5 recordings made on this box, most often: the heart sounds changed" in line
+    assert "flash error" not in line and "model_uncertain" not in line
+    for n, reasons in ((5, ("clipping",)), (6, ("clipping", "noisy")), (7, ("clipping",))):
+        add(n, "poor_signal", reasons, note=UNJUDGED_NOTE if n == 7 else "")
+    line = poor_line()  # 4 of 8: half
+    assert "4 of the last 8 recordings made on this box, most often: too loud / distorted" in line
+    assert "1 person the box could not judge (3 poor signals in a row) and asked to refer" in line
+    assert 'class="flash error"' in line and "more than a quarter. Technician: check the chest piece" in line
+    for n in range(10, 24):
+        add(n, "normal")
+    line = poor_line()  # the newest 20 of 22: 3 of them poor, the model_uncertain one has dropped out
+    assert ">3 of the last 20 recordings" in line and "flash error" not in line
+
+
+def test_a_recording_page_gives_advice_for_every_reason_never_its_code(client, auth, web_store):
+    from model.verdict import REASON_ADVICE, UNCERTAIN
+
+    rec = web_store.add_recording(file="u.wav", sha256="0" * 64, duration_s=20.0, rate=2000, source="device",
+                                  device_id="test-box", verdict="poor_signal", quality_reasons=(UNCERTAIN, "noisy"))
+    auth.login("health_worker")
+    page = html.unescape(client.get(f"/recordings/{rec}").get_data(as_text=True))
+    reasons = page.split('<ul class="reasons">', 1)[1].split("</ul>", 1)[0]
+    assert REASON_ADVICE[UNCERTAIN] in reasons and REASON_ADVICE["noisy"] in reasons and UNCERTAIN not in reasons
+
+
 def test_exports(client, auth, web_store, heartpi_config):
     auth.login("clinician")
     pid = web_store.add_patient(name="=HYPERLINK(\"x\")", external_id="P-9", actor="t")

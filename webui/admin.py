@@ -11,6 +11,7 @@ import secrets
 import shutil
 import statistics
 import time
+from collections import Counter
 from typing import Mapping, Optional
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
@@ -18,7 +19,9 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from device import clock
 from device.power import ADVICE as POWER_ADVICE
 from device.records import ROLES
+from device.visits import ended_unjudged
 from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
+from model.verdict import REASON_ADVICE
 
 from . import get_config, get_store
 from .auth import actor, roles_required
@@ -202,7 +205,8 @@ def device():
                            status=status, power=_power_view(status), power_advice=POWER_ADVICE,
                            recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
-                           backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store))
+                           backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store),
+                           poor=_poor_signal_view(store))
 
 
 def _power_view(status: Mapping[str, tuple[str, str]]) -> Optional[dict]:
@@ -247,6 +251,28 @@ def _capture_level_view(store) -> dict:
     return {"recordings": len(levels), "median_dbfs": median, "quiet_dbfs": QUIET_RMS_DBFS,
             "quiet": sum(level < QUIET_RMS_DBFS for level in levels),
             "too_low": len(levels) >= LEVEL_MIN_RECORDINGS and median < QUIET_RMS_DBFS}
+
+
+#: The Device page judges how often the box answers "poor signal" from its newest recordings, and
+#: flags more than this share of them (with at least LEVEL_MIN_RECORDINGS): about four times the
+#: test split's 6.9 % (tools/eval_band_cut.py, as stored), and above what the quality gate refused
+#: of every unheard PhysioNet source set but the 25-recording training-c (5.5-13.6 %; the model
+#: card's leave-one-source-out table). A box refusing that often has a cable, chest-piece or room
+#: problem, and with three poor signals in a row it refers people it could not judge.
+POOR_ALARM_SHARE = 0.25
+
+
+def _poor_signal_view(store) -> dict:
+    """How often the box's newest recordings (the same ones the capture level is judged from) were
+    poor signal, the commonest reason and what to do about it, how many ended a person the box could
+    not judge, and whether that is too often."""
+    recent = store.list_recordings(limit=LEVEL_RECORDINGS, source="device")
+    poor = [r for r in recent if r.verdict == "poor_signal"]
+    reasons = Counter(reason for r in poor for reason in r.quality_reasons).most_common(1)
+    return {"recordings": len(recent), "poor": len(poor), "unjudged": sum(ended_unjudged(r.note) for r in recent),
+            "reason": reasons[0][0] if reasons else None,
+            "advice": REASON_ADVICE.get(reasons[0][0], reasons[0][0]) if reasons else "",
+            "too_often": len(recent) >= LEVEL_MIN_RECORDINGS and len(poor) > POOR_ALARM_SHARE * len(recent)}
 
 
 #: A request older than this means heartpi-clock.service is not picking it up.

@@ -12,7 +12,7 @@ from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
 from device.visits import ended_unjudged
-from model.verdict import verdict_caution
+from model.verdict import REASON_ADVICE, verdict_caution
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
@@ -77,7 +77,7 @@ def detail(rec_id: int):
                            referring=[r for r in visit if r.verdict == "abnormal"],
                            visit_with_same_patient=sum(r.id != rec.id and r.patient_id == rec.patient_id for r in visit),
                            choice=patient_choice(store, rec.patient_id),
-                           advice=[dsp.REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
+                           advice=[REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
                            finding_text=FINDING_CODES[rec.finding][1] if rec.finding else None,
                            site_text=site_text(rec.site),
                            listening_modes=dsp.LISTENING_MODES.values(), listen=mode, as_recorded=AS_RECORDED)
