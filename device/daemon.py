@@ -290,11 +290,11 @@ class Daemon:
         notes = ["stopped early by the button"] if capture.stopped_early else []
         if sagged:
             notes.append(SAGGED_NOTE)
-        if self.visit.ends_unjudged(verdict.label):
+        if self.visit.ends_unjudged(verdict.label, verdict.quality_reasons):
             notes.append(UNJUDGED_NOTE)
         rec_id = self._store_verdict(relative, sha, capture.duration_s, capture.rate, verdict,
                                      overflows=capture.overflows, site=site, visit=visit_id, note="; ".join(notes))
-        person = self.visit.recorded(verdict.label)
+        person = self.visit.recorded(verdict.label, verdict.quality_reasons)
         done = self.clock()
         # after the last of several places the light is the person's: red if any place said refer
         shown = person.verdict if person else verdict.label

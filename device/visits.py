@@ -5,10 +5,13 @@ disease shows first at the apex), one recording each. The box cannot see the che
 count: the ready light flashes the number of the place that comes next, a result moves on to the
 next place, and after the last place the next press is a new person. A poor signal (or a
 cancelled or failed recording) stays at the same place: record it again; but the third poor signal
-in a row at one place ends the person with "cannot judge: refer" (:data:`POOR_SIGNALS_TO_REFER`):
-abnormal hearts come out as poor signal two to three times as often as normal ones
-(the validation split: 12.7 % against 4.2 %), so a person the box keeps refusing must not be sent
-home by a health worker who gave up. The last place's result
+in a row at one place *about the heart sound itself* (no regular heartbeat found, or the model's
+windows disagreeing: :data:`HEART_REASONS`) ends the person with "cannot judge: refer"
+(:data:`POOR_SIGNALS_TO_REFER`). Abnormal hearts come out so two to three times as often as normal
+ones (validation split: no heartbeat found 10 % against 3 %), so a person the box keeps refusing
+must not be sent home by a health worker who gave up. A silent, clipped, noisy or too short
+recording says something about the stethoscope, the room or the button instead: it neither counts
+nor resets the count. The last place's result
 light shows the person's result, not only that place's: red if any of the person's places said
 refer, so a red at place 2 is not forgotten by the time place 4 shows green. A long press starts
 the next person at the first place, and so does a pause longer than ``audio.visit_gap_minutes``
@@ -26,6 +29,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from dsp.signal_quality import NO_HEARTBEAT
+from model.verdict import UNCERTAIN
+
 from .records import screening_verdict
 from .sites import SITES
 
@@ -35,6 +41,8 @@ POOR_SIGNAL = "poor_signal"
 #: this many poor signals in a row at one place end the person: the box cannot judge them, refer
 #: (the guide's rule, and the words of the lights' ``cannot_judge`` state in device/gpio.py)
 POOR_SIGNALS_TO_REFER = 3
+#: the poor-signal reasons that are about the person's heart sound, so count towards that rule
+HEART_REASONS = (NO_HEARTBEAT, UNCERTAIN)
 #: a person's result when :data:`POOR_SIGNALS_TO_REFER` poor signals ended them
 CANNOT_JUDGE = "cannot_judge"
 #: the note the daemon gives the poor signal that ended a person so; the web page's referral
@@ -97,7 +105,7 @@ class Visit:
         self.id: Optional[str] = None  #: None until the person's first recording
         self._last_at: Optional[float] = None
         self._results: dict[str, str] = {}  #: place -> the result that moved on from it
-        self._poor_in_a_row = 0  #: poor signals at the current place since its last result
+        self._poor_in_a_row = 0  #: poor signals about the heart at the current place since its last result
 
     @property
     def guided(self) -> bool:
@@ -144,26 +152,33 @@ class Visit:
         self._last_at = self._clock()
         return self.site, self.id
 
-    def ends_unjudged(self, label: Optional[str]) -> bool:
-        """Whether a recording ending with ``label`` now would be the poor signal that ends the
-        person as :data:`CANNOT_JUDGE` (asked before the recording is stored, for its note)."""
-        return label == POOR_SIGNAL and self._poor_in_a_row + 1 >= POOR_SIGNALS_TO_REFER
+    @staticmethod
+    def about_the_heart(label: Optional[str], reasons: Sequence[str]) -> bool:
+        """A poor signal whose every reason is in :data:`HEART_REASONS`."""
+        return label == POOR_SIGNAL and bool(reasons) and all(r in HEART_REASONS for r in reasons)
 
-    def recorded(self, label: Optional[str]) -> Optional[PersonResult]:
-        """A recording at the current place ended with ``label``: a result moves on (past the
-        last place: the next press is a new person); a poor signal or failure stays, until the
-        :data:`POOR_SIGNALS_TO_REFER`-th poor signal in a row ends the person as :data:`CANNOT_JUDGE`.
+    def ends_unjudged(self, label: Optional[str], reasons: Sequence[str] = ()) -> bool:
+        """Whether a recording ending with ``label`` (for ``reasons``) now would be the poor signal
+        that ends the person as :data:`CANNOT_JUDGE` (asked before the recording is stored, for its
+        note)."""
+        return self.about_the_heart(label, reasons) and self._poor_in_a_row + 1 >= POOR_SIGNALS_TO_REFER
+
+    def recorded(self, label: Optional[str], reasons: Sequence[str] = ()) -> Optional[PersonResult]:
+        """A recording at the current place ended with ``label`` (poor signal for ``reasons``): a
+        result moves on (past the last place: the next press is a new person); a poor signal or
+        failure stays, until the :data:`POOR_SIGNALS_TO_REFER`-th poor signal in a row about the
+        heart sound ends the person as :data:`CANNOT_JUDGE`.
 
         Returns the person's result when this recording finished the last of several places, or
         ended the person unjudged (None otherwise: with one place or none, the recording's own
         result is the person's)."""
         if label not in MOVES_ON:
-            if self.ends_unjudged(label):
+            if self.ends_unjudged(label, reasons):
                 person = PersonResult(CANNOT_JUDGE, tuple(s for s in self.sites if self._results.get(s) == "abnormal"),
                                       unjudged_at=self.site or "")
                 self.next_person()
                 return person
-            if label == POOR_SIGNAL:
+            if self.about_the_heart(label, reasons):
                 self._poor_in_a_row += 1
             return None
         self._poor_in_a_row = 0

@@ -96,29 +96,42 @@ def test_without_a_protocol_a_visit_is_one_recording_and_its_repeats():
     assert not one.guided and one.stamp() == ("mitral", "v1")
 
 
+HEART = ("no_heartbeat",)  # a poor signal about the heart sound itself
+
+
 def test_the_third_poor_signal_in_a_row_at_a_place_ends_the_person_unjudged():
-    """Abnormal hearts come out as poor signal more often than normal ones, so a person the box
-    keeps refusing is referred, not sent home: the third poor signal in a row at one place ends the
-    person as "cannot judge"; a result, a long press or a pause starts the count again."""
+    """Abnormal hearts come out as poor signal (no heartbeat found) more often than normal ones, so a
+    person the box keeps refusing is referred, not sent home: the third such poor signal in a row at
+    one place ends the person as "cannot judge"; a result, a long press or a pause starts the count
+    again, and a poor signal about the stethoscope, the room or the button neither counts nor resets it."""
     v, _ = visit()
     v.recorded("abnormal")  # aortic said refer, then pulmonic keeps failing
-    assert [v.recorded("poor_signal") for _ in range(2)] == [None, None] and v.site == "pulmonic"
-    assert v.ends_unjudged("poor_signal") and not v.ends_unjudged("normal") and not v.ends_unjudged(None)
-    person = v.recorded("poor_signal")
+    assert [v.recorded("poor_signal", HEART) for _ in range(2)] == [None, None] and v.site == "pulmonic"
+    assert v.ends_unjudged("poor_signal", ("model_uncertain",)) and v.ends_unjudged("poor_signal", HEART)
+    assert not v.ends_unjudged("normal") and not v.ends_unjudged(None) and not v.ends_unjudged("poor_signal", ())
+    for handling in (("silence",), ("too_short",), ("clipping",), ("noisy",), ("no_heartbeat", "clipping")):
+        assert not v.ends_unjudged("poor_signal", handling) and v.recorded("poor_signal", handling) is None
+    assert v.site == "pulmonic"  # those stayed at the place and left the count at two
+    person = v.recorded("poor_signal", ("no_heartbeat", "model_uncertain"))
     assert person == PersonResult(CANNOT_JUDGE, ("aortic",), unjudged_at="pulmonic")
     assert person.describe() == ("the person's result: refer, the box cannot judge them "
                                  "(3 poor signals in a row at pulmonic area)")
     assert (v.site, v.id) == ("aortic", None)  # the next press is the next person
-    for labels in (("poor_signal", "poor_signal", "normal", "poor_signal", "poor_signal"),  # a result moved on
-                   ("poor_signal", None, "poor_signal")):  # a failed recording is not a poor signal
+    for steps in ((("poor_signal", HEART), ("poor_signal", HEART), ("normal", ()),  # a result moved on
+                   ("poor_signal", HEART), ("poor_signal", HEART)),
+                  (("poor_signal", HEART), ("poor_signal", HEART), ("next", ()),  # a long press
+                   ("poor_signal", HEART), ("poor_signal", HEART))):
         v.next_person()
-        assert [v.recorded(label) for label in labels] == [None] * len(labels), labels
-    v.recorded("poor_signal")
-    v.next_person()  # a long press: the next person starts at none
-    assert not v.ends_unjudged("poor_signal") or v.recorded("poor_signal") is None
+        for label, reasons in steps:
+            if label == "next":
+                v.next_person()
+            else:
+                assert v.recorded(label, reasons) is None, steps
+        assert v.ends_unjudged("poor_signal", HEART)  # two in a row now: the next would end the person
     single, _ = visit(sites=())
-    assert [single.recorded("poor_signal") for _ in range(3)][-1] == PersonResult(CANNOT_JUDGE, (), unjudged_at="")
-    assert single.recorded("poor_signal") is None  # counting again for the next person
+    assert [single.recorded("poor_signal", HEART) for _ in range(3)][-1] == PersonResult(CANNOT_JUDGE, (),
+                                                                                          unjudged_at="")
+    assert single.recorded("poor_signal", HEART) is None  # counting again for the next person
     assert "(3 poor signals in a row)" in PersonResult(CANNOT_JUDGE, (), unjudged_at="").describe()
     # the lights' words, the guide's and the README's table say the same number
     assert f"poor signal {POOR_SIGNALS_TO_REFER} times in a row" in gpio.PATTERNS[gpio.CANNOT_JUDGE].meaning
@@ -225,26 +238,33 @@ def test_the_last_places_light_is_red_when_an_earlier_place_said_refer(heartpi_c
 
 
 def test_three_poor_signals_at_a_place_light_amber_and_red_and_note_the_referral(
-        heartpi_config, store, classifier, mock_factory, silent_wav, caplog):
+        heartpi_config, store, classifier, mock_factory, silent_wav, tmp_path, caplog):
+    """No heartbeat found three times at one place (a silent recording between them, the cable's
+    fault, neither counts nor resets): amber and red, the note, and the next press is the next person."""
     normal = reference_wavs()[2]
-    h = protocol_harness(heartpi_config, store, classifier, mock_factory, [silent_wav] * 3 + [normal],
-                         sites=("pulmonic", "mitral"))
+    no_beat = tmp_path / "no-beat.wav"  # sound in the heart band without a beat: "no_heartbeat"
+    noise = dsp.bandpass(np.random.default_rng(0).standard_normal(20 * 4000), 4000)
+    dsp.write_wav(no_beat, (0.1 * noise / np.abs(noise).max()).astype(np.float32), 4000)
+    h = protocol_harness(heartpi_config, store, classifier, mock_factory,
+                         [no_beat, silent_wav, no_beat, no_beat, normal], sites=("pulmonic", "mitral"))
     try:
         with caplog.at_level("INFO", logger="heartpi.daemon"):
             wait_idle(h, 1)
             shown = []
-            for _ in range(3):
+            for _ in range(4):
                 h.press_and_wait()
                 shown.append((h.indicator.state, h.led("amber"), h.led("red"), h.led("green")))
             h.press_and_wait()  # a press during the result records the next person, at place 1
         recs = [store.get_recording(r.recording_id) for r in h.daemon.results]
     finally:
         h.stop()
-    assert shown == [(gpio.POOR_SIGNAL, True, False, False)] * 2 + [(gpio.CANNOT_JUDGE, True, True, False)]
+    assert shown == [(gpio.POOR_SIGNAL, True, False, False)] * 3 + [(gpio.CANNOT_JUDGE, True, True, False)]
+    assert [list(r.quality_reasons) for r in recs[:4]] == [["no_heartbeat"], ["silence"], ["no_heartbeat"],
+                                                           ["no_heartbeat"]]
     assert [(r.site, r.verdict, r.note) for r in recs] == [
-        ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", UNJUDGED_NOTE),
-        ("pulmonic", "normal", "")]
-    assert recs[0].visit == recs[2].visit != recs[3].visit
+        ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", ""), ("pulmonic", "poor_signal", ""),
+        ("pulmonic", "poor_signal", UNJUDGED_NOTE), ("pulmonic", "normal", "")]
+    assert recs[0].visit == recs[3].visit != recs[4].visit
     assert "the box cannot judge them (3 poor signals in a row at pulmonic area)" in caplog.text
 
 

@@ -112,13 +112,18 @@ def short_clips(classifier, bad: list[tuple[str, np.ndarray]], data: Path) -> tu
 
 def poor_by_class(classifier, splits: dict, data: Path) -> None:
     """Prints, for the validation and test splits, the share of abnormal and of normal recordings
-    (as stored, any quality) that end as poor signal."""
+    (as stored, any quality) that end as poor signal, and the reasons given in each class."""
     for part in ("validation", "test"):
         poor: dict[int, list[bool]] = {0: [], 1: []}
+        reasons: dict[int, Counter] = {0: Counter(), 1: Counter()}
         for record in splits[part]:
-            poor[record.label].append(classifier.classify(*read_stored(data / record.name)).label == "poor_signal")
+            verdict = classifier.classify(*read_stored(data / record.name))
+            poor[record.label].append(verdict.label == "poor_signal")
+            if verdict.label == "poor_signal":
+                reasons[record.label].update(verdict.quality_reasons)
         print(f"{part} split, every recording as stored -> poor_signal: abnormal {np.mean(poor[1]):.1%} of "
-              f"{len(poor[1])}, normal {np.mean(poor[0]):.1%} of {len(poor[0])}")
+              f"{len(poor[1])} {dict(reasons[1])}, normal {np.mean(poor[0]):.1%} of {len(poor[0])} "
+              f"{dict(reasons[0])}")
 
 
 def main() -> int:
