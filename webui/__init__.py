@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 from flask import Flask, g, render_template, request
 
 from device.sites import SITES, site_label
-from device.visits import ended_unjudged
+from device.visits import POOR_SIGNALS_TO_REFER, ended_unjudged
 from model.verdict import verdict_caution
 
 from .errors import SetupError, WebError
@@ -118,6 +118,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.jinja_env.filters["site_label"] = site_label
     app.jinja_env.globals["verdict_caution"] = verdict_caution  # the caution marks of lists (_verdict.html)
     app.jinja_env.globals["ended_unjudged"] = ended_unjudged  # and the "could not judge: refer" mark
+    app.jinja_env.globals["poor_signals_to_refer"] = POOR_SIGNALS_TO_REFER  # the guide and Device page say the rule
 
     @app.context_processor
     def inject():

@@ -268,10 +268,10 @@ def _poor_signal_view(store) -> dict:
     not judge, and whether that is too often."""
     recent = store.list_recordings(limit=LEVEL_RECORDINGS, source="device")
     poor = [r for r in recent if r.verdict == "poor_signal"]
-    reasons = Counter(reason for r in poor for reason in r.quality_reasons).most_common(1)
+    top = Counter(reason for r in poor for reason in r.quality_reasons).most_common(1)
+    commonest = top[0][0] if top else None
     return {"recordings": len(recent), "poor": len(poor), "unjudged": sum(ended_unjudged(r.note) for r in recent),
-            "reason": reasons[0][0] if reasons else None,
-            "advice": REASON_ADVICE.get(reasons[0][0], reasons[0][0]) if reasons else "",
+            "advice": REASON_ADVICE.get(commonest, commonest) if commonest else "",
             "too_often": len(recent) >= LEVEL_MIN_RECORDINGS and len(poor) > POOR_ALARM_SHARE * len(recent)}
 
 
