@@ -16,6 +16,19 @@ if [ "$mode" = test ]; then
     apt_packages+=(chromium systemd espeak-ng)
 fi
 
+# need_space MB WHAT: stop with a message a technician can act on when the disk cannot hold WHAT.
+# A full disk otherwise surfaces as a bare "ensurepip ... exit status 1" from venv, or half a venv.
+need_space() {
+    local need_mb=$1 free_kb
+    free_kb=$(df -Pk . 2>/dev/null | awk 'NR == 2 {print $4}') || free_kb=""
+    case "$free_kb" in ''|*[!0-9]*) return 0 ;; esac  # df unreadable here: let the install try
+    if [ $((free_kb / 1024)) -lt "$need_mb" ]; then
+        echo "bootstrap: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 {print $6}');" \
+             "installing $2 needs about $need_mb MB. Free some space (old clones, ~/.cache/pip) and run this again." >&2
+        exit 1
+    fi
+}
+
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -27,6 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    need_space 800 "system packages (${missing[*]})"  # Chromium's the largest: ~350 MB installed
     echo "bootstrap: installing system packages: ${missing[*]}"
     $sudo apt-get update -qq
     # with recommends: Chromium's fonts come that way (the checked recipe installs it so)
@@ -39,16 +53,22 @@ import sys
 sys.exit(sys.version_info < (3, 11))
 PY
 
-# install_venv DIR STAMP-KEY PIP-ARGS...: (re)install when setup.cfg changed since the last run
+# install_venv DIR STAMP-KEY FRESH-MB PIP-ARGS...: (re)install when setup.cfg changed since the last
+# run; FRESH-MB is the room a new venv takes with pip's unpacking (an update needs far less)
 install_venv() {
-    local dir=$1 key=$2
-    shift 2
-    [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
+    local dir=$1 key=$2 fresh_mb=$3
+    shift 3
     local stamp="$dir/.heartpi-$key"
     local want
     # the package list matters too: an editable install maps the top-level packages it saw
     want=$( (cat setup.cfg pyproject.toml tools/bootstrap.sh; ls -1 ./*/__init__.py) | sha256sum | cut -c1-16)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        if [ -x "$dir/bin/python" ]; then
+            need_space 300 "updates to the Python packages in $dir"
+        else
+            need_space "$fresh_mb" "the Python packages into a new $dir"
+            "$python" -m venv "$dir"
+        fi
         echo "bootstrap: installing Python packages into $dir (first run takes a few minutes)"
         "$dir/bin/pip" install -q --disable-pip-version-check "$@"
         echo "$want" > "$stamp"
@@ -57,15 +77,15 @@ install_venv() {
 
 case "$mode" in
     run)
-        install_venv .venv run -e .
+        install_venv .venv run 1000 -e .  # 420 MB; pip unpacks and builds PyAudio beside it
         exec .venv/bin/heartpi demo "$@"
         ;;
     test)
-        install_venv .venv test -e ".[test,train]"
+        install_venv .venv test 3000 -e ".[test,train]"  # 2.3 GB, TensorFlow the most
         # The second supported TFLite runtime (tflite-runtime 2.14 needs numpy<2): its own venv,
-        # used by tests/test_runtimes.py to classify with both interpreters.
-        install_venv .venv-tflite tflite "numpy<2" "scipy<1.14" "tflite-runtime==2.14.*"
-        install_venv .venv-tflite project --no-deps -e .
+        # used by tests/test_runtimes.py to classify with both interpreters (250 MB).
+        install_venv .venv-tflite tflite 400 "numpy<2" "scipy<1.14" "tflite-runtime==2.14.*"
+        install_venv .venv-tflite project 400 --no-deps -e .
         export PYTHONDONTWRITEBYTECODE=1
         exec .venv/bin/python -m pytest "$@"
         ;;
