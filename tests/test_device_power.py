@@ -154,6 +154,9 @@ def test_selftest_power_line(tmp_path, monkeypatch, capsys, alarm_value, line):
     assert results == ([] if alarm_value is None else [alarm_value == "0"])
 
 
+LOW_SINCE_AN_HOUR = {"watched": True, "low": True, "sags": 1, "last_sag_at": 1796003600.0, "started_at": 1796000000.0}
+
+
 @pytest.mark.parametrize("stored, shown, flagged", [
     (None, "not known yet: the device's daemon has not run", False),
     ({"watched": False, "low": False, "sags": 0, "last_sag_at": None, "started_at": 1796000000.0},
@@ -162,8 +165,7 @@ def test_selftest_power_line(tmp_path, monkeypatch, capsys, alarm_value, line):
      "no under-voltage since 2026-11-30 00:53", False),
     ({"watched": True, "low": False, "sags": 3, "last_sag_at": 1796003600.0, "started_at": 1796000000.0},
      "under-voltage 3 times since 2026-11-30 00:53, last at\n    2026-11-30 01:53", True),
-    ({"watched": True, "low": True, "sags": 1, "last_sag_at": 1796003600.0, "started_at": 1796000000.0},
-     "under-voltage now: the power bank or adapter cannot give enough current", True),
+    (LOW_SINCE_AN_HOUR, "under-voltage now: the power bank or adapter cannot give enough current", True),
 ])
 def test_device_page_shows_the_power_supply(client, auth, web_store, stored, shown, flagged):
     if stored is not None:
@@ -173,3 +175,18 @@ def test_device_page_shows_the_power_supply(client, auth, web_store, stored, sho
     row = page[page.index('<dd id="power-supply"'):].split("</dd>")[0]
     assert shown in row, row
     assert ('class="flash error"' in row) == flagged
+
+
+@pytest.mark.parametrize("state, shown", [("idle", "under-voltage now:"), ("recording", "under-voltage now:"),
+                                          ("stopped", "under-voltage when the daemon stopped:")])
+def test_a_stopped_daemon_s_last_word_on_the_supply_is_not_called_now(client, auth, web_store, state, shown):
+    """The daemon writes the supply's state; once it has stopped nobody watches, so a low supply
+    it last saw is reported as then, not now (a killed daemon is restarted by systemd, which
+    writes both afresh)."""
+    web_store.set_status("power", json.dumps(LOW_SINCE_AN_HOUR))
+    web_store.set_status("state", state)
+    auth.login("health_worker")
+    page = client.get("/device").get_data(as_text=True)
+    row = page[page.index('<dd id="power-supply"'):].split("</dd>")[0]
+    assert shown in row, row
+    assert 'class="flash error"' in row

@@ -211,12 +211,14 @@ def device():
 
 def _power_view(status: Mapping[str, tuple[str, str]]) -> Optional[dict]:
     """The supply as the daemon last saw it (device/power.py: under-voltage sags since the daemon
-    started), instants as ISO strings for the clinic-time filter; None before a daemon has run."""
+    started), instants as ISO strings for the clinic-time filter; None before a daemon has run.
+    ``stopped``: the daemon has stopped since, so "low" is how the supply was then, not now."""
     try:
         power = json.loads(status["power"][0])
     except (KeyError, ValueError):
         return None
     return {"watched": bool(power.get("watched")), "low": bool(power.get("low")), "sags": int(power.get("sags") or 0),
+            "stopped": status.get("state", ("",))[0] == "stopped",
             "last_sag": clock.iso_utc(power["last_sag_at"]) if power.get("last_sag_at") else None,
             "since": clock.iso_utc(power["started_at"]) if power.get("started_at") else None}
 
