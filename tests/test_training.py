@@ -681,3 +681,41 @@ def test_card_rerender_puts_each_tool_output_under_its_own_heading(tmp_path):
     assert "## Short recordings" not in bare and "## Labels entangled" not in bare  # only when measured
     assert "## Quiet and coarse" not in bare and "## Recordings without the low band" not in bare
     assert "## Telling an unfamiliar stethoscope" not in bare
+
+
+def test_source_statistics_standardise_each_source_set_by_its_own_recordings():
+    """--normalise source: a source set's windows less its own per-coefficient mean, over its own
+    s.d., taken from the recordings' original windows (the augmented versions do not count);
+    two stethoscopes whose cepstra differ by a fixed offset and scale end up alike."""
+    from model.train.dataset import Record
+    from model.train.pipeline import source_statistics, standardised
+
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal((4, 10, 13)).astype(np.float32) for _ in range(6)]
+    offset, scale = np.linspace(-5, 5, 13).astype(np.float32), np.linspace(0.5, 3, 13).astype(np.float32)
+    records = [Record(f"a/{i}", i % 2, "training-a", 1) for i in range(3)] + \
+              [Record(f"b/{i}", i % 2, "training-b", 1) for i in range(3)]
+    junk = np.full((4, 10, 13), 1e3, np.float32)  # an augmented version: must not move the statistics
+    versions = {r.name: [w if r.source == "training-a" else w * scale + offset, junk]
+                for r, w in zip(records, base)}
+    stats = source_statistics(records, versions)
+    assert set(stats) == {"training-a", "training-b"}
+    frames_b = np.concatenate([versions[r.name][0].reshape(-1, 13) for r in records[3:]])
+    np.testing.assert_allclose(stats["training-b"][0], frames_b.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stats["training-b"][1], frames_b.std(axis=0), rtol=1e-5)
+    a = np.concatenate([standardised(versions[r.name][0], stats["training-a"]) for r in records[:3]])
+    b = np.concatenate([standardised(versions[r.name][0], stats["training-b"]) for r in records[3:]])
+    for each in (a, b):
+        np.testing.assert_allclose(each.reshape(-1, 13).mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(each.reshape(-1, 13).std(axis=0), 1, rtol=1e-4)
+    assert a.dtype == np.float32 and a.shape == (12, 10, 13)
+    # the recordings keep their differences within a source set (what per-recording CMVN removes)
+    assert np.abs(a[:4].mean() - a[4:8].mean()) > 1e-3
+
+
+def test_normalise_source_is_refused_outside_a_plain_leave_one_source_out_run():
+    for extra in ([], ["--loso"], ["--loso-only", "--train-without", "training-e"], ["--loso-only", "--with-yaseen"]):
+        result = subprocess.run([sys.executable, "-m", "model.train", "--normalise", "source", *extra],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, extra
+        assert "--normalise source is a leave-one-source-out measurement" in result.stderr, extra

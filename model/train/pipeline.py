@@ -114,9 +114,44 @@ def _eval_windows(args):
     return dsp.window_features(audio, params)
 
 
-def record_windows(records: Sequence[Record], params: dsp.FeatureParams, workers: int = 2) -> list[np.ndarray]:
+#: Per source set, each cepstral coefficient's mean and standard deviation (:func:`source_statistics`).
+SourceStats = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def record_windows(records: Sequence[Record], params: dsp.FeatureParams, workers: int = 2,
+                   source_stats: Optional[SourceStats] = None) -> list[np.ndarray]:
+    """Each recording's windows as the device cuts them; ``source_stats``: then standardised by
+    their source set's statistics (:func:`source_statistics`)."""
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_eval_windows, [(r.audio, params) for r in records], chunksize=8))
+        windows = list(pool.map(_eval_windows, [(r.audio, params) for r in records], chunksize=8))
+    if source_stats is None:
+        return windows
+    return [standardised(w, source_stats[r.source]) for r, w in zip(records, windows)]
+
+
+def source_statistics(records: Sequence[Record], versions: dict[str, list[np.ndarray]]) -> SourceStats:
+    """Each source set's mean and s.d. of every cepstral coefficient over all frames of its
+    recordings' original windows (``versions[name][0]``), labels unused: what a box could keep
+    of its own stethoscope's recordings. ``--normalise source`` standardises by these instead of
+    per recording, so a recording keeps its own spectral tilt (a murmur's among it) while its
+    device's average one goes (a LOSO measurement: the box has no such statistics yet)."""
+    frames: dict[str, list[np.ndarray]] = {}
+    for r in records:
+        if r.name in versions:
+            original = versions[r.name][0]
+            frames.setdefault(r.source, []).append(original.reshape(-1, original.shape[-1]))
+    stats = {}
+    for source, parts in frames.items():
+        stacked = np.concatenate(parts).astype(np.float64)
+        stats[source] = (stacked.mean(axis=0).astype(np.float32),
+                         np.maximum(stacked.std(axis=0), 1e-6).astype(np.float32))
+    return stats
+
+
+def standardised(windows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``windows`` (..., n_mfcc) less a source set's mean, over its s.d., per coefficient."""
+    mean, std = stats
+    return ((windows - mean) / std).astype(np.float32)
 
 
 def record_scores(windows: list[np.ndarray], score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -458,13 +493,13 @@ def good_quality(records: Sequence[Record]) -> list[Record]:
 
 def train_once(train: list[Record], validation: list[Record], params: dsp.FeatureParams, *,
                versions: dict[str, list[np.ndarray]], epochs: int, seed: int, workers: int,
-               tricks: Tricks = Tricks()):
+               tricks: Tricks = Tricks(), source_stats: Optional[SourceStats] = None):
     if tricks.skip_poor_quality:
         kept = good_quality(train)
         log.info("training without %d recordings marked poor quality", len(train) - len(kept))
         train = kept
     x, y, w = training_windows(train, versions)
-    val_windows = record_windows(validation, training_params(params), workers)
+    val_windows = record_windows(validation, training_params(params), workers, source_stats)
     xv = np.concatenate(val_windows)[..., None]
     val_recording = np.repeat(np.arange(len(validation)), [len(win) for win in val_windows])  # per window
     val_labels = np.array([r.label for r in validation])
@@ -499,7 +534,8 @@ def quality_refusals(records: Sequence[Record], data_dir: Path, workers: int = 2
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
          seed: int, workers: int, tricks: Tricks = Tricks(), train_without: Sequence[str] = (),
-         threshold_rule: str = "pooled", refused: Optional[dict[str, bool]] = None) -> dict:
+         threshold_rule: str = "pooled", refused: Optional[dict[str, bool]] = None,
+         source_stats: Optional[SourceStats] = None) -> dict:
     """Leave-one-source-out: train without a PhysioNet source set, test on all of it.
     ``train_without``: source sets no fold trains or validates on (each is still held out and
     tested in its own fold, which trains on the same sources as without the option).
@@ -508,7 +544,9 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
     (:func:`quality_refusals`): each fold also reports the held-out source as the box would
     answer it (``gated``): the recordings the quality gate or the fold model's own window
     disagreement (its limit chosen on its validation recordings, as a shipped model's is) would
-    call poor signal are left out, and their share is given."""
+    call poor signal are left out, and their share is given. ``source_stats``: every window is
+    standardised by its source set's statistics (``versions`` already are), the held-out set's
+    by its own."""
     results = {}
     for held_out in PHYSIONET_SOURCES:
         rest = [r for r in records if r.source != held_out and r.source not in train_without]
@@ -517,16 +555,16 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
             continue
         splits = split_records(rest, seed=seed, test=0.0, validation=0.15)
         model, _ = train_once(splits["train"], splits["validation"], params, versions=versions,
-                              epochs=epochs, seed=seed, workers=workers, tricks=tricks)
+                              epochs=epochs, seed=seed, workers=workers, tricks=tricks, source_stats=source_stats)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
-        val_windows = record_windows(splits["validation"], params, workers)
+        val_windows = record_windows(splits["validation"], params, workers, source_stats)
         val_scores = record_scores(val_windows, score)
         val_sources = [r.source for r in splits["validation"]]
         thresholds = {rule: choose_threshold(val_labels, val_scores, val_sources, rule) for rule in THRESHOLD_RULES}
         threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
-        window_scores = [score(w) for w in record_windows(test, params, workers)]
+        window_scores = [score(w) for w in record_windows(test, params, workers, source_stats)]
         scores = np.array([float(np.mean(s)) for s in window_scores])  # record_scores, keeping the windows'
         results[held_out] = evaluate(labels, scores, threshold)
         if refused is not None:
@@ -654,7 +692,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--loso-epochs", type=int, default=10, help="epochs per LOSO fold")
     parser.add_argument("--subset", type=int, default=0, help="at most N recordings per source x "
                         "label (smoke runs)")
-    parser.add_argument("--normalise", choices=["cmvn", "cmn", "none"], default="cmvn")
+    parser.add_argument("--normalise", choices=["cmvn", "cmn", "none", "source"], default="cmvn",
+                        help="per recording (cmvn: mean and variance; cmn: mean), none, or source: each "
+                        "source set standardised by its own recordings' statistics, the held-out set in "
+                        "LOSO by its own (a measurement: --loso-only; the box keeps no such statistics)")
     parser.add_argument("--fmin", type=float, default=dsp.FeatureParams.fmin, help="lowest mel band "
                         "edge in Hz (band-limiting ablation; the metadata records it for the device)")
     parser.add_argument("--fmax", type=float, default=dsp.FeatureParams.fmax, help="highest mel band edge in Hz")
@@ -745,6 +786,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--window-hop must be above 0 and at most --window (windows that leave gaps skip heart sounds)")
     if not 2 <= args.n_mfcc <= dsp.FeatureParams.n_mels:
         parser.error(f"--n-mfcc must be 2 to {dsp.FeatureParams.n_mels} (the mel bands)")
+    if args.normalise == "source" and not (args.loso_only and not args.train_without and not args.with_yaseen):
+        parser.error("--normalise source is a leave-one-source-out measurement: add --loso-only "
+                     "(without --train-without or --with-yaseen; the box keeps no per-stethoscope statistics)")
     if args.stop_on_sources and args.weight_average:
         parser.error("--stop-on-sources chooses an epoch to stop at; --weight-average never stops early")
     if args.stop_on_sources and args.source_adversary:
@@ -760,7 +804,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.workers)
     tf.config.experimental.enable_op_determinism()
     started = time.time()
-    params = dsp.FeatureParams(n_mfcc=args.n_mfcc, normalise=args.normalise, fmin=args.fmin, fmax=args.fmax,
+    by_source = args.normalise == "source"
+    params = dsp.FeatureParams(n_mfcc=args.n_mfcc, normalise="none" if by_source else args.normalise,
+                               fmin=args.fmin, fmax=args.fmax,
                                median_padding=args.median_padding, window_s=args.window,
                                window_hop_s=args.window_hop, compression=args.compression)
     if args.reevaluate:
@@ -800,11 +846,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  workers=args.workers, resonance=args.resonance, grain=args.grain,
                                  short_crops=args.short_crops)
     log.info("features of %d recordings ready after %.0f s", len(versions), time.time() - started)
+    source_stats = None
+    if by_source:
+        source_stats = source_statistics(train_pool, versions)
+        source_of = {r.name: r.source for r in train_pool}
+        versions = {name: [standardised(v, source_stats[source_of[name]]) for v in vs] for name, vs in versions.items()}
+        report["normalise"] = "source"
     if args.loso or args.loso_only:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
                               seed=args.seed, workers=args.workers, tricks=tricks,
                               train_without=args.train_without, threshold_rule=args.threshold_rule,
-                              refused=quality_refusals(records, args.data, args.workers))
+                              refused=quality_refusals(records, args.data, args.workers),
+                              source_stats=source_stats)
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
             print(json.dumps(report["loso"], indent=1))
