@@ -361,8 +361,14 @@ class RecordStore:
                            until: Optional[str] = None, device_id: Optional[str] = None,
                            patient_id: Optional[int] = None, unassigned: bool = False,
                            finding: Optional[str] = None, source: Optional[str] = None,
-                           model_sha256: Optional[str] = None) -> tuple[str, list]:
-        """The WHERE clause (and its arguments) that the list and its count share."""
+                           model_sha256: Optional[str] = None, referral_note: Optional[str] = None
+                           ) -> tuple[str, list]:
+        """The WHERE clause (and its arguments) that the list and its count share.
+
+        ``referral_note``: only the recordings that asked for a referral, the abnormal ones and
+        those whose note holds this text (``device.visits.UNJUDGED_NOTE``: a poor signal after
+        which the box could not judge the person and asked for one; a verdict stays the
+        recording's own, so that referral lives in the note)."""
         clauses, args = [], []
         for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
                                   ("captured_at", "<", until), ("device_id", "=", device_id),
@@ -373,11 +379,15 @@ class RecordStore:
                 args.append(value)
         if unassigned:
             clauses.append("patient_id IS NULL")
+        if referral_note:
+            clauses.append("(verdict = 'abnormal' OR instr(IFNULL(note, ''), ?) > 0)")
+            args.append(referral_note)
         return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
     def list_recordings(self, *, limit: int = 200, offset: int = 0, **filters: Any) -> list[Recording]:
         """Newest first; ``filters``: verdict, since, until (ISO dates), device_id, patient_id,
-        unassigned, finding (a clinician's), source, model_sha256."""
+        unassigned, finding (a clinician's), source, model_sha256, referral_note (see
+        :meth:`_recording_filters`)."""
         where, args = self._recording_filters(**filters)
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "
                            "LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))

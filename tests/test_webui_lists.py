@@ -170,3 +170,37 @@ def test_the_export_page_finds_a_patient_too(client, auth, crowded):
     html = client.get("/export?find=Zainab").get_data(as_text=True)
     assert _option_names(html, "export-patient") == ["all patients", "Zainab Yusuf (N-00000)"]
     assert _selected(html, "export-patient") == [str(crowded["zainab"])]
+
+
+def _add(store, verdict, note="", reasons=()):
+    return store.add_recording(file=f"{verdict}-{len(note)}-{len(reasons)}.wav", sha256="0" * 64, duration_s=20.0,
+                               rate=2000, source="device", device_id="box", verdict=verdict,
+                               quality_reasons=reasons, note=note, captured_at="2026-03-01T08:00:00+00:00")
+
+
+def test_every_referral_is_listed_together_the_box_s_could_not_judge_among_them(client, auth, web_store):
+    """Staff looking for whom to refer: the abnormal recordings and the poor signals that ended a
+    person as "cannot judge: refer" (their verdict is poor signal; the referral is in the note),
+    not the other poor signals, not the normal ones, whatever else their notes say."""
+    from device.visits import UNJUDGED_NOTE
+
+    abnormal = _add(web_store, "abnormal", note="stopped early with the button")
+    unjudged = _add(web_store, "poor_signal", note=f"power sagged; {UNJUDGED_NOTE}", reasons=("no_heartbeat",))
+    _add(web_store, "poor_signal", note="poor signal 2 times in a row", reasons=("no_heartbeat",))
+    _add(web_store, "normal", note="the box could not judge")  # near the words, not the note
+    _add(web_store, "poor_signal")
+    filters = {"referral_note": UNJUDGED_NOTE}
+    assert [r.id for r in web_store.list_recordings(**filters)] == [unjudged, abnormal]
+    assert web_store.count_recordings(**filters) == 2
+    assert web_store.count_recordings(referral_note=UNJUDGED_NOTE, unassigned=True, device_id="other") == 0
+
+    auth.login("health_worker")
+    html = client.get("/recordings?verdict=refer").get_data(as_text=True)
+    listed = {int(i) for i in re.findall(r'href="/recordings/(\d+)"', html)}
+    assert listed == {abnormal, unjudged}
+    assert "Recordings 1–2 of 2" in html
+    assert '<option value="refer" selected>every referral (abnormal, or could not judge)</option>' in html
+    rows = _rows(html, "recordings")
+    assert sum("could not judge: refer" in row for row in rows) == 1
+    # the plain verdict filters are unchanged: poor signal still lists all three
+    assert "Recordings 1–3 of 3" in client.get("/recordings?verdict=poor_signal").get_data(as_text=True)

@@ -11,7 +11,7 @@ from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from device.visits import ended_unjudged
+from device.visits import UNJUDGED_NOTE, ended_unjudged
 from model.verdict import REASON_ADVICE, verdict_caution
 
 from . import classify, get_config, get_store
@@ -22,6 +22,8 @@ from .pictures import cached, spectrogram_png, waveform_svg
 
 bp = Blueprint("recordings", __name__)
 ALL = ("admin", "clinician", "health_worker")
+#: the Recordings list's filter for what asked for a referral: abnormal, or the box could not judge
+REFER = "refer"
 
 
 def index():
@@ -40,10 +42,12 @@ def _recording_or_404(rec_id: int):
 def list_recordings():
     args = request.args
     verdict = args.get("verdict") or None
-    if verdict not in (None, "normal", "abnormal", "poor_signal"):
+    if verdict not in (None, "normal", "abnormal", "poor_signal", REFER):
         verdict = None
+    # "refer": every recording that asked for a referral, the box's "could not judge" among them
+    referral_note = UNJUDGED_NOTE if verdict == REFER else None
     clinic = get_config().clinic_time  # the clinic's days, not UTC's
-    filters = dict(verdict=verdict, since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
+    filters = dict(verdict=None if verdict == REFER else verdict, referral_note=referral_note, since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
                    device_id=args.get("device") or None, unassigned=args.get("unassigned") == "1")
     store = get_store()
     page = current_page(store.count_recordings(**filters))
