@@ -496,8 +496,9 @@ def test_a_recording_prints_for_a_referral_in_a_real_browser(live_server, page, 
 def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heartpi_config):
     """At 390 px (a small phone on the clinic Wi-Fi) no page scrolls sideways and no list table
     hides its right-hand columns, with recordings of every verdict (the longest badge is "poor
-    signal: record again"), a patient with a long name and audit rows present."""
+    signal: record again", beside "could not judge: refer"), a patient with a long name and audit rows present."""
     from device.storage import store_recording
+    from device.visits import UNJUDGED_NOTE
     from webui.passwords import hash_password
 
     base, store = live_server
@@ -505,14 +506,14 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
     patient = store.add_patient(name="Nomvula Thandiwe Mahlangu-Okonkwo", external_id="KZN-000123-2026",
                                 actor="test")
     recs = []
-    for wav, (verdict, p, duration, assigned) in zip(reference_wavs(), (
-            ("normal", 0.01, 6.0, True), ("abnormal", 0.4, 20.0, True),
-            ("poor_signal", None, 20.0, True), ("poor_signal", None, 8.0, False))):
+    for wav, (verdict, p, duration, assigned, note) in zip(reference_wavs(), (
+            ("normal", 0.01, 6.0, True, ""), ("abnormal", 0.4, 20.0, True, ""),
+            ("poor_signal", None, 20.0, True, UNJUDGED_NOTE), ("poor_signal", None, 8.0, False, ""))):
         relative, sha = store_recording(heartpi_config.recordings_dir, wav.read_bytes())
         recs.append(store.add_recording(file=relative, sha256=sha, duration_s=duration, rate=2000, source="device",
                                         device_id="heartpi-clinic-07", verdict=verdict, p_abnormal=p,
                                         threshold=0.076, heart_rate_bpm=72.0, site="aortic", visit="visit-1",
-                                        patient_id=patient if assigned else None))
+                                        patient_id=patient if assigned else None, note=note))
     # the Device page's longest line: a box whose power bank sagged twice
     store.set_status("power", json.dumps({"watched": True, "low": False, "sags": 2, "last_sag_at": time.time() - 600,
                                           "started_at": time.time() - 7200}))
@@ -531,4 +532,13 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
         _assert_fits_a_phone(page, tables_expected=False)
         if path == "/device":
             assert page.inner_text("#power-supply").startswith("under-voltage 2 times since ")
+    # whom to refer: the abnormal recording and the person the box could not judge, the longest choice
+    page.goto(base + "/recordings")
+    page.select_option("select[name=verdict]", "refer")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**verdict=refer**")
+    assert page.locator("#recordings tbody tr").count() == 2
+    assert page.locator("#recordings .unjudged").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "07-phone-recordings-refer.png"), full_page=True)
+    _assert_fits_a_phone(page, tables_expected=False)
     assert not page.console_errors, page.console_errors

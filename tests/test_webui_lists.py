@@ -199,7 +199,7 @@ def test_every_referral_is_listed_together_the_box_s_could_not_judge_among_them(
     listed = {int(i) for i in re.findall(r'href="/recordings/(\d+)"', html)}
     assert listed == {abnormal, unjudged}
     assert "Recordings 1–2 of 2" in html
-    assert '<option value="refer" selected>every referral (abnormal, or could not judge)</option>' in html
+    assert '<option value="refer" selected>refer: abnormal or could not judge</option>' in html
     rows = _rows(html, "recordings")
     assert sum("could not judge: refer" in row for row in rows) == 1
     # the plain verdict filters are unchanged: poor signal still lists all three
