@@ -72,6 +72,8 @@ def register(sub, dispatch: Callable) -> None:
     p.add_argument("--patient", type=int)
     p.add_argument("--since", help="YYYY-MM-DD, the clinic's day (device.timezone)")
     p.add_argument("--until", help="YYYY-MM-DD (exclusive), the clinic's day")
+    p.add_argument("--referrals-only", action="store_true",
+                   help="only the recordings that asked for a referral: abnormal, or the box could not judge the person")
     p.add_argument("--no-audio", action="store_true", help="FHIR: leave the audio out")
     p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
     p.set_defaults(func=dispatch, tool="export")
@@ -558,14 +560,14 @@ def export(args: argparse.Namespace) -> int:
         _line(False, "export", str(exc))
         return EXIT_FAILED
     store = RecordStore(config.database_path)
-    recs = select(store, patient_id=args.patient, since=since, until=until)
+    recs = select(store, patient_id=args.patient, since=since, until=until, referrals_only=args.referrals_only)
     if args.format == "csv":
         text = to_csv(store, recs, clinic=config.clinic_time)
     else:
         text = fhir_json(to_fhir_bundle(store, recs, device_id=config.device_id,
                                         recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
     store.audit("cli:export", f"export.{args.format}", f"patient:{args.patient}" if args.patient else "",
-                f"{args.since or '-'}..{args.until or '-'}")
+                f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
     store.close()
     if args.output:
         args.output.write_text(text)

@@ -3,6 +3,7 @@ MockFactory pins and the ALSA file device), model install/rollback, CLI export a
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -189,20 +190,27 @@ def test_model_rollback_swaps_current_and_previous(tmp_path):
 def test_cli_export_and_backup(tmp_path):
     data = tmp_path / "data"
     env = {"HEARTPI_DATA_DIR": str(data)}
-    made = run_cli("daemon", "--simulate", "--presses", "2", env=env)
+    made = run_cli("daemon", "--simulate", "--presses", "3", env=env)
     assert made.returncode == 0, made.stdout[-2000:]
     csv_out = run_cli("export", "--format", "csv", env=env)
-    assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 3
+    assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 4
     fhir_file = tmp_path / "bundle.json"
     fhir = run_cli("export", "--format", "fhir", "--no-audio", "-o", str(fhir_file), env=env)
-    assert fhir.returncode == 0 and "2 recording(s)" in fhir.stderr
+    assert fhir.returncode == 0 and "3 recording(s)" in fhir.stderr
     bundle = json.loads(fhir_file.read_text())
-    assert sum(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"]) == 2
+    assert sum(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"]) == 3
     backup = run_cli("backup", str(tmp_path / "copy.sqlite3"), env=env)
     assert backup.returncode == 0
     from device.records import RecordStore
 
-    assert RecordStore(tmp_path / "copy.sqlite3").count_recordings() == 2
+    assert RecordStore(tmp_path / "copy.sqlite3").count_recordings() == 3
+    # the bundled examples in order: two abnormal hearts, then a normal one, which asks for no referral
+    verdicts = {r.id: r.verdict for r in RecordStore(tmp_path / "copy.sqlite3").list_recordings()}
+    assert sorted(verdicts.values()) == ["abnormal", "abnormal", "normal"]
+    referred = run_cli("export", "--referrals-only", env=env)
+    assert referred.returncode == 0, referred.stderr
+    assert [int(r["recording_id"]) for r in csv.DictReader(io.StringIO(referred.stdout))] == \
+        [i for i, v in verdicts.items() if v == "abnormal"]
 
 
 def test_provisioned_device_serves_the_page_over_tls(tmp_path):

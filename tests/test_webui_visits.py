@@ -225,3 +225,20 @@ def test_a_person_the_box_could_not_judge_prints_as_a_referral(client, auth, web
     notes = {e["resource"]["id"]: e["resource"]["note"][0]["text"] for e in bundle["entry"]
              if e["resource"]["id"].startswith("observation-")}
     assert notes[f"observation-{unjudged[2]}"].endswith(f"Note: {UNJUDGED_NOTE}.")
+    # "only referrals": the abnormal recordings and the poor signal that ended this person, in both
+    # formats, and the audit log says which list left the device
+    abnormal = web_store.add_recording(file="abnormal.wav", sha256="0" * 64, duration_s=20.0, rate=48000,
+                                       source="device", device_id="test-box", verdict="abnormal")
+    web_store.add_recording(file="normal.wav", sha256="0" * 64, duration_s=20.0, rate=48000, source="device",
+                            device_id="test-box", verdict="normal")
+    referred = [int(r["recording_id"]) for r in csv.DictReader(io.StringIO(
+        client.get("/export/records.csv?referrals=1").get_data(as_text=True)))]
+    assert referred == [abnormal, unjudged[2]]
+    bundle = json.loads(client.get("/export/fhir.json?referrals=1&audio=0").data)
+    assert sorted(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["id"].startswith("observation-")) \
+        == sorted([f"observation-{abnormal}", f"observation-{unjudged[2]}"])
+    exported = [(e["action"], e["detail"]) for e in web_store.audit_entries(action="export.")]
+    assert exported[:2] == [("export.fhir", "range:-..- referrals only"), ("export.csv", "range:-..- referrals only")]
+    assert ("export.csv", "range:-..-") in exported
+    form = text(client.get("/export"))
+    assert 'name="referrals" value="1"' in form and "only referrals" in form

@@ -32,9 +32,10 @@ def _selection():
         first, before = get_config().clinic_time.day_range(since, until)
     except ValueError as exc:
         abort(400, f"{exc}.")
-    recs = select(store, patient_id=patient_id, since=first, until=before)
+    referrals_only = request.args.get("referrals") == "1"
+    recs = select(store, patient_id=patient_id, since=first, until=before, referrals_only=referrals_only)
     what = f"patient:{patient_id}" if patient_id else f"range:{since or '-'}..{until or '-'}"
-    return recs, what, patient_id
+    return recs, what + (" referrals only" if referrals_only else ""), patient_id
 
 
 @bp.route("/export")
