@@ -530,7 +530,7 @@ def test_skipping_poor_quality_recordings_trains_only_on_the_rest(monkeypatch):
         return "model"
 
     monkeypatch.setattr(pipeline, "fit", fake_fit)
-    monkeypatch.setattr(pipeline, "record_windows", lambda recs, p, workers=2: [np.zeros(shape, np.float32)
+    monkeypatch.setattr(pipeline, "record_windows", lambda recs, p, workers=2, source_stats=None: [np.zeros(shape, np.float32)
                                                                                  for _ in recs])
     for tricks, kept in ((pipeline.Tricks(), [0, 1, 2]), (pipeline.Tricks(skip_poor_quality=True), [0, 2])):
         pipeline.train_once(records, validation, params, versions=versions, epochs=1, seed=0, workers=1,
