@@ -499,7 +499,7 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
         log.info("training without %d recordings marked poor quality", len(train) - len(kept))
         train = kept
     x, y, w = training_windows(train, versions)
-    val_windows = record_windows(validation, training_params(params), workers, source_stats)
+    val_windows = record_windows(validation, training_params(params), workers, source_stats=source_stats)
     xv = np.concatenate(val_windows)[..., None]
     val_recording = np.repeat(np.arange(len(validation)), [len(win) for win in val_windows])  # per window
     val_labels = np.array([r.label for r in validation])
@@ -558,13 +558,13 @@ def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, ep
                               epochs=epochs, seed=seed, workers=workers, tricks=tricks, source_stats=source_stats)
         score = keras_scorer(model)
         val_labels = np.array([r.label for r in splits["validation"]])
-        val_windows = record_windows(splits["validation"], params, workers, source_stats)
+        val_windows = record_windows(splits["validation"], params, workers, source_stats=source_stats)
         val_scores = record_scores(val_windows, score)
         val_sources = [r.source for r in splits["validation"]]
         thresholds = {rule: choose_threshold(val_labels, val_scores, val_sources, rule) for rule in THRESHOLD_RULES}
         threshold = thresholds[threshold_rule]
         labels = np.array([r.label for r in test])
-        window_scores = [score(w) for w in record_windows(test, params, workers, source_stats)]
+        window_scores = [score(w) for w in record_windows(test, params, workers, source_stats=source_stats)]
         scores = np.array([float(np.mean(s)) for s in window_scores])  # record_scores, keeping the windows'
         results[held_out] = evaluate(labels, scores, threshold)
         if refused is not None:
