@@ -1,9 +1,11 @@
-"""tools/bootstrap.sh stops with a plain message when the disk cannot hold what it installs.
+"""tools/bootstrap.sh and tools/install-pi.sh stop with a plain message when the disk cannot
+hold what they install (tools/need-space.sh), before they change anything.
 
 A full disk once failed CI as a bare "ensurepip ... returned non-zero exit status 1" from
-``python -m venv``. The script runs here for real (bash, its own free-space arithmetic) in a
-copy of the repository's top level, with ``df``, ``dpkg-query`` and the Python it calls
-replaced by small scripts, so nothing is installed and the free space is whatever a test says.
+``python -m venv``; on a device, an update that fills the SD card would leave half a venv. The
+scripts run here for real (bash, their own free-space arithmetic) in a copy of the repository's
+top level, with ``df``, ``dpkg-query`` and the Python they call replaced by small scripts, so
+nothing is installed and the free space is whatever a test says.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def checkout(tmp_path: Path) -> Path:
     """The files bootstrap.sh reads, and stand-ins for the commands it asks about the machine."""
     repo = tmp_path / "repo"
     (repo / "tools").mkdir(parents=True)
-    shutil.copy(ROOT / "tools" / "bootstrap.sh", repo / "tools")
+    for script in ("bootstrap.sh", "need-space.sh", "install-pi.sh"):
+        shutil.copy(ROOT / "tools" / script, repo / "tools")
     for name in ("setup.cfg", "pyproject.toml"):
         shutil.copy(ROOT / name, repo)
     (repo / "dsp").mkdir()
@@ -47,13 +50,17 @@ def checkout(tmp_path: Path) -> Path:
     return repo
 
 
-def _bootstrap(repo: Path, mode: str, free_mb: int | None) -> subprocess.CompletedProcess:
+def _run(repo: Path, free_mb: int | None, script: str, *args: str) -> subprocess.CompletedProcess:
     fake = repo.parent / "bin"
     env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", PYTHON=str(fake / "python"),
                CALLS=str(repo.parent / "calls"),
                FAKE_FREE_KB="" if free_mb is None else str(free_mb * 1024))
-    return subprocess.run(["bash", str(repo / "tools" / "bootstrap.sh"), mode], env=env,
+    return subprocess.run(["bash", str(repo / "tools" / script), *args], env=env,
                           capture_output=True, text=True, timeout=60)
+
+
+def _bootstrap(repo: Path, mode: str, free_mb: int | None) -> subprocess.CompletedProcess:
+    return _run(repo, free_mb, "bootstrap.sh", mode)
 
 
 def _calls(repo: Path) -> str:
@@ -102,3 +109,25 @@ def test_updating_an_existing_venv_asks_for_less_room_than_a_new_one(checkout: P
     enough = _bootstrap(checkout, "test", free_mb=500)  # far below a new venv's 3000 MB
     assert enough.returncode == 4
     assert _calls(checkout).startswith("pip install")
+
+
+@pytest.mark.parametrize("update, need_mb, what", [(False, 1000, "HeartPi"), (True, 400, "this update of HeartPi")])
+def test_the_device_install_leaves_a_nearly_full_sd_card_as_it_was(checkout: Path, update: bool, need_mb: int,
+                                                                   what: str) -> None:
+    """install-pi.sh on a card the recordings have filled: it stops before venv or pip, says how
+    to make room without losing records, and the installed HeartPi (on an update) is untouched."""
+    root = checkout.parent / "root"
+    venv = root / "opt" / "heartpi" / "venv"
+    if update:
+        (venv / "bin").mkdir(parents=True)
+        _script(venv / "bin" / "python", "exit 0\n")
+        _script(venv / "bin" / "pip", 'echo "pip $@" >> "$CALLS"; exit 4\n')
+    (checkout / "heartpi").mkdir()
+    (checkout / "heartpi" / "__init__.py").write_text('__version__ = "9.9"\n')
+    (checkout / "README.md").write_text("HeartPi\n")
+    done = _run(checkout, 150, "install-pi.sh", "--prefix", str(root), "--no-apt", "--no-systemd")
+    assert done.returncode == 1
+    assert f"install-pi: only 150 MB free on /; installing {what} needs about {need_mb} MB" in done.stderr
+    assert "'heartpi export', then 'heartpi prune --before YYYY-MM-DD'" in done.stderr
+    assert _calls(checkout) == ""  # neither pip nor a new venv
+    assert venv.exists() == update and not (root / "opt" / "heartpi" / "README.md").exists()

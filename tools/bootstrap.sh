@@ -16,18 +16,8 @@ if [ "$mode" = test ]; then
     apt_packages+=(chromium systemd espeak-ng)
 fi
 
-# need_space MB WHAT: stop with a message a technician can act on when the disk cannot hold WHAT.
-# A full disk otherwise surfaces as a bare "ensurepip ... exit status 1" from venv, or half a venv.
-need_space() {
-    local need_mb=$1 free_kb
-    free_kb=$(df -Pk . 2>/dev/null | awk 'NR == 2 {print $4}') || free_kb=""
-    case "$free_kb" in ''|*[!0-9]*) return 0 ;; esac  # df unreadable here: let the install try
-    if [ $((free_kb / 1024)) -lt "$need_mb" ]; then
-        echo "bootstrap: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 {print $6}');" \
-             "installing $2 needs about $need_mb MB. Free some space (old clones, ~/.cache/pip) and run this again." >&2
-        exit 1
-    fi
-}
+# shellcheck source=tools/need-space.sh
+source tools/need-space.sh
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -40,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    need_space 800 "system packages (${missing[*]})"  # Chromium's the largest: ~350 MB installed
+    need_space . 800 "system packages (${missing[*]})"  # Chromium's the largest: ~350 MB installed
     echo "bootstrap: installing system packages: ${missing[*]}"
     $sudo apt-get update -qq
     # with recommends: Chromium's fonts come that way (the checked recipe installs it so)
@@ -64,9 +54,9 @@ install_venv() {
     want=$( (cat setup.cfg pyproject.toml tools/bootstrap.sh; ls -1 ./*/__init__.py) | sha256sum | cut -c1-16)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         if [ -x "$dir/bin/python" ]; then
-            need_space 300 "updates to the Python packages in $dir"
+            need_space . 300 "updates to the Python packages in $dir"
         else
-            need_space "$fresh_mb" "the Python packages into a new $dir"
+            need_space . "$fresh_mb" "the Python packages into a new $dir"
             "$python" -m venv "$dir"
         fi
         echo "bootstrap: installing Python packages into $dir (first run takes a few minutes)"

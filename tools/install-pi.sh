@@ -22,8 +22,15 @@ while [ $# -gt 0 ]; do
 done
 prefix=${prefix%/}
 say() { echo "install-pi: $*"; }
+# shellcheck source=tools/need-space.sh
+source "$src/tools/need-space.sh"
+# The recordings share the SD card: what an install leaves must still let the box record
+# (storage.min_free_mb, 100 MB by default), so that is added to each need below.
+card_advice="export and delete old recordings: 'heartpi export', then 'heartpi prune --before YYYY-MM-DD'"
 
+mkdir -p "$prefix/opt"
 if [ "$apt" = 1 ]; then
+    need_space "$prefix/opt" 300 "the system packages" "$card_advice"
     say "installing system packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -31,6 +38,11 @@ if [ "$apt" = 1 ]; then
 fi
 
 opt="$prefix/opt/heartpi"
+if [ -x "$opt/venv/bin/python" ]; then  # an update: pip replaces what changed, old beside new a moment
+    need_space "$prefix/opt" 400 "this update of HeartPi" "$card_advice"
+else  # 420 MB of Python packages, with pip's unpacking and PyAudio's build beside them
+    need_space "$prefix/opt" 1000 "HeartPi" "$card_advice"
+fi
 mkdir -p "$opt"
 [ -x "$opt/venv/bin/python" ] || python3 -m venv "$opt/venv"
 say "installing HeartPi $(grep -oP '__version__ = "\K[^"]+' "$src/heartpi/__init__.py") into $opt/venv"
