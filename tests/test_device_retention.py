@@ -48,7 +48,7 @@ def test_delete_removes_record_file_and_pictures_and_audits_why(heartpi_config, 
     (entry,) = [e for e in store.audit_entries() if e["action"] == "recording.delete"]
     assert entry["target"] == f"recording:{gone}" and entry["actor"] == "user:1:boss@clinic.test"
     assert entry["detail"].endswith(f"file {rec.file}: test recording")
-    assert f"verdict normal" in entry["detail"] and rec.sha256[:16] in entry["detail"]
+    assert "verdict normal" in entry["detail"] and rec.sha256[:16] in entry["detail"]
 
 
 def test_pictures_stay_while_another_recording_has_the_same_audio(heartpi_config, store):

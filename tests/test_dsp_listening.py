@@ -78,6 +78,9 @@ def test_a_knock_is_limited_not_clipped_and_the_heart_keeps_its_level():
     assert np.abs(y_knocked).max() < 1.0
     away = slice(0, 4 * dsp.LISTEN_RATE_HZ)  # the heart sounds far from the knock
     assert beat_level(y_knocked[away], dsp.LISTEN_RATE_HZ) == pytest.approx(TARGET_LEVEL, rel=0.05)
+    # and as loud as without the knock: one bump does not turn the whole recording down
+    assert beat_level(y_knocked[away], dsp.LISTEN_RATE_HZ) == pytest.approx(beat_level(y[away], dsp.LISTEN_RATE_HZ),
+                                                                             rel=0.05)
     assert np.abs(y_knocked).max() > 0.9  # the knock is still there, just limited
 
 

@@ -582,7 +582,7 @@ def test_whole_device_backup_download_restores_on_another_device(client, auth, w
     assert 'href="/export/backup.tar"' in page and "keep it as safe as the device" in page
     response = client.get("/export/backup.tar")
     assert response.status_code == 200 and response.mimetype == "application/x-tar"
-    assert f"heartpi-test-box-" in response.headers["Content-Disposition"]
+    assert "heartpi-test-box-" in response.headers["Content-Disposition"]
     archive = tmp_path / "download.tar"
     archive.write_bytes(response.get_data())
     assert list(heartpi_config.cache_dir.glob(".backup-*")) == [fresh]  # ours gone once streamed, the stale too
