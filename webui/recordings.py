@@ -45,9 +45,10 @@ def list_recordings():
     if verdict not in (None, "normal", "abnormal", "poor_signal", REFER):
         verdict = None
     # "refer": every recording that asked for a referral, the box's "could not judge" among them
-    referral_note = UNJUDGED_NOTE if verdict == REFER else None
+    referrals = verdict == REFER
     clinic = get_config().clinic_time  # the clinic's days, not UTC's
-    filters = dict(verdict=None if verdict == REFER else verdict, referral_note=referral_note, since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
+    filters = dict(verdict=None if referrals else verdict, referral_note=UNJUDGED_NOTE if referrals else None,
+                   since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
                    device_id=args.get("device") or None, unassigned=args.get("unassigned") == "1")
     store = get_store()
     page = current_page(store.count_recordings(**filters))
