@@ -17,27 +17,8 @@ from device.capture import Capture
 from device.daemon import SAGGED_NOTE
 from device.power import PowerWatch, find_alarm
 from tests.conftest import reference_wavs
+from tests.sysfs import fake_sysfs
 from tests.test_device_daemon import Harness
-
-
-def fake_sysfs(root: Path, *, with_sensor: bool = True, alarm: str = "0") -> Path:
-    """``/sys/class/hwmon`` as on a Raspberry Pi 4: symlinks into ``/sys/devices``, the SoC's
-    thermal sensor first, the firmware's voltage sensor second (when ``with_sensor``)."""
-    hwmon = root / "class" / "hwmon"
-    hwmon.mkdir(parents=True)
-    devices = [("hwmon0", "devices/virtual/thermal/thermal_zone0/hwmon0", "cpu_thermal")]
-    if with_sensor:
-        devices.append(("hwmon1", "devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1", "rpi_volt"))
-    for link, target, name in devices:
-        real = root / target
-        real.mkdir(parents=True)
-        (real / "name").write_text(name + "\n")
-        (hwmon / link).symlink_to(real)
-    if with_sensor:
-        (hwmon / "hwmon1" / "in0_lcrit_alarm").write_text(alarm + "\n")
-        return hwmon / "hwmon1" / "in0_lcrit_alarm"
-    (hwmon / "hwmon0" / "temp1_input").write_text("48000\n")
-    return hwmon
 
 
 def test_the_sensor_is_found_by_its_name_and_absent_elsewhere(tmp_path):

@@ -122,13 +122,10 @@ def idle_power_watch(data_dir: Path, inputs: Path, seconds: float, rounds: int =
     from device.power import PowerWatch
     from model import Classifier
 
+    from tests.sysfs import fake_sysfs
+
     sysfs = data_dir / "sys"
-    device = sysfs / "devices" / "platform" / "soc" / "soc:firmware" / "raspberrypi-hwmon" / "hwmon" / "hwmon0"
-    device.mkdir(parents=True)
-    (device / "name").write_text("rpi_volt\n")
-    (device / "in0_lcrit_alarm").write_text("0\n")
-    (sysfs / "class" / "hwmon").mkdir(parents=True)
-    (sysfs / "class" / "hwmon" / "hwmon0").symlink_to(device)
+    fake_sysfs(sysfs)  # alarm 0
     classifier = Classifier.load()
     best = {False: float("inf"), True: float("inf")}
     for n in range(rounds):
