@@ -363,7 +363,7 @@ def test_ganin_schedule_rises_from_zero_towards_one():
 
 
 @pytest.mark.parametrize("trick", ["source_adversary", "mixup", "band_mask", "weight_average", "members",
-                                   "stop_on_sources"])
+                                   "stop_on_sources", "group_dro"])
 def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_network(trick):
     """A few epochs on windows whose label is in one coefficient's level: adversarial training,
     mixup's soft labels, or masked bands, must still learn it (AUC well above chance) and hand
@@ -383,10 +383,12 @@ def test_fit_with_a_training_trick_learns_the_label_and_returns_the_plain_networ
     tricks = {"source_adversary": Tricks(source_adversary=True), "mixup": Tricks(mixup=0.4),
               "band_mask": Tricks(band_mask=8), "weight_average": Tricks(weight_average=True),
               "members": Tricks(members=3, blur_pool=True),
-              "stop_on_sources": Tricks(members=3, stop_on_sources=True)}[trick]
+              "stop_on_sources": Tricks(members=3, stop_on_sources=True),
+              "group_dro": Tricks(members=3, group_dro=1.0)}[trick]
     model = fit(x, y, np.ones(n, np.float32), (x[:64], y[:64]), params, epochs=3, seed=1,
                 tricks=tricks, sources=(sources, sources[:64]),
-                val_records=(np.arange(64), y[:64], sources[:64]))  # each window a recording
+                val_records=(np.arange(64), y[:64], sources[:64]),  # each window a recording
+                groups=2 * sources + y.astype(np.int32))
     assert not any(l.name.startswith(TRAINING_ONLY) or l.name == "p_members" for l in model.layers)
     assert model.output.shape[-1] == 1
     from model.metrics import auc
@@ -426,6 +428,92 @@ def test_source_balanced_callback_scores_recordings_as_the_device_does():
     window = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
     expected = source_balanced_auc(labels, window.reshape(10, 3).mean(axis=1), sources)
     assert logs["val_source_auc"] == pytest.approx(expected, abs=1e-9) and 0 <= expected <= 1
+
+
+def test_group_dro_step_raises_the_weight_of_the_groups_served_worst():
+    from model.train.pipeline import group_losses, next_group_weights
+
+    labels = np.array([0, 0, 1, 1, 0, 1], np.float64)
+    p = np.array([0.1, 0.2, 0.9, 0.4, 0.7, 0.5])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    expected = [-(np.log(0.9) + np.log(0.8)) / 2, -(np.log(0.9) + np.log(0.4)) / 2, -(np.log(0.3) + np.log(0.5)) / 2]
+    losses = group_losses(labels, p, groups, 4)
+    assert losses == pytest.approx([*expected, 0.0])  # a group without windows: no loss
+    weights = next_group_weights(np.ones(4), losses, 1.0)
+    assert weights.mean() == pytest.approx(1.0)
+    assert np.argsort(weights).tolist() == [3, 0, 1, 2]
+    assert weights[2] / weights[0] == pytest.approx(np.exp(losses[2] - losses[0]))
+    assert next_group_weights(np.array([2.0, 1, 1, 0]), losses, 0.0) == pytest.approx([2.0, 1, 1, 0])
+    assert np.isfinite(next_group_weights(np.ones(4), np.array([1e4, 0, 0, 0]), 1.0)).all()
+
+
+def test_training_groups_name_each_windows_source_and_label_in_training_order():
+    from model.train.dataset import Record
+    from model.train.pipeline import training_groups, training_windows
+
+    records = [Record(name=f"r{i}", source=source, label=label, sqi=1)
+               for i, (source, label) in enumerate([("b", 1), ("a", 0), ("b", 0), ("a", 0)])]
+    versions = {r.name: [np.zeros((k + 1, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32)]
+                for k, r in enumerate(records)}
+    x, y, _ = training_windows(records, versions)
+    groups = training_groups(records, versions)
+    assert len(groups) == len(x) == 3 + 4 + 5 + 6
+    # groups sorted by (source, label): ("a", 0) 0, ("b", 0) 1, ("b", 1) 2
+    assert groups.tolist() == [2] * 3 + [0] * 4 + [1] * 5 + [0] * 6
+    assert np.array_equal(y, np.array([0.0, 0.0, 1.0])[groups])
+
+
+def test_group_weighted_batches_read_the_group_weights_as_they_are_now():
+    """The callback changes the weights between epochs; the next epoch's batches must carry them."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from model.train.pipeline import group_weighted_batches
+
+    n = 20
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    y, w = (np.arange(n) % 2).astype(np.float32), np.linspace(0.5, 1.5, n).astype(np.float32)
+    groups = (np.arange(n) // 5).astype(np.int32)
+    weights = tf.Variable(np.ones(4, np.float32), trainable=False)
+    data = group_weighted_batches(x, y, w, groups, weights, batch_size=8, seed=3)
+
+    def epoch():
+        batches = [tuple(t.numpy() for t in batch) for batch in data]
+        xs, ws = np.concatenate([b[0] for b in batches]).ravel().astype(int), np.concatenate([b[2] for b in batches])
+        assert sorted(xs.tolist()) == list(range(n))  # each window once per epoch
+        return xs, ws
+
+    xs, ws = epoch()
+    assert ws == pytest.approx(w[xs])
+    weights.assign([0.5, 1.0, 2.0, 0.5])
+    xs, ws = epoch()
+    assert ws == pytest.approx(w[xs] * np.array([0.5, 1.0, 2.0, 0.5])[groups[xs]])
+
+
+def test_group_dro_callback_moves_weight_to_the_group_the_network_gets_wrong():
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from model.train.pipeline import group_dro_callback
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    groups = np.repeat([0, 1, 2], 20).astype(np.int32)
+    inputs = tf.keras.Input((4,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(inputs))
+    p = model.predict(x, verbose=0).ravel()
+    labels = (p > 0.5).astype(np.float32)  # the network is right about groups 0 and 1 ...
+    labels[groups == 2] = 1 - labels[groups == 2]  # ... and wrong about every window of group 2
+    weights = tf.Variable(np.ones(3, np.float32), trainable=False)
+    callback = group_dro_callback(x, labels, groups, weights, step=2.0, seed=0, per_group=8)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    q = weights.numpy()
+    assert q.mean() == pytest.approx(1.0, abs=1e-6) and q[2] > 1.5 * max(q[0], q[1])
+    assert logs["worst_group_loss"] > np.log(2)
+    callback.on_epoch_end(1, logs)
+    assert weights.numpy()[2] > q[2]  # still wrong: more weight again
 
 
 def test_mixup_blends_windows_labels_and_weights_of_one_batch_reproducibly():
@@ -641,6 +729,8 @@ def test_an_ensemble_ships_as_one_grouped_network_with_the_members_mean_logit(tm
     (["--window", "0.5"], "--window must be 1 to 20 seconds"), (["--window", "25"], "--window must be 1 to 20"),
     (["--window-hop", "0"], "--window-hop must be above 0"), (["--window", "2", "--window-hop", "3"], "at most --window"),
     (["--train-without", "training-g"], "invalid choice"),
+    (["--group-dro", "-1"], "--group-dro must be 0 or more"),
+    (["--group-dro", "1", "--members", "1", "--mixup", "0.2"], "--group-dro trains without"),
 ])
 def test_training_refuses_options_it_cannot_take_before_any_work(options, why, capsys):
     """At once, with the reason, not after minutes of features and a ValueError."""

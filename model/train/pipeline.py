@@ -109,6 +109,13 @@ def training_windows(records: Sequence[Record], versions: dict[str, list[np.ndar
     return np.concatenate(xs)[..., None], np.concatenate(ys), w / w.mean()
 
 
+def training_groups(records: Sequence[Record], versions: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """Each training window's (source, label) group index, in :func:`training_windows`' order."""
+    index = {group: i for i, group in enumerate(sorted({(r.source, r.label) for r in records}))}
+    return np.concatenate([np.full(len(windows), index[(r.source, r.label)], np.int32)
+                           for r in records for windows in versions[r.name]])
+
+
 def _eval_windows(args):
     audio, params = args
     return dsp.window_features(audio, params)
@@ -182,6 +189,10 @@ class Tricks:
     #: (:func:`source_balanced_auc`) instead of the pooled windows' AUC, in which training-e's
     #: device, two thirds of the recordings, has the loudest say
     stop_on_sources: bool = False
+    #: group DRO (Sagawa et al. 2020), done per epoch: each source x class group's training loss
+    #: raises its weight by exp(step x loss), so the worst-served stethoscope's hearts count for
+    #: more in the next epoch (0: off, every group as :func:`training_windows` weighs it)
+    group_dro: float = 0.0
 
     @property
     def batched(self) -> bool:
@@ -245,6 +256,58 @@ def training_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size:
     return data.prefetch(2)
 
 
+def group_weighted_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, group_weights, *,
+                           batch_size: int, seed: int):
+    """Training batches whose windows weigh ``w`` times their group's current weight, read from
+    the variable ``group_weights`` as each batch is made: :func:`group_dro_callback` changes it
+    between epochs without rebuilding the data. Reshuffled every epoch with a seeded order."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y, w, groups.astype(np.int32)))
+    data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    return data.map(lambda xb, yb, wb, gb: (xb, yb, wb * tf.gather(group_weights, gb))).prefetch(2)
+
+
+def group_losses(labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each group's mean binary cross-entropy over its windows (0 for a group without any)."""
+    p = np.clip(probabilities.astype(np.float64), 1e-7, 1 - 1e-7)
+    loss = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    counts = np.bincount(groups, minlength=n_groups)
+    return np.bincount(groups, loss, minlength=n_groups) / np.maximum(counts, 1)
+
+
+def next_group_weights(weights: np.ndarray, losses: np.ndarray, step: float) -> np.ndarray:
+    """Group DRO's exponentiated-gradient step: ``q * exp(step * loss)``, rescaled to mean 1 (every
+    group starts with the same total weight, so the total stays what it was)."""
+    q = weights * np.exp(step * (losses - losses.max()))  # shifted: the same ratios, no overflow
+    return q / q.mean()
+
+
+def group_dro_callback(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, group_weights, *, step: float,
+                       seed: int, per_group: int = 256):
+    """A Keras callback that, after each epoch, scores up to ``per_group`` fixed training windows
+    of each group (as the device would: the members' averaged logit), and moves
+    ``group_weights`` by :func:`next_group_weights`. ``labels`` and ``groups``: per window."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    n_groups = int(groups.max()) + 1
+    probe = np.sort(np.concatenate([rng.permutation(np.flatnonzero(groups == g))[:per_group]
+                                    for g in range(n_groups)]))
+
+    class GroupDRO(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            losses = group_losses(labels[probe], window_probabilities(self.model, x[probe]), groups[probe], n_groups)
+            weights = next_group_weights(group_weights.numpy().astype(np.float64), losses, step)
+            group_weights.assign(weights.astype(np.float32))
+            if logs is not None:
+                logs["worst_group_loss"] = float(losses.max())
+            log.info("epoch %d: group losses %s; next weights %s", epoch + 1,
+                     " ".join(f"{v:.3f}" for v in losses), " ".join(f"{v:.2f}" for v in weights))
+
+    return GroupDRO()
+
+
 def ganin_strength(progress: float) -> float:
     """The adversary's gradient-reversal strength at ``progress`` (0..1) through training:
     0 at the start, rising smoothly towards 1 (Ganin et al. 2016), so the source head first
@@ -291,12 +354,14 @@ def source_balanced_callback(x: np.ndarray, recording: np.ndarray, labels: np.nd
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.FeatureParams, *,
         epochs: int, seed: int, batch_size: int = 128, tricks: Tricks = Tricks(),
         sources: Optional[tuple[np.ndarray, np.ndarray]] = None,
-        val_records: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None):
+        val_records: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+        groups: Optional[np.ndarray] = None):
     """Train the CNN; returns the plain network (training-only parts removed).
 
     ``sources``: per-window source indices of the training and validation windows, needed
     by ``tricks.source_adversary``. ``val_records``: each validation window's recording index,
     and each recording's label and source index, needed by ``tricks.stop_on_sources``.
+    ``groups``: each training window's source x class group, needed by ``tricks.group_dro``.
     """
     import tensorflow as tf
 
@@ -306,6 +371,7 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
     from model.train.network import build_model, plain_network
 
     tf.keras.utils.set_random_seed(seed)
+    labels = y  # per window, before an ensemble repeats them per member
     adversary = tricks.source_adversary
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32) if adversary else None
     loss, metrics, monitor, callbacks = "binary_crossentropy", [tf.keras.metrics.AUC(name="auc")], "val_auc", []
@@ -341,7 +407,15 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: tuple, params: dsp.Fea
             monitor = "val_source_auc"
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=4,
                                                           restore_best_weights=True))
-    if tricks.batched:
+    if tricks.group_dro:
+        if adversary or tricks.batched or groups is None:
+            raise ValueError("group DRO needs each training window's group, and trains without the source "
+                             "adversary, mixup or band masking")
+        group_weights = tf.Variable(np.ones(int(groups.max()) + 1, np.float32), trainable=False)
+        callbacks.insert(0, group_dro_callback(x, labels, groups, group_weights, step=tricks.group_dro, seed=seed))
+        model.fit(group_weighted_batches(x, y, w, groups, group_weights, batch_size=batch_size, seed=seed),
+                  validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
+    elif tricks.batched:
         if adversary:
             raise ValueError("mixup or band masking and the source adversary are not combined")
         model.fit(training_batches(x, y, w, batch_size=batch_size, seed=seed, mixup=tricks.mixup,
@@ -512,9 +586,10 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
                                    for r in train for windows in versions[r.name]]),
                    val_sources[val_recording])
     val_records = (val_recording, val_labels, val_sources) if tricks.stop_on_sources else None
+    groups = training_groups(train, versions) if tricks.group_dro else None
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
     model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources,
-                val_records=val_records)
+                val_records=val_records, groups=groups)
     return model, x
 
 
@@ -767,6 +842,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "with the best mean over validation source sets of their recordings' AUC (each "
                         "stethoscope counts once) instead of the pooled windows' AUC (training-e's device "
                         "is two thirds of them)")
+    parser.add_argument("--group-dro", type=float, default=0.0, metavar="STEP", help="group DRO, per epoch: "
+                        "each source x class group's weight times exp(STEP x its training loss) after every epoch, "
+                        "so the groups the network serves worst count for more (0: off; Sagawa et al. 2020)")
     parser.add_argument("--train-without", action="append", default=[], choices=PHYSIONET_SOURCES,
                         metavar="SOURCE", help="a PhysioNet source set neither trained nor validated on "
                         "(repeatable); the test split keeps its recordings, so they test an unheard device, "
@@ -793,6 +871,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--stop-on-sources chooses an epoch to stop at; --weight-average never stops early")
     if args.stop_on_sources and args.source_adversary:
         parser.error("--stop-on-sources scores the label alone; --source-adversary adds a second output")
+    if args.group_dro < 0:
+        parser.error("--group-dro must be 0 or more")
+    if args.group_dro and (args.source_adversary or args.mixup or args.band_mask):
+        parser.error("--group-dro trains without --source-adversary, --mixup or --band-mask")
     if args.members > 1 and (args.mix_style or args.source_adversary or args.mixup or args.band_mask):
         parser.error("--mix-style, --source-adversary, --mixup and --band-mask train one network: "
                      "add --members 1 (as their ablation rows were run)")
@@ -832,7 +914,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
                     band_mask=args.band_mask, blur_pool=args.blur_pool,
                     skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average,
-                    members=args.members, stop_on_sources=args.stop_on_sources)
+                    members=args.members, stop_on_sources=args.stop_on_sources, group_dro=args.group_dro)
     report.update({name: value for name, value in asdict(tricks).items()
                    if value and not (name == "members" and value == 1)})
     if args.train_without:
@@ -889,6 +971,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
                             + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else "")
                             + ("; weights averaged over the later epochs" if args.weight_average else "")
+                            + (f"; group DRO, step {args.group_dro:g} per epoch" if args.group_dro else "")
                             + (f"; {args.short_crops} windows of short 1.2-4 s stretches (tiled) per version"
                                if args.short_crops else ""),
             **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
