@@ -68,7 +68,9 @@ def register(sub, dispatch: Callable) -> None:
     q.set_defaults(func=dispatch, tool="model_calibrate")
 
     p = sub.add_parser("export", help="export records as CSV or FHIR R4 JSON")
-    p.add_argument("--format", choices=("csv", "fhir"), default="csv")
+    p.add_argument("--format", choices=("csv", "fhir", "fhir-transaction"), default="csv",
+                   help="fhir: a collection Bundle (to keep or read); fhir-transaction: a transaction Bundle "
+                        "to POST to a FHIR server's base URL (ids name this device; sending again updates)")
     p.add_argument("--patient", type=int)
     p.add_argument("--since", help="YYYY-MM-DD, the clinic's day (device.timezone)")
     p.add_argument("--until", help="YYYY-MM-DD (exclusive), the clinic's day")
@@ -551,7 +553,7 @@ def model_calibrate(args: argparse.Namespace) -> int:
 # -- export / backup ---------------------------------------------------------------------------
 def export(args: argparse.Namespace) -> int:
     from device.records import RecordStore
-    from webui.exporting import fhir_json, select, to_csv, to_fhir_bundle
+    from webui.exporting import fhir_json, select, to_csv, to_fhir_bundle, to_fhir_transaction
 
     config = _config(args)
     try:
@@ -564,8 +566,9 @@ def export(args: argparse.Namespace) -> int:
     if args.format == "csv":
         text = to_csv(store, recs, clinic=config.clinic_time)
     else:
-        text = fhir_json(to_fhir_bundle(store, recs, device_id=config.device_id,
-                                        recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
+        bundle = to_fhir_transaction if args.format == "fhir-transaction" else to_fhir_bundle
+        text = fhir_json(bundle(store, recs, device_id=config.device_id,
+                                recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
     store.audit("cli:export", f"export.{args.format}", f"patient:{args.patient}" if args.patient else "",
                 f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
     store.close()

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -199,6 +200,14 @@ def test_cli_export_and_backup(tmp_path):
     assert fhir.returncode == 0 and "3 recording(s)" in fhir.stderr
     bundle = json.loads(fhir_file.read_text())
     assert sum(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"]) == 3
+    from webui.exporting import device_id_prefix
+
+    to_server = run_cli("export", "--format", "fhir-transaction", "--no-audio", env=env)
+    assert to_server.returncode == 0, to_server.stderr
+    transaction = json.loads(to_server.stdout)
+    assert transaction["type"] == "transaction"
+    assert [e["request"]["url"].split("/", 1)[1] for e in transaction["entry"]] == [
+        device_id_prefix(socket.gethostname()) + e["resource"]["id"] for e in bundle["entry"]]
     backup = run_cli("backup", str(tmp_path / "copy.sqlite3"), env=env)
     assert backup.returncode == 0
     from device.records import RecordStore

@@ -75,7 +75,8 @@ def test_every_post_route_requires_a_csrf_token(app, client, auth):
 
 @pytest.mark.parametrize("role,url,status", [
     ("health_worker", "/export", 403), ("health_worker", "/export/records.csv", 403),
-    ("health_worker", "/export/fhir.json", 403), ("health_worker", "/admin/users", 403),
+    ("health_worker", "/export/fhir.json", 403), ("health_worker", "/export/fhir-transaction.json", 403),
+    ("health_worker", "/admin/users", 403),
     ("health_worker", "/patients/1/edit", 403), ("clinician", "/admin/users", 403),
     ("clinician", "/export/backup.sqlite3", 403), ("clinician", "/export", 200),
     ("health_worker", "/recordings", 200), ("health_worker", "/patients", 200),
@@ -548,6 +549,12 @@ def test_exports(client, auth, web_store, heartpi_config):
     assert base64.b64decode(media["content"]["data"]) == (heartpi_config.recordings_dir / rec.file).read_bytes()
     assert client.get("/export/records.csv?since=2999-01-01").get_data(as_text=True).count("\n") == 1
     assert ("export.fhir", f"patient:{pid}") in [(e["action"], e["target"]) for e in web_store.audit_entries()]
+    transaction = json.loads(client.get(f"/export/fhir-transaction.json?patient_id={pid}").data)
+    assert transaction["type"] == "transaction" and [e["request"]["url"] for e in transaction["entry"]] == [
+        f"Patient/test-box-patient-{pid}", "Media/test-box-media-1", "Observation/test-box-observation-1"]
+    assert transaction["entry"][2]["resource"]["subject"]["reference"] == f"Patient/test-box-patient-{pid}"
+    assert ("export.fhir-transaction", f"patient:{pid}") in [(e["action"], e["target"])
+                                                             for e in web_store.audit_entries()]
 
 
 def test_backup_download_is_a_valid_database(client, auth, tmp_path):

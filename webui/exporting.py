@@ -2,15 +2,21 @@
 
 Records leave a device as FHIR resources (Patient, Observation with the verdict, Media with
 the audio, and a second Observation with the clinician's finding once one is entered) so an
-existing FHIR server can be the central store.
+existing FHIR server can be the central store: a ``collection`` Bundle to keep or read, and a
+``transaction`` Bundle to POST to a server's base URL, which files each resource under an id
+that names the device, so sending the same records again updates them instead of copying them.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import csv
+import hashlib
 import io
 import json
+import re
+import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -219,6 +225,69 @@ def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, devic
         entries += made
     return {"resourceType": "Bundle", "type": "collection",
             "entry": [{"fullUrl": f"urn:uuid:heartpi-{device_id}-{r['id']}", "resource": r} for r in entries]}
+
+
+#: FHIR's id: 1 to 64 of these characters.
+FHIR_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
+#: The device's part of a transaction's ids stays this short, so the longest id of ours
+#: ("observation-" and a 10-digit recording number) still fits FHIR's 64 characters.
+DEVICE_ID_CHARS = 32
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://heartpi.invalid/fhir")
+
+
+def device_id_prefix(device_id: str) -> str:
+    """The part of a transaction's resource ids that names the device, e.g. ``clinic-3-``. A
+    device id FHIR cannot carry as it is (other characters, or longer than
+    :data:`DEVICE_ID_CHARS`) is shortened and given a hash of itself, so two devices still differ."""
+    cleaned = re.sub(r"[^A-Za-z0-9.-]+", "-", device_id).strip("-.") or "device"
+    if cleaned != device_id or len(cleaned) > DEVICE_ID_CHARS:
+        digest = hashlib.sha256(device_id.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[:DEVICE_ID_CHARS - 9].rstrip('-.')}-{digest}"
+    return f"{cleaned}-"
+
+
+def _renamed_references(node, renamed: dict[str, str]):
+    """``node`` (a resource or part of one) with every ``reference`` that ``renamed`` knows
+    replaced, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value in renamed:
+                node[key] = renamed[value]
+            else:
+                _renamed_references(value, renamed)
+    elif isinstance(node, list):
+        for item in node:
+            _renamed_references(item, renamed)
+    return node
+
+
+def to_fhir_transaction(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
+                        recordings_dir: Optional[Path] = None, include_audio: bool = True) -> dict:
+    """The same resources as :func:`to_fhir_bundle`, as a FHIR R4 ``transaction`` Bundle for a
+    central FHIR server (POSTed to its base URL, e.g. HAPI FHIR's ``/fhir``).
+
+    Each entry is a ``PUT`` of its resource under an id that starts with the device's
+    (:func:`device_id_prefix`: every device numbers its patients and recordings from 1), and
+    references between them are renamed alike. So the server stores Patients, Media and
+    Observations (a ``collection`` would be stored as one Bundle, its contents unread), several
+    devices never overwrite each other, and sending a record again (say after a clinician's
+    finding) updates it rather than adding a copy.
+    """
+    collection = to_fhir_bundle(store, recordings, device_id=device_id, recordings_dir=recordings_dir,
+                                include_audio=include_audio)
+    prefix = device_id_prefix(device_id)
+    resources = [entry["resource"] for entry in collection["entry"]]
+    renamed = {f"{r['resourceType']}/{r['id']}": f"{r['resourceType']}/{prefix}{r['id']}" for r in resources}
+    entries = []
+    for resource in resources:
+        url = renamed[f"{resource['resourceType']}/{resource['id']}"]
+        resource = _renamed_references(copy.deepcopy(resource), renamed)
+        resource["id"] = url.split("/", 1)[1]
+        if not FHIR_ID.fullmatch(resource["id"]):
+            raise ValueError(f"FHIR id {resource['id']!r} is not valid")  # a bug of ours, not the user's
+        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, url)}", "resource": resource,
+                        "request": {"method": "PUT", "url": url}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 def fhir_json(bundle: dict) -> str:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, after_this_request, render_templat
 
 from . import get_config, get_store
 from .auth import actor, roles_required
-from .exporting import fhir_json, select, to_csv, to_fhir_bundle
+from .exporting import fhir_json, select, to_csv, to_fhir_bundle, to_fhir_transaction
 from .paging import patient_choice
 
 bp = Blueprint("exports", __name__)
@@ -56,14 +56,24 @@ def export_csv():
 @bp.route("/export/fhir.json")
 @roles_required("admin", "clinician")
 def export_fhir():
+    return _fhir_download(to_fhir_bundle, "export.fhir", "heartpi-fhir.json")
+
+
+@bp.route("/export/fhir-transaction.json")
+@roles_required("admin", "clinician")
+def export_fhir_transaction():
+    """The same records as a transaction, for a FHIR server (``exporting.to_fhir_transaction``)."""
+    return _fhir_download(to_fhir_transaction, "export.fhir-transaction", "heartpi-fhir-transaction.json")
+
+
+def _fhir_download(make_bundle, action: str, filename: str) -> Response:
     recs, what, patient_id = _selection()
     config = get_config()
-    bundle = to_fhir_bundle(get_store(), recs, device_id=config.device_id,
-                            recordings_dir=config.recordings_dir,
-                            include_audio=request.args.get("audio", "1") == "1")
-    get_store().audit(actor(), "export.fhir", f"patient:{patient_id}" if patient_id else "", what)
+    bundle = make_bundle(get_store(), recs, device_id=config.device_id, recordings_dir=config.recordings_dir,
+                         include_audio=request.args.get("audio", "1") == "1")
+    get_store().audit(actor(), action, f"patient:{patient_id}" if patient_id else "", what)
     return Response(fhir_json(bundle), mimetype="application/fhir+json",
-                    headers={"Content-Disposition": "attachment; filename=heartpi-fhir.json"})
+                    headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
 @bp.route("/export/backup.sqlite3")
