@@ -153,6 +153,18 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     info.value.save_as(target)
     text = target.read_text()
     assert text.startswith("recording_id,") and "Kofi Mensah" in text and "abnormal" in text
+    page.uncheck("#export-audio")  # unticked, the box sends nothing: the page's hidden 0 must decide
+    with page.expect_download() as info:
+        page.click("#export-fhir-transaction")
+    bundle = json.loads(Path(info.value.path()).read_text())
+    media = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Media"]
+    assert bundle["type"] == "transaction" and media and not any("data" in m["content"] for m in media)
+    page.check("#export-audio")
+    with page.expect_download() as info:
+        page.click("#export-fhir")
+    bundle = json.loads(Path(info.value.path()).read_text())
+    assert bundle["type"] == "collection" and all("data" in e["resource"]["content"] for e in bundle["entry"]
+                                                  if e["resource"]["resourceType"] == "Media")
     page.screenshot(path=str(ARTIFACTS / "03-export.png"))
     assert not page.console_errors, page.console_errors  # CSP violations show up here
 

@@ -555,6 +555,11 @@ def test_exports(client, auth, web_store, heartpi_config):
     assert transaction["entry"][2]["resource"]["subject"]["reference"] == f"Patient/test-box-patient-{pid}"
     assert ("export.fhir-transaction", f"patient:{pid}") in [(e["action"], e["target"])
                                                              for e in web_store.audit_entries()]
+    # the Export page sends a hidden audio=0, then its checkbox's audio=1 when ticked
+    for query, with_audio in (("audio=0&audio=1", True), ("audio=0", False), ("", True)):
+        for url in ("/export/fhir.json", "/export/fhir-transaction.json"):
+            entries = json.loads(client.get(f"{url}?patient_id={pid}&{query}").data)["entry"]
+            assert ("data" in entries[1]["resource"]["content"]) is with_audio, (url, query)
 
 
 def test_backup_download_is_a_valid_database(client, auth, tmp_path):

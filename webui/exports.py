@@ -66,11 +66,19 @@ def export_fhir_transaction():
     return _fhir_download(to_fhir_transaction, "export.fhir-transaction", "heartpi-fhir-transaction.json")
 
 
+def _include_audio() -> bool:
+    """Whether the FHIR export carries the audio: the last ``audio`` value decides (the Export
+    page sends a hidden 0, then its checkbox's 1 when ticked; an unticked box sends nothing, so
+    without the hidden 0 the audio went out anyway); none at all, as from a link: yes."""
+    values = request.args.getlist("audio")
+    return not values or values[-1] == "1"
+
+
 def _fhir_download(make_bundle, action: str, filename: str) -> Response:
     recs, what, patient_id = _selection()
     config = get_config()
     bundle = make_bundle(get_store(), recs, device_id=config.device_id, recordings_dir=config.recordings_dir,
-                         include_audio=request.args.get("audio", "1") == "1")
+                         include_audio=_include_audio())
     get_store().audit(actor(), action, f"patient:{patient_id}" if patient_id else "", what)
     return Response(fhir_json(bundle), mimetype="application/fhir+json",
                     headers={"Content-Disposition": f"attachment; filename={filename}"})
