@@ -31,11 +31,11 @@ from .clock import SAME_CLOCK_TOLERANCE_S, clock_reckoned_boot, describe_offset
 from .config import Config
 from .errors import DeviceError, StorageError
 from .power import ADVICE, POLL_SECONDS, PowerWatch
-from .records import RecordStore
+from .records import UNJUDGED_NOTE, RecordStore
 from .retention import remove_leftovers
 from .sdnotify import Notifier
 from .storage import TMP_PREFIX, store_recording
-from .visits import CANNOT_JUDGE, UNJUDGED_NOTE, Visit
+from .visits import CANNOT_JUDGE, Visit
 
 log = logging.getLogger("heartpi.daemon")
 

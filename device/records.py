@@ -166,6 +166,22 @@ def screening_verdict(verdicts: Iterable[Optional[str]]) -> Optional[str]:
     return next((v for v in ("abnormal", "normal", "poor_signal") if v in present), None)
 
 
+#: this many poor signals in a row at one place end the person: the box cannot judge them, refer
+#: (the guide's rule, kept by :class:`device.visits.Visit`, and the words of the lights'
+#: ``cannot_judge`` state in device/gpio.py)
+POOR_SIGNALS_TO_REFER = 3
+#: the note the daemon gives the poor signal that ended a person so. A verdict stays the
+#: recording's own, so this referral lives in the note (written once, with the recording): the
+#: referral filter (:meth:`RecordStore._recording_filters`) and the web page's print-out read it.
+UNJUDGED_NOTE = (f"poor signal {POOR_SIGNALS_TO_REFER} times in a row at this place: the box could not judge the "
+                 "person and asked for a referral")
+
+
+def ended_unjudged(note: Optional[str]) -> bool:
+    """Whether a recording's note says it was the poor signal that ended its person unjudged."""
+    return UNJUDGED_NOTE in (note or "")
+
+
 def _checked_site(site: Optional[str]) -> Optional[str]:
     """A site for the database: one of :data:`device.sites.SITES`, or ``None`` for '' too."""
     if site and site not in SITES:
@@ -361,14 +377,12 @@ class RecordStore:
                            until: Optional[str] = None, device_id: Optional[str] = None,
                            patient_id: Optional[int] = None, unassigned: bool = False,
                            finding: Optional[str] = None, source: Optional[str] = None,
-                           model_sha256: Optional[str] = None, referral_note: Optional[str] = None
+                           model_sha256: Optional[str] = None, referrals: bool = False
                            ) -> tuple[str, list]:
         """The WHERE clause (and its arguments) that the list and its count share.
 
-        ``referral_note``: only the recordings that asked for a referral, the abnormal ones and
-        those whose note holds this text (``device.visits.UNJUDGED_NOTE``: a poor signal after
-        which the box could not judge the person and asked for one; a verdict stays the
-        recording's own, so that referral lives in the note)."""
+        ``referrals``: only the recordings that asked for a referral, the abnormal ones and the
+        poor signals after which the box could not judge the person (:data:`UNJUDGED_NOTE`)."""
         clauses, args = [], []
         for column, op, value in (("verdict", "=", verdict), ("captured_at", ">=", since),
                                   ("captured_at", "<", until), ("device_id", "=", device_id),
@@ -379,14 +393,14 @@ class RecordStore:
                 args.append(value)
         if unassigned:
             clauses.append("patient_id IS NULL")
-        if referral_note:
+        if referrals:
             clauses.append("(verdict = 'abnormal' OR instr(IFNULL(note, ''), ?) > 0)")
-            args.append(referral_note)
+            args.append(UNJUDGED_NOTE)
         return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
     def list_recordings(self, *, limit: int = 200, offset: int = 0, **filters: Any) -> list[Recording]:
         """Newest first; ``filters``: verdict, since, until (ISO dates), device_id, patient_id,
-        unassigned, finding (a clinician's), source, model_sha256, referral_note (see
+        unassigned, finding (a clinician's), source, model_sha256, referrals (see
         :meth:`_recording_filters`)."""
         where, args = self._recording_filters(**filters)
         rows = self._query(f"SELECT * FROM recordings {where} ORDER BY captured_at DESC, id DESC "

@@ -32,30 +32,16 @@ from typing import Callable, Optional, Sequence
 from dsp.signal_quality import NO_HEARTBEAT
 from model.verdict import UNCERTAIN
 
-from .records import screening_verdict
+from .records import POOR_SIGNALS_TO_REFER, screening_verdict
 from .sites import SITES
 
 #: results after which the box moves on to the next place; anything else is recorded again
 MOVES_ON = ("normal", "abnormal")
 POOR_SIGNAL = "poor_signal"
-#: this many poor signals in a row at one place end the person: the box cannot judge them, refer
-#: (the guide's rule, and the words of the lights' ``cannot_judge`` state in device/gpio.py)
-POOR_SIGNALS_TO_REFER = 3
 #: the poor-signal reasons that are about the person's heart sound, so count towards that rule
 HEART_REASONS = (NO_HEARTBEAT, UNCERTAIN)
 #: a person's result when :data:`POOR_SIGNALS_TO_REFER` poor signals ended them
 CANNOT_JUDGE = "cannot_judge"
-#: the note the daemon gives the poor signal that ended a person so; the web page's referral
-#: print-out reads it (notes are written once, with the recording)
-UNJUDGED_NOTE = (f"poor signal {POOR_SIGNALS_TO_REFER} times in a row at this place: the box could not judge the "
-                 "person and asked for a referral")
-
-
-def ended_unjudged(note: Optional[str]) -> bool:
-    """Whether a recording's note says it was the poor signal that ended its person unjudged."""
-    return UNJUDGED_NOTE in (note or "")
-
-
 def new_visit_id() -> str:
     """Unique enough for one clinic's records and short enough to read out: 12 hex digits."""
     return secrets.token_hex(6)

@@ -510,7 +510,7 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
     hides its right-hand columns, with recordings of every verdict (the longest badge is "poor
     signal: record again", beside "could not judge: refer"), a patient with a long name and audit rows present."""
     from device.storage import store_recording
-    from device.visits import UNJUDGED_NOTE
+    from device.records import UNJUDGED_NOTE
     from webui.passwords import hash_password
 
     base, store = live_server

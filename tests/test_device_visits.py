@@ -16,7 +16,8 @@ from device.capture import FileSource
 from device.config import ConfigError, config_from_mapping
 from device.daemon import IDLE
 from device.runner import press_button
-from device.visits import CANNOT_JUDGE, POOR_SIGNALS_TO_REFER, UNJUDGED_NOTE, PersonResult, Visit
+from device.records import POOR_SIGNALS_TO_REFER, UNJUDGED_NOTE
+from device.visits import CANNOT_JUDGE, PersonResult, Visit
 from tests.conftest import reference_wavs
 from tests.test_device_daemon import Harness
 

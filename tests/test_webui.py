@@ -485,7 +485,7 @@ def test_device_page_says_how_often_the_box_answers_poor_signal(client, auth, we
     """The technician's view of cable, chest piece and room: how many of the box's newest recordings
     were poor signal (uploads left out), the commonest reason in words, the people the box could not
     judge, flagged once more than a quarter of at least five are poor."""
-    from device.visits import UNJUDGED_NOTE
+    from device.records import UNJUDGED_NOTE
 
     def poor_line() -> str:
         page = html.unescape(client.get("/device").get_data(as_text=True))

@@ -25,7 +25,7 @@ def test_the_lights_table_is_what_the_leds_do(client, auth):
     rows = re.findall(r"<tr[^>]*><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
     assert rows == [(light.lights, light.meaning, light.action) for light in gpio.PATTERNS.values()]
     assert table.count('class="result-row"') == 4  # normal, refer, record again, cannot judge
-    from device.visits import POOR_SIGNALS_TO_REFER  # the rule the box keeps, in the guide's words
+    from device.records import POOR_SIGNALS_TO_REFER  # the rule the box keeps, in the guide's words
 
     assert f"no clear heartbeat {POOR_SIGNALS_TO_REFER} times in a row at one place" in " ".join(page.split())
 

@@ -182,17 +182,17 @@ def test_every_referral_is_listed_together_the_box_s_could_not_judge_among_them(
     """Staff looking for whom to refer: the abnormal recordings and the poor signals that ended a
     person as "cannot judge: refer" (their verdict is poor signal; the referral is in the note),
     not the other poor signals, not the normal ones, whatever else their notes say."""
-    from device.visits import UNJUDGED_NOTE
+    from device.records import UNJUDGED_NOTE
 
     abnormal = _add(web_store, "abnormal", note="stopped early with the button")
     unjudged = _add(web_store, "poor_signal", note=f"power sagged; {UNJUDGED_NOTE}", reasons=("no_heartbeat",))
     _add(web_store, "poor_signal", note="poor signal 2 times in a row", reasons=("no_heartbeat",))
     _add(web_store, "normal", note="the box could not judge")  # near the words, not the note
     _add(web_store, "poor_signal")
-    filters = {"referral_note": UNJUDGED_NOTE}
+    filters = {"referrals": True}
     assert [r.id for r in web_store.list_recordings(**filters)] == [unjudged, abnormal]
     assert web_store.count_recordings(**filters) == 2
-    assert web_store.count_recordings(referral_note=UNJUDGED_NOTE, unassigned=True, device_id="other") == 0
+    assert web_store.count_recordings(referrals=True, unassigned=True, device_id="other") == 0
 
     auth.login("health_worker")
     html = client.get("/recordings?verdict=refer").get_data(as_text=True)

@@ -196,7 +196,7 @@ def test_a_visit_without_places_is_a_recording_and_its_repeat(client, auth, web_
 def test_a_person_the_box_could_not_judge_prints_as_a_referral(client, auth, web_store):
     """Three poor signals in a row ended the person (device.visits): the print-out for the referral
     says the box asked for one, where a visit of poor signals alone says "no result"."""
-    from device.visits import UNJUDGED_NOTE
+    from device.records import UNJUDGED_NOTE
 
     def person(visit: str, notes: tuple[str, ...]) -> list[int]:
         return [web_store.add_recording(file=f"{visit}-{n}.wav", sha256="0" * 64, duration_s=20.0, rate=48000,

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 from flask import Flask, g, render_template, request
 
 from device.sites import SITES, site_label
-from device.visits import POOR_SIGNALS_TO_REFER, ended_unjudged
+from device.records import POOR_SIGNALS_TO_REFER, ended_unjudged
 from model.verdict import verdict_caution
 
 from .errors import SetupError, WebError

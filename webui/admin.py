@@ -18,8 +18,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 
 from device import clock
 from device.power import ADVICE as POWER_ADVICE
-from device.records import ROLES
-from device.visits import ended_unjudged
+from device.records import ROLES, ended_unjudged
 from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
 from model.verdict import REASON_ADVICE
 

@@ -24,7 +24,6 @@ from device.clinic_time import ClinicTime
 from device.records import Recording, RecordStore
 from device.sites import SITES, site_text
 from device.storage import resolve
-from device.visits import UNJUDGED_NOTE
 from model.verdict import caution
 
 CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
@@ -44,10 +43,10 @@ FINDING_CODES = {"normal": ("heart-normal", "Heart normal on examination"),
 def select(store: RecordStore, *, patient_id: Optional[int] = None, since: Optional[str] = None,
            until: Optional[str] = None, referrals_only: bool = False) -> list[Recording]:
     """The recordings to export, newest first. ``referrals_only``: those that asked for a
-    referral, abnormal or "could not judge" (``device.visits.UNJUDGED_NOTE``), the list a clinic
+    referral, abnormal or "could not judge" (``device.records.UNJUDGED_NOTE``), the list a clinic
     sends on to the clinician who will see the people."""
     return store.list_recordings(patient_id=patient_id, since=since, until=until, limit=1_000_000,
-                                 referral_note=UNJUDGED_NOTE if referrals_only else None)
+                                 referrals=referrals_only)
 
 
 def safe_cell(value) -> str:

@@ -11,7 +11,7 @@ from device.records import FINDINGS, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from device.visits import UNJUDGED_NOTE, ended_unjudged
+from device.records import ended_unjudged
 from model.verdict import REASON_ADVICE, verdict_caution
 
 from . import classify, get_config, get_store
@@ -47,7 +47,7 @@ def list_recordings():
     # "refer": every recording that asked for a referral, the box's "could not judge" among them
     referrals = verdict == REFER
     clinic = get_config().clinic_time  # the clinic's days, not UTC's
-    filters = dict(verdict=None if referrals else verdict, referral_note=UNJUDGED_NOTE if referrals else None,
+    filters = dict(verdict=None if referrals else verdict, referrals=referrals,
                    since=clinic.day_bound(args.get("since")), until=clinic.day_bound(args.get("until")),
                    device_id=args.get("device") or None, unassigned=args.get("unassigned") == "1")
     store = get_store()
