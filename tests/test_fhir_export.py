@@ -132,3 +132,20 @@ def test_a_device_id_fhir_cannot_carry_is_cleaned_and_still_tells_devices_apart(
     for made in (prefix, other_prefix):
         assert FHIR_ID.fullmatch(made) and len(made) <= DEVICE_ID_CHARS + 1
         assert FHIR_ID.fullmatch(made + "observation-" + "9" * 10)
+
+
+def test_a_visit_exported_in_part_keeps_its_whole_encounter(store):
+    """A server files the Encounter by id: an export of some of a visit's recordings (referrals
+    only, a range ending mid-visit) must not shrink the visit it already holds."""
+    rec_store, recordings_dir = store
+    visit = [r for r in rec_store.list_recordings() if r.visit]
+    assert len(visit) == 2
+    whole = to_fhir_transaction(rec_store, visit, device_id="clinic-3", recordings_dir=recordings_dir)
+    part = to_fhir_transaction(rec_store, rec_store.list_recordings(referrals=True), device_id="clinic-3",
+                               recordings_dir=recordings_dir)
+    encounters = [next(e for e in b["entry"] if e["resource"]["resourceType"] == "Encounter") for b in (whole, part)]
+    assert [e["resource"]["period"] for e in encounters] == [
+        {"start": "2026-03-02T09:00:00+00:00", "end": "2026-03-02T09:01:00+00:00"}] * 2
+    assert encounters[0] == encounters[1] and "subject" in encounters[1]["resource"]
+    observations = [e for e in part["entry"] if e["resource"]["id"].startswith("clinic-3-observation-")]
+    assert len(observations) == 1  # the export itself still holds only the referral

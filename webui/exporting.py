@@ -199,12 +199,13 @@ def _encounter_resource(visit: str, recs: list[Recording]) -> dict:
 
 def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
                    recordings_dir: Optional[Path] = None, include_audio: bool = True) -> dict:
-    """A FHIR R4 ``collection`` Bundle of the recordings, their patients and their visits."""
+    """A FHIR R4 ``collection`` Bundle of the recordings, their patients and their visits.
+
+    A visit's Encounter is made from all its recordings, whichever of them the export holds
+    (a range ending mid-visit, referrals only): a server that files it by id would otherwise
+    have its period and subject shrunk by a narrower export sent after a wider one."""
     recordings = list(recordings)
-    visits: dict[str, list[Recording]] = {}
-    for rec in recordings:
-        if rec.visit:
-            visits.setdefault(rec.visit, []).append(rec)
+    visits = {rec.visit: store.visit_recordings(rec.visit) for rec in recordings if rec.visit}
     entries, seen, seen_visits = [], set(), set()
     for rec in recordings:
         if rec.patient_id and rec.patient_id not in seen:
