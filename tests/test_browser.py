@@ -89,6 +89,36 @@ def _poll(page, selector: str, expression: str, timeout: float = 10.0):
     raise AssertionError(f"{selector}: {expression} still false after {timeout} s")
 
 
+def _axe_violations(page) -> list[tuple]:
+    """What axe-core (Deque's accessibility engine: WCAG 2 A and AA rules and best practices) finds
+    on the page as it stands: ``(rule, impact, elements)`` per rule broken. Run through the
+    DevTools protocol, which the page's CSP does not govern (a script tag would be refused)."""
+    try:
+        import axe_playwright_python
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("axe-playwright-python (the test extra) not installed")
+    page.evaluate((Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
+
+
+def _assert_accessible(page) -> None:
+    """Staff with a screen reader or poor sight use the page too: nothing unnamed (a list box,
+    a column), nothing too faint to read, whatever axe-core calls a violation."""
+    found = _axe_violations(page)
+    assert not found, (page.url, found)
+
+
+def test_the_accessibility_check_finds_what_it_looks_for(page):
+    """The check can fail: an unnamed list box, faint text and an empty column header are found."""
+    page.set_content('<html lang="en"><head><title>t</title></head><body><main><h1>t</h1><select><option>a</option>'
+                     '</select><p style="color:#ccc;background:#fff">faint</p><table><tr><th></th><th>b</th></tr>'
+                     '<tr><td>1</td><td>2</td></tr></table></main></body></html>')
+    assert {"select-name", "color-contrast", "empty-table-header"} <= {rule for rule, _, _ in _axe_violations(page)}
+
+
 def _login(page, base, email: str = "nurse@clinic.test"):
     page.goto(f"{base}/recordings")
     assert "/login" in page.url
@@ -133,6 +163,7 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     _poll(page, "#player", "a => a.currentTime > 0.2")
     assert page.eval_on_selector("#player", "a => a.duration") == pytest.approx(20.0, abs=0.1)
     page.screenshot(path=str(ARTIFACTS / "02-verdict.png"), full_page=True)
+    _assert_accessible(page)
 
     page.select_option("#assign-patient", label="Kofi Mensah (KM-7)")
     page.click("button:text-is('Assign')")
@@ -166,6 +197,7 @@ def test_clinic_workflow_in_a_real_browser(live_server, page, tmp_path):
     assert bundle["type"] == "collection" and all("data" in e["resource"]["content"] for e in bundle["entry"]
                                                   if e["resource"]["resourceType"] == "Media")
     page.screenshot(path=str(ARTIFACTS / "03-export.png"))
+    _assert_accessible(page)
     assert not page.console_errors, page.console_errors  # CSP violations show up here
 
 
@@ -189,6 +221,7 @@ def test_bad_upload_message_and_phone_layout(live_server, page):
     assert "this MP3 recording is damaged or incomplete" in error and store.count_recordings() == 0
     _assert_fits_a_phone(page, tables_expected=False)
     page.screenshot(path=str(ARTIFACTS / "04-phone-bad-upload.png"), full_page=True)
+    _assert_accessible(page)
 
 
 def _upload_and_open(page, base: str, path) -> None:
@@ -221,6 +254,7 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
     assert text.startswith("Short recording (3.0 s): a normal result") and "record 20 s if you can" in text
     _assert_fits_a_phone(page, tables_expected=False)
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip.png"), full_page=True)
+    _assert_accessible(page)
     page.goto(f"{base}/recordings")  # the list marks the short one too, its title the same sentence
     marks = page.locator("#recordings .short-recording")
     assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
@@ -233,6 +267,7 @@ def test_a_normal_from_a_short_upload_is_shown_with_its_caution_on_a_phone(live_
     marks = page.locator(".short-recording")
     assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
     page.screenshot(path=str(ARTIFACTS / "04-phone-short-clip-patient.png"), full_page=True)
+    _assert_accessible(page)
     _assert_fits_a_phone(page)
     assert page.console_errors == []
 
@@ -260,6 +295,7 @@ def test_an_abnormal_from_a_quiet_upload_is_shown_with_its_caution_on_a_phone(li
     assert re.fullmatch(r"level -5[45] dBFS", page.locator("#level").inner_text())
     _assert_fits_a_phone(page, tables_expected=False)
     page.screenshot(path=str(ARTIFACTS / "04-phone-quiet-abnormal.png"), full_page=True)
+    _assert_accessible(page)
     page.goto(f"{base}/recordings")
     marks = page.locator("#recordings .quiet-recording")
     assert marks.count() == 1 and marks.first.is_visible() and marks.first.get_attribute("title") == text
@@ -287,6 +323,7 @@ def test_device_clock_set_from_the_browsers_clock(live_server, page, heartpi_con
                                      "New recordings get wrong dates until it is set.")
     assert page.locator("#browser-clock").is_visible() and page.locator("#clock-typed").is_hidden()
     page.screenshot(path=str(ARTIFACTS / "05-device-clock-behind.png"), full_page=True)
+    _assert_accessible(page)
 
     page.click("#clock-form button[type=submit]")
     page.wait_for_selector("text=it will be set within a few seconds")
@@ -323,6 +360,7 @@ def test_admin_deletes_a_recording_in_the_browser(live_server, page, heartpi_con
     page.fill("#delete input[name=reason]", "test recording")
     page.check("#delete input[name=confirm]")
     page.screenshot(path=str(ARTIFACTS / "06-delete-recording.png"), full_page=True)
+    _assert_accessible(page)
     page.click("#delete button[type=submit]")
     page.wait_for_selector(f"text=Recording {rec_id} deleted")
     assert store.get_recording(rec_id) is None
@@ -367,6 +405,7 @@ def test_a_crowded_clinic_finds_pages_and_assigns_in_a_real_browser(live_server,
     page.wait_for_url(re.compile(r".*find=yusuf#patient$"))
     assert page.eval_on_selector("#assign-patient", "s => s.options[s.selectedIndex].text") == "Zainab Yusuf (N-00000)"
     page.screenshot(path=str(ARTIFACTS / "09-find-patient.png"), full_page=True)
+    _assert_accessible(page)
     page.click("button:text-is('Assign')")
     page.wait_for_selector("text=Recording assigned.")
     assert store.get_recording(rec_id).patient_id == zainab
@@ -410,6 +449,7 @@ def test_a_clinician_enters_a_finding_and_the_device_page_counts_it_in_a_real_br
     page.goto(f"{base}/device")
     assert "1 of 1" in page.inner_text("#field-results")
     page.screenshot(path=str(ARTIFACTS / "10-field-results.png"), full_page=True)
+    _assert_accessible(page)
     assert page.console_errors == []
 
 
@@ -441,6 +481,7 @@ def test_listening_follows_the_pictures_in_a_real_browser(live_server, page, hea
                                       "(h.offsetLeft + 1) / h.parentElement.clientWidth)")
     assert len(heads) == 2 and all(0.49 < h < 0.75 for h in heads), heads
     page.screenshot(path=str(ARTIFACTS / "09-listening.png"), full_page=True)
+    _assert_accessible(page)
 
     page.select_option("#speed", "0.5")
     assert page.eval_on_selector("#player", "a => a.playbackRate") == 0.5
@@ -533,6 +574,7 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
     page.goto(f"{base}/login")
     page.screenshot(path=str(ARTIFACTS / "07-phone-login.png"), full_page=True)
     _assert_fits_a_phone(page, tables_expected=False)
+    _assert_accessible(page)
     _login(page, base, "boss@clinic.test")
     for path in ("/recordings", f"/recordings/{recs[0]}", "/upload", "/patients", f"/patients/{patient}",
                  f"/patients/{patient}/edit", "/patients/new", "/export", "/device", "/guide", "/admin/users",
@@ -542,6 +584,7 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
         name = re.sub(r"[^a-z0-9]+", "-", path.strip("/").lower())
         page.screenshot(path=str(ARTIFACTS / f"07-phone-{name}.png"), full_page=True)
         _assert_fits_a_phone(page, tables_expected=False)
+        _assert_accessible(page)
         if path == "/device":
             assert page.inner_text("#power-supply").startswith("under-voltage 2 times since ")
     # whom to refer: the abnormal recording and the person the box could not judge, the longest choice
