@@ -78,6 +78,14 @@ def register(sub, dispatch: Callable) -> None:
                    help="only the recordings that asked for a referral: abnormal, or the box could not judge the person")
     p.add_argument("--no-audio", action="store_true", help="FHIR: leave the audio out")
     p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
+    p.add_argument("--send", metavar="URL", help="with --format fhir-transaction: POST the records to this FHIR "
+                   "server's base address (e.g. https://fhir.example.org/fhir) instead of writing them out")
+    p.add_argument("--token-file", type=Path, help="with --send: a file holding the server's access token "
+                   "(sent as 'Authorization: Bearer')")
+    p.add_argument("--ca-file", type=Path, help="with --send: the certificate authority of a server whose "
+                   "certificate is its own (PEM)")
+    p.add_argument("--batch", type=int, default=20, help="with --send: recordings per transaction (a visit's "
+                   "recordings always go together; default 20)")
     p.set_defaults(func=dispatch, tool="export")
 
     p = sub.add_parser("backup", help="back up records, recordings and models to a .tar (safe while running)",
@@ -561,8 +569,20 @@ def export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _line(False, "export", str(exc))
         return EXIT_FAILED
+    if args.send and (args.format != "fhir-transaction" or args.output):
+        _line(False, "export", "--send posts a FHIR transaction to the server: use it with --format "
+              "fhir-transaction and without --output")
+        return EXIT_FAILED
+    if not args.send and (args.token_file or args.ca_file):
+        _line(False, "export", "--token-file and --ca-file go with --send")
+        return EXIT_FAILED
     store = RecordStore(config.database_path)
     recs = select(store, patient_id=args.patient, since=since, until=until, referrals_only=args.referrals_only)
+    if args.send:
+        try:
+            return _send_to_fhir_server(args, config, store, recs)
+        finally:
+            store.close()
     if args.format == "csv":
         text = to_csv(store, recs, clinic=config.clinic_time)
     else:
@@ -578,6 +598,49 @@ def export(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
+    """``export --send``: the selected records to a FHIR server, audited whatever came of it."""
+    import urllib.parse
+
+    from heartpi.fhir_send import FhirSendError, send
+    from webui.exporting import to_fhir_transaction
+
+    host = urllib.parse.urlsplit(args.send).netloc or args.send
+    what = (f"patient:{args.patient}" if args.patient else "",
+            f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
+    try:
+        token = args.token_file.read_text().strip() if args.token_file else ""
+    except OSError as exc:
+        _line(False, "FHIR server", f"the token file could not be read ({exc.strerror or exc})")
+        return EXIT_FAILED
+    if args.batch < 1:
+        _line(False, "FHIR server", "--batch must be 1 or more")
+        return EXIT_FAILED
+
+    def make_bundle(group):
+        return to_fhir_transaction(store, group, device_id=config.device_id, recordings_dir=config.recordings_dir,
+                                   include_audio=not args.no_audio)
+
+    def progress(report):
+        print(f"  sent {report.recordings} of {len(recs)} recordings", file=sys.stderr, flush=True)
+
+    try:
+        report = send(recs, make_bundle, args.send, token=token, ca_file=args.ca_file, batch=args.batch,
+                      progress=progress)
+    except FhirSendError as exc:
+        store.audit("cli:export", "export.fhir-send", what[0], f"{what[1]} to {host}: failed ({exc})")
+        _line(False, "FHIR server", str(exc))
+        return EXIT_FAILED
+    store.audit("cli:export", "export.fhir-send", what[0],
+                f"{what[1]} to {host}: {report.recordings} recordings, {report.created} resources created, "
+                f"{report.updated} updated")
+    other = {k: v for k, v in report.statuses.items() if not k.startswith(("200", "201"))}
+    _line(not other, "FHIR server", f"{report.recordings} recording(s) in {report.transactions} transaction(s) to "
+          f"{host}: {report.created} resources created, {report.updated} updated"
+          + (f"; other answers: {other}" if other else ""))
+    return EXIT_OK if not other else EXIT_FAILED
 
 
 def backup(args: argparse.Namespace) -> int:

@@ -45,11 +45,12 @@ def _bundles(store, recordings_dir, device_id="clinic-3"):
     return to_fhir_bundle(store, recordings, **kwargs), to_fhir_transaction(store, recordings, **kwargs)
 
 
-def _references(node) -> list[str]:
+def references_in(node) -> list[str]:
+    """Every ``reference`` in a resource (or a list of them), however deep."""
     if isinstance(node, dict):
-        return [v for k, v in node.items() if k == "reference"] + [r for v in node.values() for r in _references(v)]
+        return [v for k, v in node.items() if k == "reference"] + [r for v in node.values() for r in references_in(v)]
     if isinstance(node, list):
-        return [r for item in node for r in _references(item)]
+        return [r for item in node for r in references_in(item)]
     return []
 
 
@@ -84,12 +85,12 @@ def test_a_transaction_puts_each_resource_under_an_id_naming_the_device(store):
         assert (json.dumps(resource).replace("clinic-3-", "") == json.dumps(original["resource"]))
     assert len(set(urls)) == len(urls) == 9
     assert len({e["fullUrl"] for e in transaction["entry"]}) == 9
-    references = _references([e["resource"] for e in transaction["entry"]])
+    references = references_in([e["resource"] for e in transaction["entry"]])
     assert len(references) >= 10 and set(references) <= set(urls)  # every reference resolves in the bundle
     # a referenced resource is put before whatever refers to it
     position = {url: i for i, url in enumerate(urls)}
     for i, entry in enumerate(transaction["entry"]):
-        assert all(position[r] < i for r in _references(entry["resource"]))
+        assert all(position[r] < i for r in references_in(entry["resource"]))
     kinds = sorted(e["resource"]["resourceType"] for e in transaction["entry"])
     assert kinds == ["Encounter", "Media", "Media", "Media", "Observation", "Observation", "Observation",
                      "Observation", "Patient"]  # three verdicts and a clinician's finding

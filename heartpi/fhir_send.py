@@ -1,0 +1,142 @@
+"""Send records to a FHIR server: ``heartpi export --format fhir-transaction --send URL``.
+
+A technician's step, run when the clinic's network reaches the region's FHIR server (HeartPi
+itself needs no network). The records go as transaction Bundles (``webui.exporting.
+to_fhir_transaction``) POSTed to the server's base URL, a few visits at a time, so one request
+stays small enough for a slow link and a server's size limit, and a failure part-way loses
+nothing: a transaction is all or nothing on the server, the resources' ids are fixed, and
+sending everything again fills in what did not arrive without copying what did.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+#: Recordings per transaction: with their audio (about 1.3 MB each in base64 at 16 kHz, 20 s)
+#: a request of about 30 MB, which HAPI FHIR's default limits take and a clinic's link carries.
+DEFAULT_BATCH = 20
+TIMEOUT_S = 120.0
+
+
+class FhirSendError(Exception):
+    """The server could not be reached or refused the records; the message says what to check."""
+
+
+@dataclass
+class SendReport:
+    """What the server answered, summed over the transactions sent."""
+
+    transactions: int = 0
+    recordings: int = 0
+    created: int = 0  #: resources the server had not held (HTTP 201 in its response)
+    updated: int = 0  #: resources it held and replaced (200)
+    statuses: dict[str, int] = field(default_factory=dict)  #: every entry status, as the server wrote it
+
+
+def batches(recordings: Sequence, size: int) -> list[list]:
+    """The recordings in groups of about ``size``, a visit's recordings always in the same group
+    (its Encounter is sent once with all of them); the order is kept."""
+    if size < 1:
+        raise ValueError("a batch holds at least one recording")
+    groups: dict[object, list] = {}
+    for rec in recordings:
+        groups.setdefault(rec.visit or ("recording", rec.id), []).append(rec)
+    out: list[list] = []
+    for group in groups.values():
+        if not out or len(out[-1]) + len(group) > size and out[-1]:
+            out.append([])
+        out[-1].extend(group)
+    return [batch for batch in out if batch]
+
+
+def _outcome_text(body: bytes) -> str:
+    """The diagnostics of a FHIR OperationOutcome, or the start of whatever else came back."""
+    try:
+        outcome = json.loads(body)
+        issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
+        text = "; ".join(filter(None, (i.get("diagnostics") or (i.get("details") or {}).get("text")
+                                       for i in issues if isinstance(i, dict))))
+        if text:
+            return text
+    except ValueError:
+        pass
+    return body[:300].decode("utf-8", "replace").strip() or "no explanation given"
+
+
+def post_transaction(url: str, bundle: dict, *, token: str = "", context: Optional[ssl.SSLContext] = None,
+                     timeout: float = TIMEOUT_S) -> dict:
+    """POST one transaction Bundle to the server's base ``url``; its transaction-response Bundle."""
+    request = urllib.request.Request(url, data=json.dumps(bundle).encode(), method="POST", headers={
+        "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    host = urllib.parse.urlsplit(url).netloc or url
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        reason = _outcome_text(exc.read())
+        if exc.code in (401, 403):
+            raise FhirSendError(f"the FHIR server at {host} did not accept the credentials (HTTP {exc.code}: "
+                                f"{reason}); check the token file") from None
+        raise FhirSendError(f"the FHIR server at {host} refused the records (HTTP {exc.code}: {reason}); "
+                            "nothing of this transaction was stored") from None
+    except ssl.SSLError as exc:
+        raise FhirSendError(f"the FHIR server at {host} could not be trusted ({exc.reason or exc}); if it has a "
+                            "certificate of its own, give its CA with --ca-file") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            raise FhirSendError(f"the FHIR server at {host} could not be trusted ({reason.reason or reason}); if "
+                                "it has a certificate of its own, give its CA with --ca-file") from None
+        raise FhirSendError(f"could not reach the FHIR server at {host} ({reason}); check the address and that "
+                            "this device's network reaches it") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise FhirSendError(f"{host} answered, but not with FHIR JSON: is {url} the server's base address "
+                            "(for HAPI FHIR, ending in /fhir)?") from None
+    if not (isinstance(answer, dict) and answer.get("resourceType") == "Bundle"
+            and answer.get("type") == "transaction-response"):
+        raise FhirSendError(f"{host} answered without a transaction response: is {url} the server's base "
+                            "address (for HAPI FHIR, ending in /fhir)?")
+    return answer
+
+
+def send(recordings: Sequence, make_bundle: Callable[[Iterable], dict], url: str, *, token: str = "",
+         ca_file: Optional[Path] = None, batch: int = DEFAULT_BATCH,
+         progress: Optional[Callable[[SendReport], None]] = None) -> SendReport:
+    """Send ``recordings`` in :func:`batches`, each made into a transaction by ``make_bundle``;
+    stops at the first failure (:class:`FhirSendError`, its message saying how many went)."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise FhirSendError(f"{url!r} is not a server address: give it as https://host/path (HAPI FHIR: .../fhir)")
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise FhirSendError(f"the CA file {ca_file} could not be read ({exc})") from None
+    report = SendReport()
+    for group in batches(recordings, batch):
+        try:
+            answer = post_transaction(url, make_bundle(group), token=token, context=context)
+        except FhirSendError as exc:
+            if report.transactions:
+                raise FhirSendError(f"{exc} ({report.recordings} of {len(recordings)} recordings were sent "
+                                    "before it; sending all again is safe)") from None
+            raise
+        report.transactions += 1
+        report.recordings += len(group)
+        for entry in answer.get("entry", []):
+            status = str((entry.get("response") or {}).get("status", "?"))
+            report.statuses[status] = report.statuses.get(status, 0) + 1
+            report.created += status.startswith("201")
+            report.updated += status.startswith("200")
+        if progress:
+            progress(report)
+    return report
