@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-#: Recordings per transaction: with their audio (about 1.3 MB each in base64 at 16 kHz, 20 s)
-#: a request of about 30 MB, which HAPI FHIR's default limits take and a clinic's link carries.
-DEFAULT_BATCH = 20
+#: Recordings per transaction: a 20 s recording at a USB card's 48 kHz is 1.9 MB of WAV, 2.6 MB in
+#: the base64 of FHIR JSON, so five make a request of about 13 MB: one a slow clinic link finishes
+#: in minutes, and a failed one costs little to send again.
+DEFAULT_BATCH = 5
 TIMEOUT_S = 120.0
 
 
@@ -86,6 +87,9 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
         if exc.code in (401, 403):
             raise FhirSendError(f"the FHIR server at {host} did not accept the credentials (HTTP {exc.code}: "
                                 f"{reason}); check the token file") from None
+        if exc.code == 413:
+            raise FhirSendError(f"the FHIR server at {host} took the request for too large (HTTP 413); send fewer "
+                                "recordings at a time (--batch 1), or leave the audio out (--no-audio)") from None
         raise FhirSendError(f"the FHIR server at {host} refused the records (HTTP {exc.code}: {reason}); "
                             "nothing of this transaction was stored") from None
     except ssl.SSLError as exc:

@@ -33,6 +33,7 @@ class FhirServer:
         self.requests: list[dict] = []
         self.fail_from = None  #: answer 500 from this transaction on (counting from 1)
         self.reply_html = False
+        self.max_bytes = 0  #: refuse a larger request with 413, as a size-limited proxy does (0: any size)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,7 +49,10 @@ class FhirServer:
                 self.wfile.write(data)
 
             def do_POST(self):
-                bundle = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if server.max_bytes and len(body) > server.max_bytes:
+                    return self._answer(413, "<html>413 Request Entity Too Large</html>")
+                bundle = json.loads(body)
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "bundle": bundle})
                 if server.reply_html:
                     return self._answer(200, "<html>a login page</html>")
@@ -197,6 +201,13 @@ def test_an_unreachable_or_wrong_address_gets_a_message_not_a_traceback(device, 
     assert result.returncode == 1 and "could not reach the FHIR server at 127.0.0.1" in result.stdout
     assert "check the address" in result.stdout and "Traceback" not in result.stderr
     assert "is not a server address" in _send(device, "fhir.example.org/fhir").stdout
+
+
+def test_a_request_too_large_for_the_server_says_how_to_send_smaller(device, server):
+    server.max_bytes = 2000
+    result = _send(device, server.url, "--batch", "1")
+    assert result.returncode == 1 and "too large (HTTP 413)" in result.stdout
+    assert "--batch 1" in result.stdout and "--no-audio" in result.stdout
 
 
 def test_a_page_that_is_not_a_fhir_server_is_named(device, server):
