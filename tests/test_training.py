@@ -461,6 +461,10 @@ def test_training_groups_name_each_windows_source_and_label_in_training_order():
     # groups sorted by (source, label): ("a", 0) 0, ("b", 0) 1, ("b", 1) 2
     assert groups.tolist() == [2] * 3 + [0] * 4 + [1] * 5 + [0] * 6
     assert np.array_equal(y, np.array([0.0, 0.0, 1.0])[groups])
+    by_source = training_groups(records, versions, by="source")  # ("a",) 0, ("b",) 1
+    assert by_source.tolist() == [1] * 3 + [0] * 4 + [1] * 5 + [0] * 6
+    with pytest.raises(ValueError):
+        training_groups(records, versions, by="label")
 
 
 def test_group_weighted_batches_read_the_group_weights_as_they_are_now():

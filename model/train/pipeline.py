@@ -109,10 +109,22 @@ def training_windows(records: Sequence[Record], versions: dict[str, list[np.ndar
     return np.concatenate(xs)[..., None], np.concatenate(ys), w / w.mean()
 
 
-def training_groups(records: Sequence[Record], versions: dict[str, list[np.ndarray]]) -> np.ndarray:
-    """Each training window's (source, label) group index, in :func:`training_windows`' order."""
-    index = {group: i for i, group in enumerate(sorted({(r.source, r.label) for r in records}))}
-    return np.concatenate([np.full(len(windows), index[(r.source, r.label)], np.int32)
+#: What group DRO weighs: each source set's normal and abnormal recordings apart, or each source
+#: set as one (its classes keep :func:`training_windows`' balance within it)
+DRO_GROUPS = ("source-class", "source")
+
+
+def training_groups(records: Sequence[Record], versions: dict[str, list[np.ndarray]], by: str = "source-class"
+                    ) -> np.ndarray:
+    """Each training window's group index (:data:`DRO_GROUPS`), in :func:`training_windows`' order."""
+    if by not in DRO_GROUPS:
+        raise ValueError(f"groups are one of {', '.join(DRO_GROUPS)}, not {by!r}")
+
+    def key(r: Record) -> tuple:
+        return (r.source, r.label) if by == "source-class" else (r.source,)
+
+    index = {group: i for i, group in enumerate(sorted({key(r) for r in records}))}
+    return np.concatenate([np.full(len(windows), index[key(r)], np.int32)
                            for r in records for windows in versions[r.name]])
 
 
@@ -193,6 +205,8 @@ class Tricks:
     #: raises its weight by exp(step x loss), so the worst-served stethoscope's hearts count for
     #: more in the next epoch (0: off, every group as :func:`training_windows` weighs it)
     group_dro: float = 0.0
+    #: the groups group DRO weighs (:data:`DRO_GROUPS`)
+    dro_groups: str = "source-class"
 
     @property
     def batched(self) -> bool:
@@ -586,7 +600,7 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
                                    for r in train for windows in versions[r.name]]),
                    val_sources[val_recording])
     val_records = (val_recording, val_labels, val_sources) if tricks.stop_on_sources else None
-    groups = training_groups(train, versions) if tricks.group_dro else None
+    groups = training_groups(train, versions, by=tricks.dro_groups) if tricks.group_dro else None
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
     model = fit(x, y, w, (xv, yv), params, epochs=epochs, seed=seed, tricks=tricks, sources=sources,
                 val_records=val_records, groups=groups)
@@ -845,6 +859,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--group-dro", type=float, default=0.0, metavar="STEP", help="group DRO, per epoch: "
                         "each source x class group's weight times exp(STEP x its training loss) after every epoch, "
                         "so the groups the network serves worst count for more (0: off; Sagawa et al. 2020)")
+    parser.add_argument("--dro-groups", choices=DRO_GROUPS, default="source-class", help="with --group-dro: "
+                        "weigh each source set's normal and abnormal recordings apart (source-class), or each "
+                        "source set as a whole (source: its classes stay balanced within it, so the weights follow "
+                        "stethoscopes, not the operating point)")
     parser.add_argument("--train-without", action="append", default=[], choices=PHYSIONET_SOURCES,
                         metavar="SOURCE", help="a PhysioNet source set neither trained nor validated on "
                         "(repeatable); the test split keeps its recordings, so they test an unheard device, "
@@ -914,9 +932,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tricks = Tricks(mix_style=args.mix_style, source_adversary=args.source_adversary, mixup=args.mixup,
                     band_mask=args.band_mask, blur_pool=args.blur_pool,
                     skip_poor_quality=args.skip_poor_quality, weight_average=args.weight_average,
-                    members=args.members, stop_on_sources=args.stop_on_sources, group_dro=args.group_dro)
+                    members=args.members, stop_on_sources=args.stop_on_sources, group_dro=args.group_dro,
+                    dro_groups=args.dro_groups)
     report.update({name: value for name, value in asdict(tricks).items()
-                   if value and not (name == "members" and value == 1)})
+                   if value and not (name == "members" and value == 1) and not (name == "dro_groups" and not tricks.group_dro)})
     if args.train_without:
         report["train_without"] = sorted(args.train_without)
     splits = split_for_model(records, args.seed, args.train_without)
@@ -971,7 +990,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             + (f"; mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup else "")
                             + (f"; up to {args.band_mask} mel bands masked" if args.band_mask else "")
                             + ("; weights averaged over the later epochs" if args.weight_average else "")
-                            + (f"; group DRO, step {args.group_dro:g} per epoch" if args.group_dro else "")
+                            + (f"; group DRO over {args.dro_groups} groups, step {args.group_dro:g} per epoch"
+                               if args.group_dro else "")
                             + (f"; {args.short_crops} windows of short 1.2-4 s stretches (tiled) per version"
                                if args.short_crops else ""),
             **({"excluded_from_training": "recordings PhysioNet marked poor quality (REFERENCE-SQI 0)"}
