@@ -70,6 +70,23 @@ def test_both_fhir_exports_are_valid_fhir(store):
         Bundle.model_validate(broken)
 
 
+def test_every_reference_in_a_collection_resolves_inside_it_by_fhirs_rule(store):
+    """A relative reference resolves against the base of its entry's fullUrl (FHIR R4, Bundle,
+    "Resolving references in Bundles"); each must land on another entry's fullUrl."""
+    collection, _ = _bundles(*store)
+    full_urls = [e["fullUrl"] for e in collection["entry"]]
+    assert len(set(full_urls)) == len(full_urls) == 9
+    resolved = 0
+    for entry in collection["entry"]:
+        resource = entry["resource"]
+        assert entry["fullUrl"] == f"https://heartpi.invalid/devices/clinic-3/fhir/{resource['resourceType']}/{resource['id']}"
+        base = entry["fullUrl"].rsplit("/", 2)[0]
+        for reference in references_in(resource):
+            assert f"{base}/{reference}" in full_urls, (entry["fullUrl"], reference)
+            resolved += 1
+    assert resolved >= 10
+
+
 def test_a_transaction_puts_each_resource_under_an_id_naming_the_device(store):
     collection, transaction = _bundles(*store)
     assert transaction["resourceType"] == "Bundle" and transaction["type"] == "transaction"

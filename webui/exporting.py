@@ -223,8 +223,18 @@ def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, devic
             if rec.visit:
                 resource["encounter"] = {"reference": f"Encounter/visit-{rec.visit}"}
         entries += made
+    base = collection_base(device_id)
     return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"fullUrl": f"urn:uuid:heartpi-{device_id}-{r['id']}", "resource": r} for r in entries]}
+            "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r} for r in entries]}
+
+
+def collection_base(device_id: str) -> str:
+    """The base of a collection's ``fullUrl``\ s: ``https://heartpi.invalid/devices/<device>/fhir``
+    (``.invalid`` is reserved: no server answers there). A RESTful base is what lets a reader
+    resolve the resources' relative references (``Patient/patient-1``) inside the Bundle, by FHIR's
+    rule; the ``urn:uuid:heartpi-…`` names used until 2026-12-01 were no UUIDs, and left them
+    unresolved."""
+    return f"https://heartpi.invalid/devices/{device_id_prefix(device_id).rstrip('-')}/fhir"
 
 
 #: FHIR's id: 1 to 64 of these characters.
