@@ -51,7 +51,7 @@ def batches(recordings: Sequence, size: int) -> list[list]:
         groups.setdefault(rec.visit or ("recording", rec.id), []).append(rec)
     out: list[list] = []
     for group in groups.values():
-        if not out or len(out[-1]) + len(group) > size and out[-1]:
+        if not out or (out[-1] and len(out[-1]) + len(group) > size):
             out.append([])
         out[-1].extend(group)
     return [batch for batch in out if batch]

@@ -10,7 +10,6 @@ that names the device, so sending the same records again updates them instead of
 from __future__ import annotations
 
 import base64
-import copy
 import csv
 import hashlib
 import io
@@ -229,7 +228,7 @@ def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, devic
 
 
 def collection_base(device_id: str) -> str:
-    """The base of a collection's ``fullUrl``\ s: ``https://heartpi.invalid/devices/<device>/fhir``
+    """Where a collection's entries say they are: ``https://heartpi.invalid/devices/<device>/fhir``
     (``.invalid`` is reserved: no server answers there). A RESTful base is what lets a reader
     resolve the resources' relative references (``Patient/patient-1``) inside the Bundle, by FHIR's
     rule; the ``urn:uuid:heartpi-…`` names used until 2026-12-01 were no UUIDs, and left them
@@ -256,9 +255,9 @@ def device_id_prefix(device_id: str) -> str:
     return f"{cleaned}-"
 
 
-def _renamed_references(node, renamed: dict[str, str]):
-    """``node`` (a resource or part of one) with every ``reference`` that ``renamed`` knows
-    replaced, in place."""
+def _renamed_references(node, renamed: dict[str, str]) -> None:
+    """Replace, in place, every ``reference`` in ``node`` (a resource or part of one) that
+    ``renamed`` knows."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str) and value in renamed:
@@ -268,7 +267,6 @@ def _renamed_references(node, renamed: dict[str, str]):
     elif isinstance(node, list):
         for item in node:
             _renamed_references(item, renamed)
-    return node
 
 
 def to_fhir_transaction(store: RecordStore, recordings: Iterable[Recording], *, device_id: str,
@@ -291,7 +289,7 @@ def to_fhir_transaction(store: RecordStore, recordings: Iterable[Recording], *, 
     entries = []
     for resource in resources:
         url = renamed[f"{resource['resourceType']}/{resource['id']}"]
-        resource = _renamed_references(copy.deepcopy(resource), renamed)
+        _renamed_references(resource, renamed)  # the collection's own, made for this export alone
         resource["id"] = url.split("/", 1)[1]
         if not FHIR_ID.fullmatch(resource["id"]):
             raise ValueError(f"FHIR id {resource['id']!r} is not valid")  # a bug of ours, not the user's
