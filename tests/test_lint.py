@@ -1,5 +1,6 @@
 """The code has none of the mistakes a linter finds for certain: undefined or unused names, syntax
-errors, likely bugs (ruff's F, E9 and B rules, configured in pyproject.toml; not style)."""
+errors, likely bugs, invalid escapes in strings (ruff's F, E9, B and W605 rules, configured in
+pyproject.toml; not style)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,11 @@ def test_the_linter_finds_an_undefined_name(tmp_path):
     result = subprocess.run([_ruff(), "check", "--no-cache", "--select", "F", str(tmp_path / "broken.py")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "F821" in result.stdout
+
+
+def test_the_project_rules_find_an_invalid_escape(tmp_path):
+    """With the project's own rules: a docstring's stray backslash (a warning at every import) is reported."""
+    (tmp_path / "escape.py").write_text('def f():\n    """The fullUrl\\ s."""\n')
+    result = subprocess.run([_ruff(), "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"),
+                             str(tmp_path / "escape.py")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "W605" in result.stdout
