@@ -589,8 +589,7 @@ def export(args: argparse.Namespace) -> int:
         bundle = to_fhir_transaction if args.format == "fhir-transaction" else to_fhir_bundle
         text = fhir_json(bundle(store, recs, device_id=config.device_id,
                                 recordings_dir=config.recordings_dir, include_audio=not args.no_audio))
-    store.audit("cli:export", f"export.{args.format}", f"patient:{args.patient}" if args.patient else "",
-                f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
+    store.audit("cli:export", f"export.{args.format}", *_export_audit_what(args))
     store.close()
     if args.output:
         args.output.write_text(text)
@@ -598,6 +597,12 @@ def export(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _export_audit_what(args: argparse.Namespace) -> tuple[str, str]:
+    """An export's audit target (the patient, if one) and detail (the days, and whether referrals only)."""
+    return (f"patient:{args.patient}" if args.patient else "",
+            f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
 
 
 def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
@@ -608,8 +613,7 @@ def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
     from webui.exporting import to_fhir_transaction
 
     host = urllib.parse.urlsplit(args.send).netloc or args.send
-    what = (f"patient:{args.patient}" if args.patient else "",
-            f"{args.since or '-'}..{args.until or '-'}" + (" referrals only" if args.referrals_only else ""))
+    what = _export_audit_what(args)
     try:
         token = args.token_file.read_text().strip() if args.token_file else ""
     except OSError as exc:
