@@ -610,7 +610,7 @@ def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
     import urllib.parse
 
     from heartpi.fhir_send import FhirSendError, send
-    from webui.exporting import to_fhir_transaction
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT, to_fhir_transaction
 
     host = urllib.parse.urlsplit(args.send).netloc or args.send
     what = _export_audit_what(args)
@@ -634,10 +634,10 @@ def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
         report = send(recs, make_bundle, args.send, token=token, ca_file=args.ca_file, batch=args.batch,
                       progress=progress)
     except FhirSendError as exc:
-        store.audit("cli:export", "export.fhir-send", what[0], f"{what[1]} to {host}: failed ({exc})")
+        store.audit("cli:export", FHIR_SEND_FAILED, what[0], f"{what[1]} to {host}: {exc}")
         _line(False, "FHIR server", str(exc))
         return EXIT_FAILED
-    store.audit("cli:export", "export.fhir-send", what[0],
+    store.audit("cli:export", FHIR_SENT, what[0],
                 f"{what[1]} to {host}: {report.recordings} recordings, {report.created} resources created, "
                 f"{report.updated} updated")
     other = {k: v for k, v in report.statuses.items() if not k.startswith(("200", "201"))}

@@ -567,7 +567,15 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
                                         device_id="heartpi-clinic-07", verdict=verdict, p_abnormal=p,
                                         threshold=0.076, heart_rate_bpm=72.0, site="aortic", visit="visit-1",
                                         patient_id=patient if assigned else None, note=note))
-    # the Device page's longest line: a box whose power bank sagged twice
+    # the Device page's longest lines: a send to the FHIR server that failed after one that went, and a
+    # box whose power bank sagged twice
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT
+
+    store.audit("cli:export", FHIR_SENT, "", "2026-03-01..- to fhir.regional-health-office.example.org: 12 recordings, "
+                "40 resources created, 0 updated")
+    store.audit("cli:export", FHIR_SEND_FAILED, "", "2026-03-01..- referrals only to fhir.regional-health-office.example"
+                ".org: could not reach the FHIR server at fhir.regional-health-office.example.org ([Errno -3] Temporary "
+                "failure in name resolution); check the address and that this device's network reaches it")
     store.set_status("power", json.dumps({"watched": True, "low": False, "sags": 2, "last_sag_at": time.time() - 600,
                                           "started_at": time.time() - 7200}))
     page.set_viewport_size({"width": 390, "height": 844})
@@ -587,6 +595,7 @@ def test_every_page_an_administrator_opens_fits_a_phone(live_server, page, heart
         _assert_accessible(page)
         if path == "/device":
             assert page.inner_text("#power-supply").startswith("under-voltage 2 times since ")
+            assert "Temporary failure in name resolution" in page.inner_text("#fhir-send")
     # whom to refer: the abnormal recording and the person the box could not judge, the longest choice
     page.goto(base + "/recordings")
     page.select_option("select[name=verdict]", "refer")

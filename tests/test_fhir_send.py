@@ -132,9 +132,14 @@ def _send(device, url, *extra):
 
 
 def _audit(data: Path) -> list[str]:
+    """The sends' audit entries, newest first: "sent: ..." or "failed: ..."."""
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT
+
     store = RecordStore(data / "heartpi.sqlite3")
     try:
-        return [e["detail"] for e in store.audit_entries(action="export.fhir-send")]
+        entries = [e for action in (FHIR_SENT, FHIR_SEND_FAILED) for e in store.audit_entries(action=action)]
+        return [("sent: " if e["action"] == FHIR_SENT else "failed: ") + e["detail"]
+                for e in sorted(entries, key=lambda e: -e["id"])]
     finally:
         store.close()
 
@@ -157,7 +162,8 @@ def test_records_reach_the_server_and_sending_again_updates_them(device, server)
     assert "0 resources created, 11 updated" in again.stdout and len(server.requests) == 3
     assert json.dumps(server.resources, sort_keys=True) == held  # the same resources, not copies
     audit = _audit(device[2])
-    assert len(audit) == 2 and all("to 127.0.0.1" in a and "4 recordings" in a for a in audit)
+    assert len(audit) == 2 and all(a.startswith("sent: ") and "to 127.0.0.1" in a and "4 recordings" in a
+                                   for a in audit)
 
 
 def test_visits_stay_together_in_a_batch():
@@ -179,7 +185,7 @@ def test_a_wrong_token_is_named_and_audited(device, server, tmp_path):
     result = run_cli("export", "--format", "fhir-transaction", "--send", server.url, "--token-file", str(wrong), env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "did not accept the credentials (HTTP 401: HAPI-0644: invalid bearer token); check the token file" in result.stdout
-    assert not server.resources and "failed" in _audit(data)[0]
+    assert not server.resources and _audit(data)[0].startswith("failed: ") and "HTTP 401" in _audit(data)[0]
 
 
 def test_a_refusal_says_what_the_server_said_and_a_failure_part_way_what_went(device, server):

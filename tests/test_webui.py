@@ -628,6 +628,29 @@ def test_device_page_asks_for_a_backup_until_one_is_made(client, auth, web_store
     assert "(0 days ago)" in _last_backup(client)
 
 
+def test_device_page_says_when_records_last_reached_the_fhir_server(client, auth, web_store):
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT
+
+    auth.login("health_worker")
+    assert 'id="fhir-send"' not in _device_page(client)  # never tried: nothing to say
+    web_store.audit("cli:export", FHIR_SEND_FAILED, "", "-..- to fhir.region.example: could not reach it")
+    line = _fhir_send_line(client)
+    assert "never;" in line and "failed: -..- to fhir.region.example: could not reach it" in line
+    assert "flash error" in line and "--send</code> again" in line
+    web_store.audit("cli:export", FHIR_SENT, "", "-..- to fhir.region.example: 12 recordings, 40 resources "
+                    "created, 0 updated")
+    line = _fhir_send_line(client)
+    assert "12 recordings, 40 resources created" in line and "failed" not in line and "flash error" not in line
+    web_store.audit("cli:export", FHIR_SEND_FAILED, "", "-..- to fhir.region.example: HTTP 401")
+    line = _fhir_send_line(client)
+    assert "12 recordings" in line and "failed: -..- to fhir.region.example: HTTP 401" in line
+
+
+def _fhir_send_line(client) -> str:
+    page = html.unescape(_device_page(client))
+    return " ".join(page[page.index('<dd id="fhir-send"'):].split("</dd>")[0].split())
+
+
 def _last_backup(client) -> str:
     page = client.get("/device").get_data(as_text=True)
     return page[page.index('<dd id="last-backup"'):].split("</dd>")[0]

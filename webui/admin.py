@@ -24,7 +24,7 @@ from model.verdict import REASON_ADVICE
 
 from . import get_config, get_store
 from .auth import actor, roles_required
-from .exporting import safe_cell
+from .exporting import FHIR_SEND_FAILED, FHIR_SENT, safe_cell
 from .passwords import hash_password
 
 bp = Blueprint("admin", __name__)
@@ -205,6 +205,7 @@ def device():
                            recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
                            backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store),
+                           fhir_send=_fhir_send_view(store),
                            poor=_poor_signal_view(store))
 
 
@@ -236,6 +237,18 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
         days = max(0, int((now - _dt.datetime.fromisoformat(last).timestamp()) // 86400))
     return {"at": last, "days": days,
             "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
+
+
+def _fhir_send_view(store) -> Optional[dict]:
+    """The last records sent to the region's FHIR server, and a failed attempt since, each an
+    audit entry (its ``at`` and ``detail``); None when none was ever tried."""
+    sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
+    failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
+    if sent is None and failed is None:
+        return None
+    if failed is not None and sent is not None and failed["id"] < sent["id"]:
+        failed = None  # a later send went through
+    return {"sent": sent, "failed": failed}
 
 
 #: The Device page judges the capture gain from this many of the box's newest recordings, and

@@ -236,6 +236,9 @@ def collection_base(device_id: str) -> str:
     return f"https://heartpi.invalid/devices/{device_id_prefix(device_id).rstrip('-')}/fhir"
 
 
+#: The audit actions of ``heartpi export --send``: records that reached the region's FHIR server,
+#: and an attempt that did not (neither name a prefix of the other: the audit log filters by prefix)
+FHIR_SENT, FHIR_SEND_FAILED = "export.fhir-sent", "export.fhir-send-failed"
 #: FHIR's id: 1 to 64 of these characters.
 FHIR_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
 #: The device's part of a transaction's ids stays this short, so the longest id of ours
