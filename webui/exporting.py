@@ -204,7 +204,7 @@ def to_fhir_bundle(store: RecordStore, recordings: Iterable[Recording], *, devic
     (a range ending mid-visit, referrals only): a server that files it by id would otherwise
     have its period and subject shrunk by a narrower export sent after a wider one."""
     recordings = list(recordings)
-    visits = {rec.visit: store.visit_recordings(rec.visit) for rec in recordings if rec.visit}
+    visits = {visit: store.visit_recordings(visit) for visit in dict.fromkeys(r.visit for r in recordings if r.visit)}
     entries, seen, seen_visits = [], set(), set()
     for rec in recordings:
         if rec.patient_id and rec.patient_id not in seen:
