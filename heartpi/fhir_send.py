@@ -92,11 +92,8 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
                                 "recordings at a time (--batch 1), or leave the audio out (--no-audio)") from None
         raise FhirSendError(f"the FHIR server at {host} refused the records (HTTP {exc.code}: {reason}); "
                             "nothing of this transaction was stored") from None
-    except ssl.SSLError as exc:
-        raise FhirSendError(f"the FHIR server at {host} could not be trusted ({exc.reason or exc}); if it has a "
-                            "certificate of its own, give its CA with --ca-file") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except OSError as exc:  # URLError wraps what failed; a TLS error can also come bare (ssl.SSLError)
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         if isinstance(reason, ssl.SSLError):
             raise FhirSendError(f"the FHIR server at {host} could not be trusted ({reason.reason or reason}); if "
                                 "it has a certificate of its own, give its CA with --ca-file") from None
