@@ -124,8 +124,13 @@ def training_groups(records: Sequence[Record], versions: dict[str, list[np.ndarr
         return (r.source, r.label) if by == "source-class" else (r.source,)
 
     index = {group: i for i, group in enumerate(sorted({key(r) for r in records}))}
-    return np.concatenate([np.full(len(windows), index[key(r)], np.int32)
-                           for r in records for windows in versions[r.name]])
+    return per_training_window(records, versions, lambda r: index[key(r)])
+
+
+def per_training_window(records: Sequence[Record], versions: dict[str, list[np.ndarray]],
+                        value: Callable[[Record], int]) -> np.ndarray:
+    """``value(record)`` once for each of its training windows, in :func:`training_windows`' order."""
+    return np.concatenate([np.full(len(windows), value(r), np.int32) for r in records for windows in versions[r.name]])
 
 
 def _eval_windows(args):
@@ -596,9 +601,7 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
     val_sources = np.array([index[r.source] for r in validation], np.int32)
     sources = None
     if tricks.source_adversary:  # per-window source indices, in training_windows' order
-        sources = (np.concatenate([np.full(len(windows), index[r.source], np.int32)
-                                   for r in train for windows in versions[r.name]]),
-                   val_sources[val_recording])
+        sources = (per_training_window(train, versions, lambda r: index[r.source]), val_sources[val_recording])
     val_records = (val_recording, val_labels, val_sources) if tricks.stop_on_sources else None
     groups = training_groups(train, versions, by=tricks.dro_groups) if tricks.group_dro else None
     log.info("training on %d windows of %d recordings, validating on %d", len(x), len(train), len(xv))
