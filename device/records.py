@@ -153,6 +153,40 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE recordings ADD COLUMN level_dbfs REAL;
     """,
+    # 10: what changed since the records last reached the region's FHIR server (heartpi.fhir_sync).
+    # Every recording carries the number of its last change from one counter, so a send takes
+    # only what is newer than the last one that went through. Triggers keep it, not the code:
+    # no new way of changing a record can forget to. A patient's change counts as a change of
+    # their recordings (the Patient resource travels with them). Existing recordings count as
+    # changed once: nothing says which of them a server already holds.
+    """
+    CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+    INSERT INTO change_counter (id, seq) VALUES (1, (SELECT IFNULL(MAX(id), 0) FROM recordings));
+    ALTER TABLE recordings ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE recordings SET changed_seq = id;
+    CREATE INDEX recordings_changed ON recordings(changed_seq);
+    CREATE TRIGGER recordings_changed_on_insert AFTER INSERT ON recordings
+    BEGIN
+        UPDATE change_counter SET seq = seq + 1 WHERE id = 1;
+        UPDATE recordings SET changed_seq = (SELECT seq FROM change_counter WHERE id = 1) WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER recordings_changed_on_update AFTER UPDATE ON recordings
+    WHEN NEW.changed_seq IS OLD.changed_seq
+    BEGIN
+        UPDATE change_counter SET seq = seq + 1 WHERE id = 1;
+        UPDATE recordings SET changed_seq = (SELECT seq FROM change_counter WHERE id = 1) WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER patients_changed_on_update AFTER UPDATE ON patients
+    BEGIN
+        UPDATE change_counter SET seq = seq + 1 WHERE id = 1;
+        UPDATE recordings SET changed_seq = (SELECT seq FROM change_counter WHERE id = 1) WHERE patient_id = NEW.id;
+    END;
+    CREATE TABLE fhir_sent (
+        server TEXT PRIMARY KEY,
+        through_seq INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -236,6 +270,8 @@ class Recording:
     site: Optional[str] = None
     visit: Optional[str] = None
     level_dbfs: Optional[float] = None
+    #: the number of its last change (schema 10): what a FHIR server has not yet been sent
+    changed_seq: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -746,6 +782,30 @@ class RecordStore:
         """Log everyone out (a restored database's sessions belong to another device's page)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM web_sessions")
+
+    # -- what a FHIR server has not been sent yet (heartpi.fhir_sync) -----------------------
+    def changed_recordings(self, after: int) -> list[Recording]:
+        """The recordings changed (made, assigned, given a finding, their patient edited, ...)
+        since change number ``after``, the oldest change first."""
+        return [Recording.from_row(r) for r in self._query(
+            "SELECT * FROM recordings WHERE changed_seq > ? ORDER BY changed_seq, id", (int(after),))]
+
+    def count_changed_recordings(self, after: int) -> int:
+        """How many recordings :meth:`changed_recordings` would give."""
+        return self._query("SELECT COUNT(*) FROM recordings WHERE changed_seq > ?", (int(after),))[0][0]
+
+    def fhir_sent_through(self, server: str) -> tuple[int, Optional[str]]:
+        """(change number, when): every change up to that number has reached ``server`` (0, None: nothing yet)."""
+        rows = self._query("SELECT through_seq, at FROM fhir_sent WHERE server = ?", (server,))
+        return (rows[0][0], rows[0][1]) if rows else (0, None)
+
+    def mark_fhir_sent(self, server: str, through_seq: int) -> None:
+        """Every change up to ``through_seq`` has reached ``server``. Never moves back: of two sends
+        that overlapped, the one that saw more changes has the say."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO fhir_sent (server, through_seq, at) VALUES (?, ?, ?) ON CONFLICT(server) "
+                         "DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq), at = excluded.at",
+                         (server, int(through_seq), utcnow()))
 
     # -- audit, settings, status --------------------------------------------------------
     @staticmethod

@@ -85,6 +85,57 @@ def test_migration_to_version_9_keeps_recordings_without_a_level_and_new_ones_st
     store.close()
 
 
+def test_migration_to_version_10_counts_every_old_recording_as_not_yet_sent(tmp_path):
+    """No database before schema 10 says what a FHIR server holds, so each of its recordings is
+    one change to send; the changes made after it number on from there."""
+    path = tmp_path / "v9.sqlite3"
+    conn = _old_database(path, 9)
+    for n in range(3):
+        conn.execute("INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, device_id) "
+                     "VALUES (?, 'x', 20, 48000, '2026-01-01T00:00:00+00:00', 'device', 'box')", (f"{n}.wav",))
+    conn.commit()
+    conn.close()
+    store = RecordStore(path)
+    assert [(r.id, r.changed_seq) for r in store.changed_recordings(0)] == [(1, 1), (2, 2), (3, 3)]
+    new = _add(store, 9)
+    assert store.get_recording(new).changed_seq == 4 and store.count_changed_recordings(3) == 1
+    store.close()
+
+
+def test_every_change_to_a_recording_or_its_patient_numbers_it_anew(store):
+    """The triggers number what a FHIR server must be sent again: each way a recording's record
+    changes, and its patient's; other recordings keep their numbers."""
+    a, b, other = _add(store, 1), _add(store, 2), _add(store, 3)
+    ama = store.add_patient(name="Ama", actor="t")
+
+    def seq(rec_id):
+        return store.get_recording(rec_id).changed_seq
+
+    numbers = [seq(a), seq(b), seq(other)]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+    changes = [lambda: store.assign_recording(a, ama, actor="t"),
+               lambda: store.set_finding(a, "abnormal", "echo: MR", actor="t"),
+               lambda: store.set_site(a, "mitral", actor="t"),
+               lambda: store.update_patient(ama, name="Ama Owusu", actor="t")]
+    for change in changes:
+        before, untouched = seq(a), seq(other)
+        change()
+        assert seq(a) > before and seq(a) > untouched and seq(other) == untouched
+    store.assign_recording(b, ama, actor="t")
+    last = max(seq(a), seq(b))
+    store.delete_patient(ama, actor="t", reason="duplicate")  # both sent again, without the patient
+    assert min(seq(a), seq(b)) > last
+    assert [r.id for r in store.changed_recordings(seq(other))] == [a, b]
+
+
+def test_what_a_fhir_server_has_is_kept_per_server_and_never_moves_back(store):
+    assert store.fhir_sent_through("https://a/fhir") == (0, None)
+    store.mark_fhir_sent("https://a/fhir", 7)
+    store.mark_fhir_sent("https://a/fhir", 5)  # a send that overlapped and saw less
+    assert store.fhir_sent_through("https://a/fhir")[0] == 7
+    assert store.fhir_sent_through("https://b/fhir") == (0, None)
+
+
 def test_latest_levels_are_the_sources_newest_above_silence(store):
     """The Device page judges the box's capture gain from its own newest recordings: not uploads
     (other devices' gains), not silent ones (a stethoscope off the chest), not unmeasured ones."""
