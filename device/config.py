@@ -17,6 +17,8 @@ Example::
     [gpio]
     button = 17
     led_green = 27
+    [fhir]
+    server_url = "https://fhir.region.example/fhir"
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
+from urllib.parse import urlsplit
 
 from .clinic_time import ClinicTime
 from .errors import ConfigError
@@ -108,8 +111,20 @@ class WebSection:
     max_upload_mb: int = _spec(64, help="largest upload accepted", minimum=1, maximum=512)
 
 
+@dataclass(frozen=True)
+class FhirSection:
+    server_url: str = _spec("", help="the region's FHIR R4 server's base address (HAPI FHIR: https://host/fhir): "
+                            "heartpi-fhir-sync.timer sends it what changed every hour ('' = never)")
+    ca_file: str = _spec("", help="the certificate authority of a server whose certificate is its own "
+                         "('' = the system's)")
+    batch: int = _spec(5, help="recordings per transaction (a visit's recordings go together)",
+                       minimum=1, maximum=100)
+    include_audio: bool = _spec(True, help="send each recording's audio with it (about 2.6 MB a 48 kHz "
+                                "recording); false sends the verdicts and records only")
+
+
 SECTIONS = {"device": DeviceSection, "audio": AudioSection, "gpio": GpioSection,
-            "storage": StorageSection, "web": WebSection}
+            "storage": StorageSection, "web": WebSection, "fhir": FhirSection}
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class Config:
     gpio: GpioSection = field(default_factory=GpioSection)
     storage: StorageSection = field(default_factory=StorageSection)
     web: WebSection = field(default_factory=WebSection)
+    fhir: FhirSection = field(default_factory=FhirSection)
     source: Optional[Path] = None
 
     @property
@@ -225,8 +241,8 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{key} must be {'a number' if expected in ('int', 'float') else 'text'}"
-                          f"{' (whole)' if expected == 'int' else ''}, got {value!r}")
+        kind = {"int": "a number (whole)", "float": "a number", "bool": "true or false"}.get(expected, "text")
+        raise ConfigError(f"{key} must be {kind}, got {value!r}")
     if meta["choices"] and value not in meta["choices"]:
         allowed = ", ".join(repr(c) if c == "" else str(c) for c in meta["choices"])
         raise ConfigError(f"{key} must be one of {allowed}, got {value!r}")
@@ -268,6 +284,10 @@ def config_from_mapping(data: Mapping[str, Any], *, source: Optional[Path] = Non
         raise ConfigError(f"set audio.site (one place) or audio.sites (a protocol of places), not both; got "
                           f"site={audio.site!r} and sites={list(audio.sites)!r}")
     ClinicTime(sections["device"].timezone)  # an unknown zone is refused now, not on the first page
+    server = sections["fhir"].server_url
+    if server and not (urlsplit(server).scheme in ("http", "https") and urlsplit(server).netloc):
+        raise ConfigError(f"fhir.server_url must be the server's base address, starting https:// (HAPI FHIR: "
+                          f"https://host/fhir), got {server!r}")
     return Config(**sections, source=source)
 
 

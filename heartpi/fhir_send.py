@@ -113,9 +113,11 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
 
 def send(recordings: Sequence, make_bundle: Callable[[Iterable], dict], url: str, *, token: str = "",
          ca_file: Optional[Path] = None, batch: int = DEFAULT_BATCH,
-         progress: Optional[Callable[[SendReport], None]] = None) -> SendReport:
+         progress: Optional[Callable[[SendReport], None]] = None,
+         accepted: Optional[Callable[[list], None]] = None) -> SendReport:
     """Send ``recordings`` in :func:`batches`, each made into a transaction by ``make_bundle``;
-    stops at the first failure (:class:`FhirSendError`, its message saying how many went)."""
+    stops at the first failure (:class:`FhirSendError`, its message saying how many went).
+    ``accepted``: called with each group of recordings the server took, as soon as it did."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise FhirSendError(f"{url!r} is not a server address: give it as https://host/path (HAPI FHIR: .../fhir)")
     try:
@@ -131,6 +133,8 @@ def send(recordings: Sequence, make_bundle: Callable[[Iterable], dict], url: str
                 raise FhirSendError(f"{exc} ({report.recordings} of {len(recordings)} recordings were sent "
                                     "before it; sending all again is safe)") from None
             raise
+        if accepted:
+            accepted(group)
         report.transactions += 1
         report.recordings += len(group)
         for entry in answer.get("entry", []):

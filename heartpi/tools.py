@@ -88,6 +88,13 @@ def register(sub, dispatch: Callable) -> None:
                    "recordings always go together; default 5, about 13 MB with 48 kHz audio)")
     p.set_defaults(func=dispatch, tool="export")
 
+    p = sub.add_parser("fhir-sync", help="send the FHIR server (fhir.server_url) the records changed since the "
+                       "last send (heartpi-fhir-sync.timer runs it every hour)")
+    p.add_argument("--all", action="store_true", help="send every record again, as to a new server")
+    p.add_argument("--token-file", type=Path, help="the server's access token (default: the service's "
+                   "credential, else /etc/heartpi/fhir-token when it exists)")
+    p.set_defaults(func=dispatch, tool="fhir_sync")
+
     p = sub.add_parser("backup", help="back up records, recordings and models to a .tar (safe while running)",
                        description="OUTPUT.tar: the whole device (database, recordings, models), restored "
                        "with 'heartpi restore'. OUTPUT.sqlite3: a copy of the database alone.")
@@ -154,6 +161,10 @@ data_dir = "/var/lib/heartpi"
 port = 443
 tls_cert = "/etc/heartpi/tls/heartpi.crt"
 tls_key = "/etc/heartpi/tls/heartpi.key"
+
+[fhir]
+# The region's FHIR server, sent what changed every hour (token: /etc/heartpi/fhir-token).
+server_url = ""
 """
 
 
@@ -643,6 +654,43 @@ def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
     other = {k: v for k, v in report.statuses.items() if not k.startswith(("200", "201"))}
     _line(not other, "FHIR server", f"{report.recordings} recording(s) in {report.transactions} transaction(s) to "
           f"{host}: {report.created} resources created, {report.updated} updated"
+          + (f"; other answers: {other}" if other else ""))
+    return EXIT_OK if not other else EXIT_FAILED
+
+
+def fhir_sync(args: argparse.Namespace) -> int:
+    """Send the configured FHIR server what changed since the last send (:mod:`heartpi.fhir_sync`).
+    No server set is no failure: the timer runs on every box, most clinics never set one."""
+    from device.records import RecordStore
+    from heartpi.fhir_send import FhirSendError
+    from heartpi.fhir_sync import ACTOR, read_token, server_host, sync
+    from webui.exporting import FHIR_SEND_FAILED
+
+    config = _config(args)
+    if not config.fhir.server_url:
+        print("no FHIR server is set (fhir.server_url in /etc/heartpi/heartpi.toml): nothing to send")
+        return EXIT_OK
+    host = server_host(config.fhir.server_url)
+    store = RecordStore(config.database_path)
+    try:
+        try:
+            token = read_token(args.token_file)
+        except FhirSendError as exc:  # sync audits the server's failures; this one is the device's
+            store.audit(ACTOR, FHIR_SEND_FAILED, "", f"changes to {host}: {exc}")
+            raise
+        report = sync(store, config, token=token, everything=args.all, progress=lambda sent: print(
+            f"  sent {sent.recordings} recordings", file=sys.stderr, flush=True))
+    except FhirSendError as exc:
+        _line(False, "FHIR server", str(exc))
+        return EXIT_FAILED
+    finally:
+        store.close()
+    if report.sent is None:
+        _line(True, "FHIR server", f"{host} has every record: nothing changed since the last send")
+        return EXIT_OK
+    other = {k: v for k, v in report.sent.statuses.items() if not k.startswith(("200", "201"))}
+    _line(not other, "FHIR server", f"{report.sent.recordings} changed recording(s) in {report.sent.transactions} "
+          f"transaction(s) to {host}: {report.sent.created} resources created, {report.sent.updated} updated"
           + (f"; other answers: {other}" if other else ""))
     return EXIT_OK if not other else EXIT_FAILED
 

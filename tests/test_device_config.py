@@ -37,6 +37,10 @@ def test_file_from_env_and_explicit_path(tmp_path):
     ("[web]\nport = 1.5\n", "web.port must be a number (whole)"),
     ("[audio]\nsite = 'apex'\n", "audio.site must be one of '', aortic, pulmonic, tricuspid, mitral, got 'apex'"),
     ("audio = 3\n", "[audio] must be a section"),
+    ("[fhir]\nserver_url = 'fhir.region.example'\n", "fhir.server_url must be the server's base address, starting https://"),
+    ("[fhir]\nserver_url = 'https://'\n", "fhir.server_url must be the server's base address"),
+    ("[fhir]\nbatch = 0\n", "fhir.batch must be between 1 and 100"),
+    ("[fhir]\ninclude_audio = 'yes'\n", "fhir.include_audio must be true or false, got 'yes'"),
     ("[audio\n", "is not valid TOML"),
 ])
 def test_invalid_config_names_the_key(tmp_path, toml, message):

@@ -106,8 +106,13 @@ def server():
 
 @pytest.fixture
 def device(tmp_path):
+    return make_device(tmp_path)
+
+
+def make_device(tmp_path: Path):
     """A device's data folder: one person recorded at two places in one visit, another person
-    once, and a recording nobody was given; and a token file."""
+    once, and a recording nobody was given; and a token file. (the CLI's environment, the token
+    file, the data folder)"""
     data = tmp_path / "data"
     (data / "recordings").mkdir(parents=True)
     store = RecordStore(data / "heartpi.sqlite3")

@@ -13,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
-TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0, "heartpi-clock.service": 1.5}
-OTHER_UNITS = ("heartpi-clock.path",)
+TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0, "heartpi-clock.service": 1.5,
+           "heartpi-fhir-sync.service": 2.0}
+OTHER_UNITS = ("heartpi-clock.path", "heartpi-fhir-sync.timer")
 
 
 def _require(tool: str) -> str:
@@ -126,6 +127,7 @@ def test_install_script_is_idempotent_and_keeps_data(tmp_path):
     assert (tmp_path / "etc/heartpi/heartpi.toml").read_text() == '[device]\nid = "box"\n'
     for path in ("etc/systemd/system/heartpi-daemon.service", "etc/systemd/system/heartpi-web.service",
                  "etc/systemd/system/heartpi-clock.service", "etc/systemd/system/heartpi-clock.path",
+                 "etc/systemd/system/heartpi-fhir-sync.service", "etc/systemd/system/heartpi-fhir-sync.timer",
                  "usr/lib/sysusers.d/heartpi.conf", "usr/lib/tmpfiles.d/heartpi.conf",
                  "etc/sysctl.d/60-heartpi.conf", "opt/heartpi/README.md"):
         assert (tmp_path / path).is_file(), path
@@ -142,3 +144,22 @@ def test_install_script_is_idempotent_and_keeps_data(tmp_path):
     assert (tmp_path / "opt/heartpi/venv/bin/heartpi").exists()
     packaged = list((tmp_path / "opt/heartpi/venv/lib").glob("python3*/site-packages/model/assets/heartpi-cnn.tflite"))
     assert packaged, "the model file is not packaged"
+
+
+def test_fhir_sync_runs_hourly_with_the_token_as_its_own_credential():
+    """heartpi-fhir-sync: a one-shot service every hour, the daemon's user, the token handed to it
+    alone as a systemd credential named as heartpi.fhir_sync reads it (tests/test_fhir_sync.py
+    reads one the way systemd lays it out)."""
+    from heartpi.fhir_sync import NO_TOKEN, TOKEN_CREDENTIAL, TOKEN_FILE
+
+    service = (UNITS / "heartpi-fhir-sync.service").read_text()
+    for line in ("Type=oneshot", "ExecStart=/opt/heartpi/venv/bin/heartpi fhir-sync", "User=heartpi\n",
+                 f"LoadCredential={TOKEN_CREDENTIAL}:{TOKEN_FILE}\n", f"SetCredential={TOKEN_CREDENTIAL}:{NO_TOKEN}\n",
+                 "ReadWritePaths=/var/lib/heartpi", "AF_INET6"):
+        assert line in service, line
+    assert "PrivateNetwork" not in service and "Restart=" not in service
+    timer = (UNITS / "heartpi-fhir-sync.timer").read_text()
+    assert "Unit=heartpi-fhir-sync.service" in timer and "OnUnitActiveSec=1h" in timer and "Persistent=true" in timer
+    install = (ROOT / "tools/install-pi.sh").read_text()
+    assert re.search(r"systemctl enable .*heartpi-fhir-sync\.timer", install)
+    assert re.search(r"systemctl start .*heartpi-fhir-sync\.timer", install)

@@ -646,6 +646,33 @@ def test_device_page_says_when_records_last_reached_the_fhir_server(client, auth
     assert "12 recordings" in line and "failed: -..- to fhir.region.example: HTTP 401" in line
 
 
+def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, auth, web_store):
+    """With fhir.server_url set (heartpi-fhir-sync.timer sends every hour) the line is there before
+    any send, and says how many recordings were made or changed since the server last took them."""
+    import dataclasses
+
+    from device.config import FhirSection
+
+    config = app.extensions["heartpi_config"]
+    app.extensions["heartpi_config"] = dataclasses.replace(config, fhir=FhirSection(server_url="https://fhir.region.example/fhir"))
+    first = web_store.add_recording(file="a.wav", sha256="0" * 64, duration_s=20, rate=48000, source="device",
+                                    device_id="box", verdict="normal")
+    second = web_store.add_recording(file="b.wav", sha256="1" * 64, duration_s=20, rate=48000, source="device",
+                                     device_id="box", verdict="abnormal")
+    auth.login("health_worker")
+    line = _fhir_send_line(client)
+    assert line.startswith('<dd id="fhir-send"> never; 2 recordings made or changed since, not yet on '
+                           'fhir.region.example (sent every hour)')
+    web_store.mark_fhir_sent("https://fhir.region.example/fhir", web_store.get_recording(second).changed_seq)
+    assert "fhir.region.example has every record" in _fhir_send_line(client)
+    web_store.set_finding(first, "normal", actor="t")
+    assert "1 recording made or changed since" in _fhir_send_line(client)
+    web_store.audit("fhir-sync", "export.fhir-send-failed", "", "changes to fhir.region.example: HTTP 401")
+    line = _fhir_send_line(client)
+    assert "flash error" in line and "failed: changes to fhir.region.example: HTTP 401" in line
+    assert "run <code>sudo heartpi fhir-sync</code> (or wait for the next hourly try)" in line
+
+
 def _fhir_send_line(client) -> str:
     page = html.unescape(_device_page(client))
     return " ".join(page[page.index('<dd id="fhir-send"'):].split("</dd>")[0].split())

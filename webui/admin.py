@@ -11,6 +11,7 @@ import secrets
 import shutil
 import statistics
 import time
+import urllib.parse
 from collections import Counter
 from typing import Mapping, Optional
 
@@ -205,7 +206,7 @@ def device():
                            recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
                            backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store),
-                           fhir_send=_fhir_send_view(store),
+                           fhir_send=_fhir_send_view(store, config.fhir.server_url),
                            poor=_poor_signal_view(store))
 
 
@@ -239,16 +240,20 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
             "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
 
 
-def _fhir_send_view(store) -> Optional[dict]:
+def _fhir_send_view(store, server_url: str) -> Optional[dict]:
     """The last records sent to the region's FHIR server, and a failed attempt since, each an
-    audit entry (its ``at`` and ``detail``); None when none was ever tried."""
+    audit entry (its ``at`` and ``detail``); with ``server_url`` (``fhir.server_url``, sent to
+    every hour by heartpi-fhir-sync.timer) its host and how many recordings changed since they
+    last reached it. None when no server is set and none was ever tried."""
     sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
     failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
-    if sent is None and failed is None:
+    if sent is None and failed is None and not server_url:
         return None
     if failed is not None and sent is not None and failed["id"] < sent["id"]:
         failed = None  # a later send went through
-    return {"sent": sent, "failed": failed}
+    waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
+    return {"sent": sent, "failed": failed, "host": urllib.parse.urlsplit(server_url).netloc if server_url else None,
+            "waiting": waiting}
 
 
 #: The Device page judges the capture gain from this many of the box's newest recordings, and

@@ -1,0 +1,126 @@
+"""Keep the region's FHIR server up to date: ``heartpi fhir-sync``, run every hour by
+``heartpi-fhir-sync.timer`` once a technician has set ``fhir.server_url``.
+
+``heartpi export --send`` sends what a technician selects, whenever they think of it; in a clinic
+that means records reach the central store late or never. This sends, unattended, only what
+changed since the last send that went through: every recording carries the number of its last
+change (``device.records``, schema 10, kept by the database's triggers: made, assigned,
+re-dated, given a finding or a place, its patient edited), and each server remembers the number
+it has everything up to. That number moves after every transaction the server accepted, so a
+link that drops part-way costs only the transaction in flight, and the next run picks up there.
+A recording that changes while a send runs gets a newer number and goes next time. Sending a
+record twice is harmless (the transaction PUTs fixed ids), so nothing here needs to be exact
+about what the server holds, only never to skip a change.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+from heartpi.fhir_send import FhirSendError, SendReport, send
+
+#: The token's systemd credential (heartpi-fhir-sync.service loads it from :data:`TOKEN_FILE`):
+#: only that service's process can read it, not the web page's.
+TOKEN_CREDENTIAL = "fhir-token"
+#: Where a technician puts the server's access token (root-only; README, "Everyday servicing").
+TOKEN_FILE = Path("/etc/heartpi/fhir-token")
+#: What the service's credential holds when :data:`TOKEN_FILE` does not exist (its unit's
+#: ``SetCredential=``, the default systemd falls back to; it takes no empty value).
+NO_TOKEN = "none"
+#: Who the audit log names for an unattended send.
+ACTOR = "fhir-sync"
+
+
+@dataclass
+class SyncReport:
+    """One run: what was waiting, and what the server answered (None: nothing was waiting)."""
+
+    server: str
+    waiting: int
+    sent: Optional[SendReport] = None
+
+    @property
+    def host(self) -> str:
+        return server_host(self.server)
+
+
+def server_host(url: str) -> str:
+    """The part of a server's address a technician recognises, for messages and the audit log."""
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def read_token(explicit: Optional[Path] = None, *, environ: Optional[Mapping[str, str]] = None,
+               default_file: Path = TOKEN_FILE) -> str:
+    """The server's access token: ``explicit`` (``--token-file``), else the service's systemd
+    credential, else :data:`TOKEN_FILE` when it exists; '' when there is none (a server on the
+    clinic's own network may take records without one). FhirSendError when a file named or
+    present cannot be read."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return _read_token_file(explicit, required=True) or ""
+    if environ.get("CREDENTIALS_DIRECTORY"):
+        credential = _read_token_file(Path(environ["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL, required=False)
+        if credential is not None:
+            return "" if credential == NO_TOKEN else credential
+    return _read_token_file(default_file, required=False) or ""
+
+
+def _read_token_file(path: Path, *, required: bool) -> Optional[str]:
+    """The file's token, stripped; None when it does not exist and need not."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if required:
+            raise FhirSendError(f"the token file {path} does not exist") from None
+        return None
+    except OSError as exc:
+        raise FhirSendError(f"the token file {path} could not be read ({exc.strerror or exc}); run as "
+                            "root (sudo), or let heartpi-fhir-sync.service send") from None
+
+
+def sync(store, config, *, token: str = "", everything: bool = False,
+         progress: Optional[Callable[[SendReport], None]] = None) -> SyncReport:
+    """Send ``config.fhir.server_url`` the recordings that changed since the last send that went
+    through (``everything``: all of them again), remembering after each accepted transaction how
+    far the server is. Audited when something was sent or a send failed; FhirSendError (its
+    message saying what to mend, and how many went before) on a failure."""
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT, to_fhir_transaction
+
+    url = config.fhir.server_url
+    if not url:
+        raise FhirSendError("no FHIR server is set: put its base address in fhir.server_url "
+                            "(/etc/heartpi/heartpi.toml)")
+    through = 0 if everything else store.fhir_sent_through(url)[0]
+    waiting = store.changed_recordings(through)
+    report = SyncReport(server=url, waiting=len(waiting))
+    if not waiting:
+        return report
+    newest = max(rec.changed_seq for rec in waiting)
+    unsent = {rec.id: rec.changed_seq for rec in waiting}
+
+    def make_bundle(group):
+        return to_fhir_transaction(store, group, device_id=config.device_id, recordings_dir=config.recordings_dir,
+                                   include_audio=config.fhir.include_audio)
+
+    def accepted(group) -> None:
+        for rec in group:
+            unsent.pop(rec.id)
+        # everything below the oldest change still unsent has arrived
+        store.mark_fhir_sent(url, min(unsent.values()) - 1 if unsent else newest)
+
+    what = "all records" if everything else "changes"
+    try:
+        ca_file = Path(config.fhir.ca_file) if config.fhir.ca_file else None
+        report.sent = send(waiting, make_bundle, url, token=token, ca_file=ca_file, batch=config.fhir.batch,
+                           progress=progress, accepted=accepted)
+    except FhirSendError as exc:
+        store.audit(ACTOR, FHIR_SEND_FAILED, "", f"{what} to {report.host}: {exc}")
+        raise
+    store.audit(ACTOR, FHIR_SENT, "", f"{what} to {report.host}: {report.sent.recordings} recordings, "
+                f"{report.sent.created} resources created, {report.sent.updated} updated")
+    return report
+

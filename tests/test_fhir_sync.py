@@ -1,0 +1,174 @@
+"""`heartpi fhir-sync` (heartpi-fhir-sync.timer, every hour): the FHIR server set in
+fhir.server_url is sent what changed since the last send that went through, and nothing else.
+
+Against the small FHIR server of tests/test_fhir_send.py on a real socket, through the command
+line as the timer's service runs it, with the device's real SQLite database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.records import RecordStore
+from heartpi.fhir_send import FhirSendError
+from heartpi.fhir_sync import NO_TOKEN, TOKEN_CREDENTIAL, read_token
+from tests.test_fhir_send import TOKEN, FhirServer, _audit, make_device
+from tests.test_tools import run_cli
+
+
+@pytest.fixture
+def server():
+    fhir = FhirServer()
+    yield fhir
+    fhir.close()
+
+
+@pytest.fixture
+def box(tmp_path, server):
+    """The device of tests/test_fhir_send.py (four recordings, one visit of two), a config that
+    names the server, and its token as the service's systemd credential."""
+    env, token, data = make_device(tmp_path)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / TOKEN_CREDENTIAL).write_text(token.read_text())
+    return {"data": data, "config": _config(tmp_path, data, server.url),
+            "env": {"HEARTPI_CONFIG": str(tmp_path / "heartpi.toml"), "CREDENTIALS_DIRECTORY": str(credentials)}}
+
+
+def _config(tmp_path: Path, data: Path, url: str, **fhir) -> Path:
+    path = tmp_path / "heartpi.toml"
+    extra = "".join(f"{k} = {v}\n" for k, v in fhir.items())
+    path.write_text(f'[device]\nid = "box"\n[storage]\ndata_dir = "{data}"\n[fhir]\nserver_url = "{url}"\n{extra}')
+    return path
+
+
+def _sync(box, *extra):
+    result = run_cli("fhir-sync", *extra, env=box["env"])
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def _media_sent(request) -> list[str]:
+    return sorted(e["resource"]["id"] for e in request["bundle"]["entry"] if e["resource"]["resourceType"] == "Media")
+
+
+def _store(box) -> RecordStore:
+    return RecordStore(box["data"] / "heartpi.sqlite3")
+
+
+def test_only_what_changed_goes_and_a_quiet_hour_sends_nothing(box, server):
+    first = _sync(box)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "PASS  FHIR server: 4 changed recording(s) in 1 transaction(s) to 127.0.0.1" in first.stdout
+    assert "11 resources created, 0 updated" in first.stdout and len(server.resources) == 11
+    quiet = _sync(box)
+    assert quiet.returncode == 0 and "has every record: nothing changed since the last send" in quiet.stdout
+    assert len(server.requests) == 1
+    store = _store(box)
+    kofi = next(r for r in store.list_recordings() if r.visit is None and r.patient_id)
+    store.set_finding(kofi.id, "abnormal", "echo: mitral regurgitation", actor="t")
+    store.close()
+    third = _sync(box)
+    # its Media, verdict and patient again, and the clinician's finding, new
+    assert "1 changed recording(s) in 1 transaction(s)" in third.stdout and "1 resources created, 3 updated" in third.stdout
+    sent = server.requests[-1]["bundle"]["entry"]
+    assert sorted(e["resource"]["resourceType"] for e in sent) == ["Media", "Observation", "Observation", "Patient"]
+    finding = [e["resource"] for e in sent if e["resource"]["resourceType"] == "Observation"]
+    assert any("mitral regurgitation" in str(o) for o in finding)
+    # a patient's new name reaches the server with their recordings, the visit's Encounter with them
+    store = _store(box)
+    ama = store.get_recording(1).patient_id
+    store.update_patient(ama, name="Ama Owusu-Mensah", actor="t")
+    store.close()
+    fourth = _sync(box)
+    assert "2 changed recording(s)" in fourth.stdout
+    assert [e["resource"]["resourceType"] for e in server.requests[-1]["bundle"]["entry"]].count("Encounter") == 1
+    assert "Ama Owusu-Mensah" in str(server.resources)
+    assert [a.split(":")[0] for a in _audit(box["data"])] == ["sent"] * 3  # the quiet hour is not audited
+    assert _audit(box["data"])[0].startswith(f"sent: changes to {server.url.split('/')[2]}: 2 recordings")
+
+
+def test_a_failure_part_way_keeps_what_went_and_the_next_hour_sends_the_rest(box, server, tmp_path):
+    _config(tmp_path, box["data"], server.url, batch=1)
+    server.fail_from = 2
+    failed = _sync(box)
+    assert failed.returncode == 1
+    assert "FAIL  FHIR server: the FHIR server at 127.0.0.1" in failed.stdout and "HAPI-0550" in failed.stdout
+    first = _media_sent(server.requests[0])  # one recording, or a visit's two
+    assert f"({len(first)} of 4 recordings were sent before it" in failed.stdout
+    assert _audit(box["data"])[0].startswith("failed: changes to 127.0.0.1:")
+    server.fail_from = None
+    server.requests.clear()
+    rest = _sync(box)
+    assert rest.returncode == 0 and f"{4 - len(first)} changed recording(s)" in rest.stdout
+    again = sorted(m for r in server.requests for m in _media_sent(r))
+    assert len(again) == 4 - len(first) and not set(first) & set(again)  # what went first is not sent twice
+    assert len(server.resources) == 11
+
+
+def test_a_new_server_or_all_gets_everything(box, server, tmp_path):
+    assert _sync(box).returncode == 0
+    other = FhirServer()
+    try:
+        _config(tmp_path, box["data"], other.url)
+        assert "4 changed recording(s)" in _sync(box).stdout and len(other.resources) == 11
+        assert "nothing changed" in _sync(box).stdout
+        everything = _sync(box, "--all")
+        assert "4 changed recording(s)" in everything.stdout and "0 resources created, 11 updated" in everything.stdout
+        assert _audit(box["data"])[0].startswith(f"sent: all records to {other.url.split('/')[2]}: 4 recordings")
+    finally:
+        other.close()
+
+
+def test_without_a_server_set_nothing_is_sent_and_nothing_fails(box, tmp_path):
+    _config(tmp_path, box["data"], "")
+    result = _sync(box)
+    assert result.returncode == 0 and "no FHIR server is set (fhir.server_url" in result.stdout
+    assert _audit(box["data"]) == []
+
+
+def test_a_missing_token_file_behind_the_credential_sends_none_and_the_refusal_is_shown(box, server, tmp_path):
+    (Path(box["env"]["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL).write_text(NO_TOKEN)
+    result = _sync(box)
+    assert result.returncode == 1 and "did not accept the credentials (HTTP 401" in result.stdout
+    assert "Authorization" not in server.requests[0]["headers"]
+    assert _audit(box["data"])[0].startswith(f"failed: changes to {server.url.split('/')[2]}: the FHIR server at")
+    store = _store(box)
+    try:
+        assert store.fhir_sent_through(server.url)[0] == 0  # nothing counted as sent
+    finally:
+        store.close()
+
+
+def test_the_token_comes_from_the_option_then_the_credential_then_the_file(tmp_path):
+    option, default = tmp_path / "option", tmp_path / "etc-heartpi-fhir-token"
+    option.write_text(" from-option\n")
+    default.write_text("from-file\n")
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / TOKEN_CREDENTIAL).write_text(TOKEN)
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    assert read_token(option, environ=env, default_file=default) == "from-option"
+    assert read_token(None, environ=env, default_file=default) == TOKEN
+    (credentials / TOKEN_CREDENTIAL).write_text(NO_TOKEN + "\n")
+    assert read_token(None, environ=env, default_file=default) == ""  # the unit's stand-in: no file behind it
+    assert read_token(None, environ={}, default_file=default) == "from-file"
+    assert read_token(None, environ={}, default_file=tmp_path / "none-here") == ""
+    with pytest.raises(FhirSendError, match="the token file .*missing does not exist"):
+        read_token(tmp_path / "missing", environ=env, default_file=default)
+
+
+def test_the_audio_stays_on_the_device_when_the_config_says_so(box, server, tmp_path):
+    _config(tmp_path, box["data"], server.url)
+    assert _sync(box).returncode == 0
+    assert all("data" in r["content"] for url, r in server.resources.items() if url.startswith("Media/"))
+    other = FhirServer()
+    try:
+        _config(tmp_path, box["data"], other.url, include_audio="false")
+        assert _sync(box).returncode == 0
+        media = [r for url, r in other.resources.items() if url.startswith("Media/")]
+        assert len(media) == 4 and not any("data" in m["content"] for m in media)
+    finally:
+        other.close()
