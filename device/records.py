@@ -187,6 +187,30 @@ MIGRATIONS: list[str] = [
         at TEXT NOT NULL
     );
     """,
+    # 11: what a FHIR server must delete (heartpi.fhir_sync): the resources of a recording staff
+    # deleted (not of one pruned to free the card: the server is where old records live), of a
+    # deleted patient, of a cleared finding. Named as the device's export names them
+    # ("Media/media-5"); each server's deletions are ticked off one by one, apart from the change
+    # numbers, so one the server refuses (a record it still holds names the patient) does not
+    # hold back the new recordings.
+    """
+    CREATE TABLE fhir_deletions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        resource TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE fhir_deletions_sent (
+        server TEXT NOT NULL,
+        deletion_id INTEGER NOT NULL REFERENCES fhir_deletions(id) ON DELETE CASCADE,
+        PRIMARY KEY (server, deletion_id)
+    );
+    CREATE TRIGGER finding_cleared AFTER UPDATE OF finding ON recordings
+    WHEN OLD.finding IS NOT NULL AND NEW.finding IS NULL
+    BEGIN
+        INSERT INTO fhir_deletions (resource, at)
+        VALUES ('Observation/finding-' || OLD.id, strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'));
+    END;
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -465,10 +489,14 @@ class RecordStore:
                             f"{row['captured_at']} -> {moved} (device clock was {offset_s:+.0f} s off)")
         return len(rows)
 
-    def delete_recordings(self, rec_ids: Sequence[int], *, actor: str, reason: str) -> None:
+    def delete_recordings(self, rec_ids: Sequence[int], *, actor: str, reason: str, from_fhir_server: bool) -> None:
         """Delete records in one transaction, each with an audit entry saying what it was and
-        why (the files: :func:`device.retention.delete_recordings`, which calls this)."""
+        why (the files: :func:`device.retention.delete_recordings`, which calls this).
+
+        ``from_fhir_server``: the FHIR server is to delete them too (staff deleting a record: a
+        test, consent withdrawn), or to keep them (pruning to free the card)."""
         with self.transaction() as conn:
+            visits = set()
             for rec_id in rec_ids:
                 row = conn.execute("SELECT * FROM recordings WHERE id = ?", (rec_id,)).fetchone()
                 if row is None:
@@ -476,7 +504,15 @@ class RecordStore:
                 conn.execute("DELETE FROM recordings WHERE id = ?", (rec_id,))
                 self._audit(conn, actor, "recording.delete", f"recording:{rec_id}",
                             f"captured {row['captured_at']}, {row['source']}, verdict {row['verdict']}, "
-                            f"patient {row['patient_id']}, sha256 {row['sha256'][:16]}, file {row['file']}: {reason}")
+                            f"patient {row['patient_id']}, sha256 {row['sha256'][:16]}, file {row['file']}: {reason}"
+                            + ("" if from_fhir_server else " (kept on the FHIR server)"))
+                if from_fhir_server:
+                    self._fhir_delete(conn, f"Media/media-{rec_id}", f"Observation/observation-{rec_id}",
+                                      *([f"Observation/finding-{rec_id}"] if row["finding"] else []))
+                    visits.add(row["visit"])
+            for visit in sorted(visits - {None}):  # the visit's Encounter goes with its last recording
+                if conn.execute("SELECT 1 FROM recordings WHERE visit = ? LIMIT 1", (visit,)).fetchone() is None:
+                    self._fhir_delete(conn, f"Encounter/visit-{visit}")
 
     def latest_levels(self, *, above_dbfs: float, source: str = "device", limit: int = 20) -> list[float]:
         """The RMS levels of the newest ``limit`` recordings from ``source`` that have one above
@@ -683,6 +719,7 @@ class RecordStore:
             kept = conn.execute("SELECT COUNT(*) FROM recordings WHERE patient_id = ?", (patient_id,)).fetchone()[0]
             conn.execute("UPDATE recordings SET patient_id = NULL WHERE patient_id = ?", (patient_id,))
             conn.execute("DELETE FROM patients WHERE id = ?", (patient_id,))
+            self._fhir_delete(conn, f"Patient/patient-{patient_id}")
             self._audit(conn, actor, "patient.delete", f"patient:{patient_id}",
                         f"{kept} recording(s) kept, unassigned: {reason}")
         return kept
@@ -806,6 +843,25 @@ class RecordStore:
             conn.execute("INSERT INTO fhir_sent (server, through_seq, at) VALUES (?, ?, ?) ON CONFLICT(server) "
                          "DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq), at = excluded.at",
                          (server, int(through_seq), utcnow()))
+
+    @staticmethod
+    def _fhir_delete(conn: sqlite3.Connection, *resources: str) -> None:
+        """Ask every FHIR server to delete these resources (the device's names for them, e.g.
+        ``Patient/patient-3``), in the deleting transaction."""
+        conn.executemany("INSERT INTO fhir_deletions (resource, at) VALUES (?, ?)",
+                         [(resource, utcnow()) for resource in resources])
+
+    def fhir_deletions(self, server: str) -> list[tuple[int, str]]:
+        """``(id, resource)`` of the deletions ``server`` has not been sent yet, oldest first."""
+        return [(r[0], r[1]) for r in self._query(
+            "SELECT id, resource FROM fhir_deletions d WHERE NOT EXISTS (SELECT 1 FROM fhir_deletions_sent s "
+            "WHERE s.server = ? AND s.deletion_id = d.id) ORDER BY id", (server,))]
+
+    def mark_fhir_deleted(self, server: str, deletion_ids: Sequence[int]) -> None:
+        """``server`` has done (or no longer needs) these deletions."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO fhir_deletions_sent (server, deletion_id) VALUES (?, ?)",
+                             [(server, int(i)) for i in deletion_ids])
 
     # -- audit, settings, status --------------------------------------------------------
     @staticmethod

@@ -50,8 +50,9 @@ class Deleted:
 
 
 def delete_recordings(store: RecordStore, recordings_dir: Path, cache_dir: Path,
-                      recordings: Sequence[Recording], *, actor: str, reason: str) -> Deleted:
-    """Delete ``recordings`` (records, files, cached pictures); see the module docstring."""
+                      recordings: Sequence[Recording], *, actor: str, reason: str, from_fhir_server: bool) -> Deleted:
+    """Delete ``recordings`` (records, files, cached pictures); see the module docstring.
+    ``from_fhir_server``: whether the FHIR server deletes them too (:meth:`RecordStore.delete_recordings`)."""
     reason = audit_reason(reason, "the recordings are")
     if not recordings:
         return Deleted(0, 0)
@@ -63,7 +64,8 @@ def delete_recordings(store: RecordStore, recordings_dir: Path, cache_dir: Path,
                 trash = path.with_name(path.name + DELETED_SUFFIX)
                 path.rename(trash)
                 moved.append((path, trash))
-        store.delete_recordings([rec.id for rec in recordings], actor=actor, reason=reason)
+        store.delete_recordings([rec.id for rec in recordings], actor=actor, reason=reason,
+                                from_fhir_server=from_fhir_server)
     except (OSError, StorageError) as exc:
         for path, trash in reversed(moved):
             try:

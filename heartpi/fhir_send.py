@@ -111,6 +111,17 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
     return answer
 
 
+def tls_context(url: str, ca_file: Optional[Path] = None) -> ssl.SSLContext:
+    """The TLS context to reach ``url`` with (its CA from ``ca_file``, else the system's);
+    FhirSendError for an address that is no server's or an unreadable CA file."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise FhirSendError(f"{url!r} is not a server address: give it as https://host/path (HAPI FHIR: .../fhir)")
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise FhirSendError(f"the CA file {ca_file} could not be read ({exc})") from None
+
+
 def send(recordings: Sequence, make_bundle: Callable[[Iterable], dict], url: str, *, token: str = "",
          ca_file: Optional[Path] = None, batch: int = DEFAULT_BATCH,
          progress: Optional[Callable[[SendReport], None]] = None,
@@ -118,12 +129,7 @@ def send(recordings: Sequence, make_bundle: Callable[[Iterable], dict], url: str
     """Send ``recordings`` in :func:`batches`, each made into a transaction by ``make_bundle``;
     stops at the first failure (:class:`FhirSendError`, its message saying how many went).
     ``accepted``: called with each group of recordings the server took, as soon as it did."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise FhirSendError(f"{url!r} is not a server address: give it as https://host/path (HAPI FHIR: .../fhir)")
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise FhirSendError(f"the CA file {ca_file} could not be read ({exc})") from None
+    context = tls_context(url, ca_file)
     report = SendReport()
     for group in batches(recordings, batch):
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from heartpi.fhir_send import FhirSendError, SendReport, send
+from heartpi.fhir_send import FhirSendError, SendReport, post_transaction, send, tls_context
 
 #: The token's systemd credential (heartpi-fhir-sync.service loads it from :data:`TOKEN_FILE`):
 #: only that service's process can read it, not the web page's.
@@ -37,11 +37,13 @@ ACTOR = "fhir-sync"
 
 @dataclass
 class SyncReport:
-    """One run: what was waiting, and what the server answered (None: nothing was waiting)."""
+    """One run: what was waiting, what the server answered (None: nothing was waiting), and how
+    many deletions it did."""
 
     server: str
     waiting: int
     sent: Optional[SendReport] = None
+    deleted: int = 0  #: resources the server was asked to delete, and did
 
     @property
     def host(self) -> str:
@@ -86,8 +88,9 @@ def sync(store, config, *, token: str = "", everything: bool = False,
          progress: Optional[Callable[[SendReport], None]] = None) -> SyncReport:
     """Send ``config.fhir.server_url`` the recordings that changed since the last send that went
     through (``everything``: all of them again), remembering after each accepted transaction how
-    far the server is. Audited when something was sent or a send failed; FhirSendError (its
-    message saying what to mend, and how many went before) on a failure."""
+    far the server is; then the deletions it has not done (:func:`_send_deletions`). Audited when
+    something was sent or a send failed; FhirSendError (its message saying what to mend, and how
+    many went before) on a failure."""
     from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT, to_fhir_transaction
 
     url = config.fhir.server_url
@@ -97,9 +100,7 @@ def sync(store, config, *, token: str = "", everything: bool = False,
     through = 0 if everything else store.fhir_sent_through(url)[0]
     waiting = store.changed_recordings(through)
     report = SyncReport(server=url, waiting=len(waiting))
-    if not waiting:
-        return report
-    newest = max(rec.changed_seq for rec in waiting)
+    newest = max((rec.changed_seq for rec in waiting), default=0)
     unsent = {rec.id: rec.changed_seq for rec in waiting}
 
     def make_bundle(group):
@@ -113,14 +114,48 @@ def sync(store, config, *, token: str = "", everything: bool = False,
         store.mark_fhir_sent(url, min(unsent.values()) - 1 if unsent else newest)
 
     what = "all records" if everything else "changes"
+    ca_file = Path(config.fhir.ca_file) if config.fhir.ca_file else None
     try:
-        ca_file = Path(config.fhir.ca_file) if config.fhir.ca_file else None
-        report.sent = send(waiting, make_bundle, url, token=token, ca_file=ca_file, batch=config.fhir.batch,
-                           progress=progress, accepted=accepted)
+        if waiting:
+            report.sent = send(waiting, make_bundle, url, token=token, ca_file=ca_file, batch=config.fhir.batch,
+                               progress=progress, accepted=accepted)
+        # after the records: a deleted patient's recordings kept on the device must first stop naming them
+        report.deleted = _send_deletions(store, config.device_id, url, token=token, ca_file=ca_file)
     except FhirSendError as exc:
         store.audit(ACTOR, FHIR_SEND_FAILED, "", f"{what} to {report.host}: {exc}")
         raise
-    store.audit(ACTOR, FHIR_SENT, "", f"{what} to {report.host}: {report.sent.recordings} recordings, "
-                f"{report.sent.created} resources created, {report.sent.updated} updated")
+    if report.sent or report.deleted:
+        sent = report.sent or SendReport()
+        store.audit(ACTOR, FHIR_SENT, "", f"{what} to {report.host}: {sent.recordings} recordings, "
+                    f"{sent.created} resources created, {sent.updated} updated, {report.deleted} deleted")
     return report
 
+
+#: Deletions per transaction: a few hundred bytes each.
+DELETIONS_PER_TRANSACTION = 100
+
+
+def _send_deletions(store, device_id: str, url: str, *, token: str, ca_file: Optional[Path]) -> int:
+    """DELETE on the server what was deleted on the device (``device.records``, schema 11) and
+    the server has not deleted yet; how many. A deletion whose resource the device holds again
+    is void (its number was given anew: the send before this one put the new one there)."""
+    from webui.exporting import on_device, to_fhir_deletions
+
+    pending = store.fhir_deletions(url)
+    void = [i for i, resource in pending if on_device(store, resource)]
+    if void:
+        store.mark_fhir_deleted(url, void)
+    due = [(i, resource) for i, resource in pending if i not in set(void)]
+    if not due:
+        return 0
+    context = tls_context(url, ca_file)
+    for start in range(0, len(due), DELETIONS_PER_TRANSACTION):
+        chunk = due[start:start + DELETIONS_PER_TRANSACTION]
+        try:
+            post_transaction(url, to_fhir_deletions([r for _, r in chunk], device_id=device_id), token=token,
+                             context=context)
+        except FhirSendError as exc:
+            raise FhirSendError(f"records deleted on this device are not deleted on the server yet ({start} of "
+                                f"{len(due)} deletions done): {exc}") from None
+        store.mark_fhir_deleted(url, [i for i, _ in chunk])
+    return len(due)

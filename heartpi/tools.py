@@ -112,6 +112,8 @@ def register(sub, dispatch: Callable) -> None:
     p.add_argument("--verdict", choices=("normal", "abnormal", "poor_signal"), help="only these")
     p.add_argument("--reason", default="deleted to free space", help="kept in the audit log")
     p.add_argument("--yes", action="store_true", help="delete them; without it, only say what would go")
+    p.add_argument("--unsent-too", action="store_true", help="with fhir.server_url set: delete them even if the "
+                   "FHIR server does not hold them as they are now (the server keeps what it has of pruned records)")
     p.set_defaults(func=dispatch, tool="prune")
 
     p = sub.add_parser("clock", help="the device clock, set from the web page")
@@ -685,12 +687,14 @@ def fhir_sync(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         store.close()
-    if report.sent is None:
+    if report.sent is None and not report.deleted:
         _line(True, "FHIR server", f"{host} has every record: nothing changed since the last send")
         return EXIT_OK
-    other = {k: v for k, v in report.sent.statuses.items() if not k.startswith(("200", "201"))}
-    _line(not other, "FHIR server", f"{report.sent.recordings} changed recording(s) in {report.sent.transactions} "
-          f"transaction(s) to {host}: {report.sent.created} resources created, {report.sent.updated} updated"
+    sent = report.sent
+    other = {k: v for k, v in sent.statuses.items() if not k.startswith(("200", "201"))} if sent else {}
+    _line(not other, "FHIR server", (f"{sent.recordings} changed recording(s) in {sent.transactions} transaction(s) "
+          f"to {host}: {sent.created} resources created, {sent.updated} updated" if sent else f"to {host}:")
+          + (f"; {report.deleted} resource(s) deleted there, as on this device" if report.deleted else "")
           + (f"; other answers: {other}" if other else ""))
     return EXIT_OK if not other else EXIT_FAILED
 
@@ -760,6 +764,14 @@ def prune(args: argparse.Namespace) -> int:
     try:
         old = store.list_recordings(until=config.clinic_time.day_start(day), verdict=args.verdict, limit=1 << 40)
         kind = f"{args.verdict} " if args.verdict else ""
+        if config.fhir.server_url and not args.unsent_too:  # the server is where pruned records live on
+            sent_through = store.fhir_sent_through(config.fhir.server_url)[0]
+            unsent = sum(rec.changed_seq > sent_through for rec in old)
+            if unsent:
+                _line(False, "prune", f"{unsent} of the {len(old)} {kind}recording(s) made before {day} have not "
+                      "reached the FHIR server as they are now: run 'sudo heartpi fhir-sync' first (or back up with "
+                      "'heartpi backup' and add --unsent-too)")
+                return EXIT_FAILED
         if not args.yes:
             size = 0
             for rec in old:
@@ -769,7 +781,7 @@ def prune(args: argparse.Namespace) -> int:
                   "back up ('heartpi backup') and export ('heartpi export') first, then run again with --yes")
             return EXIT_OK
         deleted = delete_recordings(store, config.recordings_dir, config.cache_dir, old,
-                                    actor="cli:prune", reason=args.reason)
+                                    actor="cli:prune", reason=args.reason, from_fhir_server=False)
     finally:
         store.close()
     _line(True, "prune", f"deleted {deleted.recordings} {kind}recording(s) made before {day}, "

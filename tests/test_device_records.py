@@ -136,6 +136,38 @@ def test_what_a_fhir_server_has_is_kept_per_server_and_never_moves_back(store):
     assert store.fhir_sent_through("https://b/fhir") == (0, None)
 
 
+def test_deletions_for_the_fhir_server_are_what_staff_deleted_not_what_was_pruned(store):
+    """A server is asked to delete a recording staff deleted (its Media, verdict, finding; its
+    visit's Encounter with the visit's last recording), a deleted patient, a cleared finding; not
+    a recording pruned to free the card (the server is where old records live)."""
+    visit = [_add(store, n, visit="a1b2c3d4e5f6") for n in (1, 2)]
+    pruned, examined = _add(store, 3), _add(store, 4)
+    store.set_finding(examined, "normal", actor="t")
+    ama = store.add_patient(name="Ama", actor="t")
+    store.delete_recordings([pruned], actor="cli:prune", reason="card full", from_fhir_server=False)
+    assert store.fhir_deletions("https://a/fhir") == []
+    store.delete_recordings([visit[0]], actor="t", reason="test", from_fhir_server=True)
+    assert [r for _, r in store.fhir_deletions("https://a/fhir")] == [
+        f"Media/media-{visit[0]}", f"Observation/observation-{visit[0]}"]  # the visit still has a recording
+    store.delete_recordings([visit[1], examined], actor="t", reason="consent withdrawn", from_fhir_server=True)
+    store.delete_patient(ama, actor="t", reason="duplicate")
+    names = [r for _, r in store.fhir_deletions("https://a/fhir")]
+    assert names[2:] == [f"Media/media-{visit[1]}", f"Observation/observation-{visit[1]}", f"Media/media-{examined}",
+                         f"Observation/observation-{examined}", f"Observation/finding-{examined}",
+                         "Encounter/visit-a1b2c3d4e5f6", f"Patient/patient-{ama}"]
+    store.mark_fhir_deleted("https://a/fhir", [i for i, _ in store.fhir_deletions("https://a/fhir")[:3]])
+    assert len(store.fhir_deletions("https://a/fhir")) == 6 and len(store.fhir_deletions("https://b/fhir")) == 9
+
+
+def test_a_cleared_finding_is_a_deletion_for_the_fhir_server(store):
+    rec = _add(store, 1)
+    store.set_finding(rec, "abnormal", "echo: AS", actor="t")
+    store.set_finding(rec, "normal", actor="t")  # changed, not cleared: the server's copy is replaced
+    assert store.fhir_deletions("https://a/fhir") == []
+    store.set_finding(rec, None, actor="t")
+    assert [r for _, r in store.fhir_deletions("https://a/fhir")] == [f"Observation/finding-{rec}"]
+
+
 def test_latest_levels_are_the_sources_newest_above_silence(store):
     """The Device page judges the box's capture gain from its own newest recordings: not uploads
     (other devices' gains), not silent ones (a stethoscope off the chest), not unmeasured ones."""

@@ -40,7 +40,8 @@ def test_delete_removes_record_file_and_pictures_and_audits_why(heartpi_config, 
     size = path.stat().st_size
 
     deleted = delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec],
-                                actor="user:1:boss@clinic.test", reason="  test   recording ")
+                                actor="user:1:boss@clinic.test", reason="  test   recording ",
+                                from_fhir_server=True)
     assert (deleted.recordings, deleted.bytes_freed) == (1, size)
     assert store.get_recording(gone) is None and store.get_recording(keep) is not None
     assert not path.exists() and not path.with_name(path.name + DELETED_SUFFIX).exists()
@@ -59,24 +60,25 @@ def test_pictures_stay_while_another_recording_has_the_same_audio(heartpi_config
     picture = _cache(heartpi_config) / f"{rec.sha256}-spectrogram.png"
     picture.write_bytes(b"png")
     delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec], actor="a",
-                      reason="uploaded twice")
+                      reason="uploaded twice", from_fhir_server=True)
     assert picture.exists() and store.get_recording(second) is not None
 
 
 def test_a_reason_is_required(heartpi_config, store):
     rec = store.get_recording(_record(heartpi_config, store, reference_wavs()[0]))
     with pytest.raises(StorageError, match="say why"):
-        delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec], actor="a", reason=" x ")
+        delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), [rec], actor="a", reason=" x ",
+                          from_fhir_server=True)
     assert store.get_recording(rec.id) is not None and (heartpi_config.recordings_dir / rec.file).exists()
 
 
 def test_failed_database_step_puts_the_files_back(heartpi_config, store):
     ids = [_record(heartpi_config, store, w) for w in reference_wavs()[:2]]
     recs = [store.get_recording(i) for i in ids]
-    store.delete_recordings([ids[1]], actor="someone else", reason="deleted meanwhile")  # the 2nd vanishes
+    store.delete_recordings([ids[1]], actor="someone else", reason="deleted meanwhile", from_fhir_server=True)  # the 2nd vanishes
     with pytest.raises(StorageError, match=f"recording {ids[1]} does not exist"):
         delete_recordings(store, heartpi_config.recordings_dir, _cache(heartpi_config), recs, actor="a",
-                          reason="both")
+                          reason="both", from_fhir_server=True)
     assert store.get_recording(ids[0]) is not None
     assert (heartpi_config.recordings_dir / recs[0].file).exists()  # renamed back: nothing lost
     assert not list(heartpi_config.recordings_dir.rglob(f"*{DELETED_SUFFIX}"))
@@ -90,7 +92,7 @@ def test_crash_after_the_records_went_never_brings_a_recording_back(heartpi_conf
     rec = store.get_recording(_record(heartpi_config, store, reference_wavs()[0]))
     path = heartpi_config.recordings_dir / rec.file
     path.rename(path.with_name(path.name + DELETED_SUFFIX))  # step 1 done ...
-    store.delete_recordings([rec.id], actor="a", reason="killed before the files went")  # ... step 2 done
+    store.delete_recordings([rec.id], actor="a", reason="killed before the files went", from_fhir_server=True)  # ... step 2 done
     daemon = build_daemon(heartpi_config, simulate=True, classifier=classifier)
     try:
         assert daemon.recover() == 0
@@ -140,7 +142,29 @@ def test_prune_frees_space_only_when_told_to(heartpi_config, store, tmp_path):
     assert "deleted 1 recording(s)" in everything_old.stdout
     assert {r.id for r in store.list_recordings()} == {new}
     assert [e["detail"].rsplit(": ", 1)[1] for e in store.audit_entries() if e["action"] == "recording.delete"
-            ].count("card full") == 1
+            ].count("card full (kept on the FHIR server)") == 1
+    assert store.fhir_deletions("https://fhir.region.example/fhir") == []  # pruned: the server keeps them
 
     bad = _heartpi(config_path, "prune", "--before", "last year")
     assert bad.returncode == 1 and "is not a date: use YYYY-MM-DD" in bad.stdout
+
+
+def test_prune_keeps_what_the_fhir_server_does_not_have_yet(heartpi_config, store, tmp_path):
+    """With fhir.server_url set, the server is where pruned records live on: a recording made or
+    changed since the last send that went through is not pruned unless the technician says so."""
+    old = [_record(heartpi_config, store, w, captured_at=f"2026-01-0{i + 1}T09:00:00+00:00")
+           for i, w in enumerate(reference_wavs()[:2])]
+    config_path = tmp_path / "heartpi.toml"
+    config_path.write_text(f'[storage]\ndata_dir = "{heartpi_config.data_dir}"\n'
+                           '[fhir]\nserver_url = "https://fhir.region.example/fhir"\n')
+    store.mark_fhir_sent("https://fhir.region.example/fhir", store.get_recording(old[0]).changed_seq)
+    refused = _heartpi(config_path, "prune", "--before", "2026-03-01", "--yes")
+    assert refused.returncode == 1 and store.count_recordings() == 2
+    assert ("FAIL  prune: 1 of the 2 recording(s) made before 2026-03-01 have not reached the FHIR server as they "
+            "are now: run 'sudo heartpi fhir-sync' first") in refused.stdout
+    store.mark_fhir_sent("https://fhir.region.example/fhir", store.get_recording(old[1]).changed_seq)
+    assert _heartpi(config_path, "prune", "--before", "2026-03-01", "--yes").returncode == 0
+    assert store.count_recordings() == 0
+    again = _record(heartpi_config, store, reference_wavs()[2], captured_at="2026-01-05T09:00:00+00:00")
+    forced = _heartpi(config_path, "prune", "--before", "2026-03-01", "--yes", "--unsent-too")
+    assert forced.returncode == 0 and store.get_recording(again) is None

@@ -70,6 +70,23 @@ def test_both_fhir_exports_are_valid_fhir(store):
         Bundle.model_validate(broken)
 
 
+def test_the_deletions_transaction_is_valid_fhir_and_names_the_ids_the_records_were_put_at():
+    """heartpi fhir-sync asks the server to delete what staff deleted (device.records, schema 11)
+    under the very ids the transaction export PUT it at (the device's prefix)."""
+    pytest.importorskip("fhir.resources")
+    from fhir.resources.R4B.bundle import Bundle
+
+    from webui.exporting import device_id_prefix, to_fhir_deletions
+
+    bundle = to_fhir_deletions(["Media/media-5", "Patient/patient-2", "Encounter/visit-a1b2c3d4e5f6"],
+                               device_id="Clinic 3 / box 1")
+    parsed = Bundle.model_validate(bundle)
+    prefix = device_id_prefix("Clinic 3 / box 1")
+    assert parsed.type == "transaction" and [(e.request.method, e.request.url) for e in parsed.entry] == [
+        ("DELETE", f"Media/{prefix}media-5"), ("DELETE", f"Patient/{prefix}patient-2"),
+        ("DELETE", f"Encounter/{prefix}visit-a1b2c3d4e5f6")]
+
+
 def test_every_reference_in_a_collection_resolves_inside_it_by_fhirs_rule(store):
     """A relative reference resolves against the base of its entry's fullUrl (FHIR R4, Bundle,
     "Resolving references in Bundles"); each must land on another entry's fullUrl."""

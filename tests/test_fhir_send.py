@@ -67,14 +67,23 @@ class FhirServer:
                 after = dict(server.resources)
                 statuses = []
                 for entry in bundle["entry"]:
-                    url, resource = entry["request"]["url"], entry["resource"]
-                    if entry["request"]["method"] != "PUT" or url != f"{resource['resourceType']}/{resource['id']}":
+                    url, method = entry["request"]["url"], entry["request"]["method"]
+                    if method == "DELETE" and "resource" not in entry:  # deleting nothing is no error (FHIR's rule)
+                        statuses.append("204 No Content")
+                        after.pop(url, None)
+                        continue
+                    resource = entry["resource"]
+                    if method != "PUT" or url != f"{resource['resourceType']}/{resource['id']}":
                         return self._answer(400, _outcome(f"HAPI-0992: bad request for {url}"))
                     statuses.append("200 OK" if url in after else "201 Created")
                     after[url] = resource
-                dangling = [r for res in after.values() for r in references_in(res) if r not in after]
+                dangling = [(url, r) for url, res in after.items() for r in references_in(res) if r not in after]
+                if dangling and any(e["request"]["method"] == "DELETE" for e in bundle["entry"]):
+                    return self._answer(409, _outcome(  # HAPI's words when a deleted resource is still named
+                        f"HAPI-0515: Unable to delete {dangling[0][1]} because at least one resource has a reference "
+                        f"to this resource. First reference found was resource {dangling[0][0]}"))
                 if dangling:  # all or nothing: nothing of this transaction is kept
-                    return self._answer(400, _outcome(f"HAPI-1094: resource {dangling[0]} not found"))
+                    return self._answer(400, _outcome(f"HAPI-1094: resource {dangling[0][1]} not found"))
                 server.resources = after
                 self._answer(200, {"resourceType": "Bundle", "type": "transaction-response",
                                    "entry": [{"response": {"status": s}} for s in statuses]})

@@ -172,3 +172,105 @@ def test_the_audio_stays_on_the_device_when_the_config_says_so(box, server, tmp_
         assert len(media) == 4 and not any("data" in m["content"] for m in media)
     finally:
         other.close()
+
+
+def _delete(box, rec_ids, *, from_fhir_server: bool) -> None:
+    from device.retention import delete_recordings
+
+    store = _store(box)
+    try:
+        recs = [store.get_recording(i) for i in rec_ids]
+        delete_recordings(store, box["data"] / "recordings", box["data"] / "cache", recs, actor="t",
+                          reason="test recording" if from_fhir_server else "card full", from_fhir_server=from_fhir_server)
+    finally:
+        store.close()
+
+
+def test_what_staff_delete_leaves_the_server_and_what_is_pruned_stays(box, server):
+    assert _sync(box).returncode == 0 and len(server.resources) == 11
+    store = _store(box)
+    kofi_rec = next(r for r in store.list_recordings() if r.visit is None and r.patient_id)
+    unassigned = next(r for r in store.list_recordings() if r.patient_id is None)
+    store.close()
+    _delete(box, [kofi_rec.id], from_fhir_server=True)
+    result = _sync(box)
+    assert result.returncode == 0 and "to 127.0.0.1" in result.stdout
+    assert "2 resource(s) deleted there, as on this device" in result.stdout
+    assert f"Media/box-media-{kofi_rec.id}" not in server.resources and len(server.resources) == 9
+    assert f"Patient/box-patient-{kofi_rec.patient_id}" in server.resources  # the patient was not deleted
+    _delete(box, [unassigned.id], from_fhir_server=False)
+    assert "nothing changed" in _sync(box).stdout and f"Media/box-media-{unassigned.id}" in server.resources
+    assert _audit(box["data"])[0].endswith("0 recordings, 0 resources created, 0 updated, 2 deleted")
+
+
+def test_a_deleted_patient_leaves_the_server_once_their_kept_recordings_stop_naming_them(box, server):
+    assert _sync(box).returncode == 0
+    store = _store(box)
+    ama = store.get_recording(1).patient_id
+    store.delete_patient(ama, actor="t", reason="consent withdrawn")  # the recordings stay, unassigned
+    store.close()
+    result = _sync(box)
+    assert result.returncode == 0, result.stdout
+    assert "2 changed recording(s)" in result.stdout and "1 resource(s) deleted there" in result.stdout
+    assert f"Patient/box-patient-{ama}" not in server.resources
+    assert f"Patient/box-patient-{ama}" not in str(server.resources)  # nothing names them any more
+
+
+def test_a_deletion_the_server_refuses_is_shown_retried_and_holds_back_no_new_record(box, server):
+    assert _sync(box).returncode == 0
+    store = _store(box)
+    kofi_rec = next(r for r in store.list_recordings() if r.visit is None and r.patient_id)
+    store.close()
+    _delete(box, [kofi_rec.id], from_fhir_server=False)  # pruned: the server keeps it, naming Kofi
+    store = _store(box)
+    store.delete_patient(kofi_rec.patient_id, actor="t", reason="consent withdrawn")
+    store.add_recording(file="r9.wav", sha256="9" * 64, duration_s=20.0, rate=48000, source="device",
+                        device_id="box", verdict="normal")
+    store.close()
+    refused = _sync(box)
+    assert refused.returncode == 1
+    assert ("records deleted on this device are not deleted on the server yet (0 of 1 deletions done): the FHIR "
+            "server at") in refused.stdout and "HTTP 409: HAPI-0515: Unable to delete Patient/box-patient-" in refused.stdout
+    assert _audit(box["data"])[0].startswith("failed: changes to")
+    assert "Media/box-media-5" in server.resources  # the new recording went all the same
+    again = _sync(box)
+    assert again.returncode == 1 and "HTTP 409" in again.stdout and len(server.requests) == 4  # only the deletion again
+    assert server.requests[-1]["bundle"]["entry"] == [{"request": {"method": "DELETE", "url": f"Patient/box-patient-{kofi_rec.patient_id}"}}]
+    del server.resources[f"Media/box-media-{kofi_rec.id}"], server.resources[f"Observation/box-observation-{kofi_rec.id}"]
+    done = _sync(box)  # the technician deleted on the server what named the patient
+    assert done.returncode == 0 and "1 resource(s) deleted there" in done.stdout
+    assert f"Patient/box-patient-{kofi_rec.patient_id}" not in server.resources
+
+
+def test_a_finding_cleared_leaves_the_server_unless_given_again_before_the_send(box, server):
+    store = _store(box)
+    store.set_finding(3, "abnormal", actor="t")
+    store.close()
+    assert _sync(box).returncode == 0 and "Observation/box-finding-3" in server.resources
+    store = _store(box)
+    store.set_finding(3, None, actor="t")
+    store.close()
+    assert "1 resource(s) deleted there" in _sync(box).stdout and "Observation/box-finding-3" not in server.resources
+    store = _store(box)
+    store.set_finding(3, "normal", actor="t")
+    assert _sync(box).returncode == 0
+    store.set_finding(3, None, actor="t")
+    store.set_finding(3, "abnormal", "seen again", actor="t")  # cleared, then given anew before the next send
+    store.close()
+    result = _sync(box)
+    assert "deleted there" not in result.stdout and "seen again" in str(server.resources["Observation/box-finding-3"])
+
+
+def test_a_recording_number_given_again_is_not_deleted_on_the_server(box, server):
+    """SQLite gives the newest recording's number to the next one when the newest is deleted:
+    the deletion of the old one's resources must not take the new one's."""
+    assert _sync(box).returncode == 0
+    _delete(box, [4], from_fhir_server=True)
+    store = _store(box)
+    new = store.add_recording(file="r9.wav", sha256="9" * 64, duration_s=20.0, rate=48000, source="device",
+                              device_id="box", verdict="abnormal", captured_at="2026-03-03T09:00:00+00:00")
+    store.close()
+    assert new == 4
+    result = _sync(box)
+    assert result.returncode == 0 and "deleted there" not in result.stdout
+    assert server.resources["Media/box-media-4"]["identifier"][0]["value"] == "9" * 64

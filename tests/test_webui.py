@@ -666,7 +666,9 @@ def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, 
     web_store.mark_fhir_sent("https://fhir.region.example/fhir", web_store.get_recording(second).changed_seq)
     assert "fhir.region.example has every record" in _fhir_send_line(client)
     web_store.set_finding(first, "normal", actor="t")
-    assert "1 recording made or changed since" in _fhir_send_line(client)
+    assert "1 recording made or changed since, not yet on fhir.region.example" in _fhir_send_line(client)
+    web_store.delete_recordings([second], actor="t", reason="test", from_fhir_server=True)
+    assert "1 recording made or changed since and 2 deletions, not yet on" in _fhir_send_line(client)
     web_store.audit("fhir-sync", "export.fhir-send-failed", "", "changes to fhir.region.example: HTTP 401")
     line = _fhir_send_line(client)
     assert "flash error" in line and "failed: changes to fhir.region.example: HTTP 401" in line

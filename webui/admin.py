@@ -243,8 +243,9 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
 def _fhir_send_view(store, server_url: str) -> Optional[dict]:
     """The last records sent to the region's FHIR server, and a failed attempt since, each an
     audit entry (its ``at`` and ``detail``); with ``server_url`` (``fhir.server_url``, sent to
-    every hour by heartpi-fhir-sync.timer) its host and how many recordings changed since they
-    last reached it. None when no server is set and none was ever tried."""
+    every hour by heartpi-fhir-sync.timer) its host, how many recordings changed since they
+    last reached it, and how many deletions it has still to do. None when no server is set and
+    none was ever tried."""
     sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
     failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
     if sent is None and failed is None and not server_url:
@@ -252,8 +253,9 @@ def _fhir_send_view(store, server_url: str) -> Optional[dict]:
     if failed is not None and sent is not None and failed["id"] < sent["id"]:
         failed = None  # a later send went through
     waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
+    deletions = len(store.fhir_deletions(server_url)) if server_url else None
     return {"sent": sent, "failed": failed, "host": urllib.parse.urlsplit(server_url).netloc if server_url else None,
-            "waiting": waiting}
+            "waiting": waiting, "deletions": deletions}
 
 
 #: The Device page judges the capture gain from this many of the box's newest recordings, and

@@ -258,6 +258,43 @@ def device_id_prefix(device_id: str) -> str:
     return f"{cleaned}-"
 
 
+#: The resources the export makes of a device's records, by the names it gives them before the
+#: transaction's device prefix: what a deletion (``device.records``, schema 11) names.
+_LOCAL_RESOURCE = re.compile(r"(Media/media|Observation/observation|Observation/finding|Patient/patient|"
+                             r"Encounter/visit)-([A-Za-z0-9.]+)")
+
+
+def on_device(store: RecordStore, resource: str) -> bool:
+    """Whether the device's export holds ``resource`` (``Media/media-5``) now: a deletion of it
+    is void once it was made again (SQLite gives the newest recording's or patient's number to
+    the next one when the newest is deleted; a finding cleared may be given anew)."""
+    match = _LOCAL_RESOURCE.fullmatch(resource)
+    if not match:
+        return False
+    kind, key = match.groups()
+    if kind == "Encounter/visit":
+        return bool(store.visit_recordings(key))
+    if not key.isdigit():
+        return False
+    if kind == "Patient/patient":
+        return store.get_patient(int(key)) is not None
+    rec = store.get_recording(int(key))
+    return rec is not None and (kind != "Observation/finding" or rec.finding is not None)
+
+
+def to_fhir_deletions(resources: Iterable[str], *, device_id: str) -> dict:
+    """A transaction Bundle that DELETEs these resources (the device's names, as
+    :func:`to_fhir_bundle` gives them) under the ids :func:`to_fhir_transaction` PUT them at."""
+    prefix = device_id_prefix(device_id)
+    entries = []
+    for resource in resources:
+        kind, _, local = resource.partition("/")
+        if not FHIR_ID.fullmatch(prefix + local):
+            raise ValueError(f"FHIR id {prefix + local!r} is not valid")  # a bug of ours, not the user's
+        entries.append({"request": {"method": "DELETE", "url": f"{kind}/{prefix}{local}"}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
 def _renamed_references(node, renamed: dict[str, str]) -> None:
     """Replace, in place, every ``reference`` in ``node`` (a resource or part of one) that
     ``renamed`` knows."""

@@ -115,7 +115,8 @@ def delete(patient_id: int):
         recordings = store.list_recordings(patient_id=patient_id, limit=1 << 40)
         try:
             deleted = delete_recordings(store, config.recordings_dir, config.cache_dir, recordings,
-                                        actor=actor(), reason=f"patient {patient_id} deleted: {reason}").recordings
+                                        actor=actor(), reason=f"patient {patient_id} deleted: {reason}",
+                                        from_fhir_server=True).recordings
         except StorageError as exc:
             flash(f"The patient was not deleted: their recordings could not be deleted ({exc}).", "error")
             return back

@@ -230,7 +230,7 @@ def delete(rec_id: int):
     config = get_config()
     try:
         deleted = delete_recordings(get_store(), config.recordings_dir, config.cache_dir, [rec],
-                                    actor=actor(), reason=request.form.get("reason", ""))
+                                    actor=actor(), reason=request.form.get("reason", ""), from_fhir_server=True)
     except StorageError as exc:
         flash(f"Recording {rec_id} was not deleted: {exc}.", "error")
         return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)
