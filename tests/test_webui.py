@@ -669,6 +669,16 @@ def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, 
     assert "1 recording made or changed since, not yet on fhir.region.example" in _fhir_send_line(client)
     web_store.delete_recordings([second], actor="t", reason="test", from_fhir_server=True)
     assert "1 recording made or changed since and 2 deletions, not yet on" in _fhir_send_line(client)
+    auth.logout()
+    auth.login("admin")  # who may delete is told the server deletes too
+    assert "and from the region's FHIR server (fhir.region.example) at its next hourly send" in \
+        client.get(f"/recordings/{first}").get_data(as_text=True)
+    patient = web_store.add_patient(name="Ama", actor="t")
+    assert "The region's FHIR server (fhir.region.example) deletes the patient" in \
+        client.get(f"/patients/{patient}").get_data(as_text=True)
+    app.extensions["heartpi_config"] = config
+    assert "FHIR server" not in client.get(f"/recordings/{first}").get_data(as_text=True)
+    app.extensions["heartpi_config"] = dataclasses.replace(config, fhir=FhirSection(server_url="https://fhir.region.example/fhir"))
     web_store.audit("fhir-sync", "export.fhir-send-failed", "", "changes to fhir.region.example: HTTP 401")
     line = _fhir_send_line(client)
     assert "flash error" in line and "failed: changes to fhir.region.example: HTTP 401" in line

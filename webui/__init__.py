@@ -12,6 +12,7 @@ import secrets
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from flask import Flask, g, render_template, request
 
@@ -124,8 +125,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     def inject():
         from model import DISCLAIMER
 
+        server = get_config().fhir.server_url  # where deletions go too (heartpi-fhir-sync)
         return {"disclaimer": DISCLAIMER, "device_id": config.device_id, "user": g.get("user"),
-                "sites": SITES.values()}
+                "sites": SITES.values(), "fhir_server": urlsplit(server).netloc if server else ""}
 
     return app
 
