@@ -142,10 +142,10 @@ def _send_deletions(store, device_id: str, url: str, *, token: str, ca_file: Opt
     from webui.exporting import on_device, to_fhir_deletions
 
     pending = store.fhir_deletions(url)
-    void = [i for i, resource in pending if on_device(store, resource)]
+    void = {i for i, resource in pending if on_device(store, resource)}
     if void:
-        store.mark_fhir_deleted(url, void)
-    due = [(i, resource) for i, resource in pending if i not in set(void)]
+        store.mark_fhir_deleted(url, sorted(void))
+    due = [(i, resource) for i, resource in pending if i not in void]
     if not due:
         return 0
     context = tls_context(url, ca_file)

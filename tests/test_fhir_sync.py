@@ -274,3 +274,27 @@ def test_a_recording_number_given_again_is_not_deleted_on_the_server(box, server
     result = _sync(box)
     assert result.returncode == 0 and "deleted there" not in result.stdout
     assert server.resources["Media/box-media-4"]["identifier"][0]["value"] == "9" * 64
+
+
+def test_a_patient_number_given_again_does_not_keep_the_deleted_patient_on_the_server(box, server):
+    """Until the new patient has a recording, the server holds the deleted one under that number:
+    the deletion goes. Once the new one has recordings, their send replaces it: the deletion is void."""
+    store = _store(box)
+    newest = max(p["id"] for p in store.list_patients())
+    store.close()
+    assert _sync(box).returncode == 0 and f"Patient/box-patient-{newest}" in server.resources
+    store = _store(box)
+    store.delete_patient(newest, actor="t", reason="consent withdrawn")
+    again = store.add_patient(name="Efua Boateng", actor="t")
+    store.close()
+    assert again == newest
+    result = _sync(box)
+    assert "1 resource(s) deleted there" in result.stdout and f"Patient/box-patient-{newest}" not in server.resources
+    store = _store(box)
+    store.delete_patient(again, actor="t", reason="duplicate")
+    third = store.add_patient(name="Yaw Asante", actor="t")
+    store.assign_recording(4, third, actor="t")
+    store.close()
+    result = _sync(box)
+    assert "deleted there" not in result.stdout
+    assert "Yaw Asante" in str(server.resources[f"Patient/box-patient-{third}"])

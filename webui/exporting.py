@@ -267,7 +267,9 @@ _LOCAL_RESOURCE = re.compile(r"(Media/media|Observation/observation|Observation/
 def on_device(store: RecordStore, resource: str) -> bool:
     """Whether the device's export holds ``resource`` (``Media/media-5``) now: a deletion of it
     is void once it was made again (SQLite gives the newest recording's or patient's number to
-    the next one when the newest is deleted; a finding cleared may be given anew)."""
+    the next one when the newest is deleted; a finding cleared may be given anew). A patient is
+    exported with their recordings only: one without any is not held, or a new patient with a
+    deleted one's number would keep the deleted one's record on the server."""
     match = _LOCAL_RESOURCE.fullmatch(resource)
     if not match:
         return False
@@ -277,7 +279,7 @@ def on_device(store: RecordStore, resource: str) -> bool:
     if not key.isdigit():
         return False
     if kind == "Patient/patient":
-        return store.get_patient(int(key)) is not None
+        return store.count_recordings(patient_id=int(key)) > 0
     rec = store.get_recording(int(key))
     return rec is not None and (kind != "Observation/finding" or rec.finding is not None)
 
