@@ -74,14 +74,42 @@ def _outcome_text(body: bytes) -> str:
 def post_transaction(url: str, bundle: dict, *, token: str = "", context: Optional[ssl.SSLContext] = None,
                      timeout: float = TIMEOUT_S) -> dict:
     """POST one transaction Bundle to the server's base ``url``; its transaction-response Bundle."""
-    request = urllib.request.Request(url, data=json.dumps(bundle).encode(), method="POST", headers={
-        "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    answer = _exchange(url, url, json.dumps(bundle).encode(), token=token, context=context, timeout=timeout)
+    if not (answer.get("resourceType") == "Bundle" and answer.get("type") == "transaction-response"):
+        raise FhirSendError(f"{_host(url)} answered without a transaction response: is {url} the server's base "
+                            "address (for HAPI FHIR, ending in /fhir)?")
+    return answer
+
+
+def capability_statement(url: str, *, token: str = "", context: Optional[ssl.SSLContext] = None,
+                         timeout: float = 15.0) -> dict:
+    """The server's CapabilityStatement (``GET [base]/metadata``): that the address, the network
+    and the certificate reach a FHIR server, without sending it anything (``heartpi selftest``)."""
+    answer = _exchange(url, url.rstrip("/") + "/metadata", None, token=token, context=context, timeout=timeout)
+    if answer.get("resourceType") != "CapabilityStatement":
+        raise FhirSendError(f"{_host(url)} answered without a CapabilityStatement: is {url} the server's base "
+                            "address (for HAPI FHIR, ending in /fhir)?")
+    return answer
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _exchange(url: str, target: str, body: Optional[bytes], *, token: str, context: Optional[ssl.SSLContext],
+              timeout: float) -> dict:
+    """POST ``body`` to ``target`` (GET without one) on the server at base ``url``; the JSON object
+    it answered, or FhirSendError saying what to check."""
+    request = urllib.request.Request(target, data=body, method="POST" if body is not None else "GET",
+                                     headers={"Accept": "application/fhir+json"})
+    if body is not None:
+        request.add_header("Content-Type", "application/fhir+json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    host = urllib.parse.urlsplit(url).netloc or url
+    host = _host(url)
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            body = response.read()
+            answer_body = response.read()
     except urllib.error.HTTPError as exc:
         reason = _outcome_text(exc.read())
         if exc.code in (401, 403):
@@ -89,25 +117,29 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
                                 f"{reason}); check the token file") from None
         if exc.code == 413:
             raise FhirSendError(f"the FHIR server at {host} took the request for too large (HTTP 413); send fewer "
-                                "recordings at a time (--batch 1), or leave the audio out (--no-audio)") from None
+                                "recordings at a time (--batch 1; fhir.batch for the hourly send), or leave the audio "
+                                "out (--no-audio; fhir.include_audio = false)") from None
+        if body is None:
+            raise FhirSendError(f"{host} answered HTTP {exc.code} ({reason}) when asked what it is: is {url} the "
+                                "server's base address (for HAPI FHIR, ending in /fhir)?") from None
         raise FhirSendError(f"the FHIR server at {host} refused the records (HTTP {exc.code}: {reason}); "
                             "nothing of this transaction was stored") from None
     except OSError as exc:  # URLError wraps what failed; a TLS error can also come bare (ssl.SSLError)
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         if isinstance(reason, ssl.SSLError):
             raise FhirSendError(f"the FHIR server at {host} could not be trusted ({reason.reason or reason}); if "
-                                "it has a certificate of its own, give its CA with --ca-file") from None
+                                "it has a certificate of its own, give its CA with --ca-file (fhir.ca_file for the "
+                                "hourly send)") from None
         raise FhirSendError(f"could not reach the FHIR server at {host} ({reason}); check the address and that "
                             "this device's network reaches it") from None
     try:
-        answer = json.loads(body)
+        answer = json.loads(answer_body)
     except ValueError:
         raise FhirSendError(f"{host} answered, but not with FHIR JSON: is {url} the server's base address "
                             "(for HAPI FHIR, ending in /fhir)?") from None
-    if not (isinstance(answer, dict) and answer.get("resourceType") == "Bundle"
-            and answer.get("type") == "transaction-response"):
-        raise FhirSendError(f"{host} answered without a transaction response: is {url} the server's base "
-                            "address (for HAPI FHIR, ending in /fhir)?")
+    if not isinstance(answer, dict):
+        raise FhirSendError(f"{host} answered, but not with a FHIR resource: is {url} the server's base address "
+                            "(for HAPI FHIR, ending in /fhir)?")
     return answer
 
 

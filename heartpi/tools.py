@@ -347,6 +347,7 @@ def selftest(args: argparse.Namespace) -> int:
 
     results.append(_phone_decoders_check())
     results.append(_clock_check(time.time()))
+    results.append(_fhir_server_check(config))
     free = free_mb(config.data_dir)
     results.append(_line(free >= config.storage.min_free_mb, "disk space",
                          f"{free:.0f} MB free in {config.data_dir} (need {config.storage.min_free_mb} MB)"))
@@ -361,6 +362,26 @@ def selftest(args: argparse.Namespace) -> int:
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _fhir_server_check(config: "Config") -> bool:
+    """The FHIR server the hourly send goes to answers as one (its CapabilityStatement), through
+    this device's network and, with ``fhir.ca_file``, its own certificate. Sends nothing."""
+    if not config.fhir.server_url:
+        return _line(True, "FHIR server", "none set (fhir.server_url): records stay on the device until exported")
+    from heartpi.fhir_send import FhirSendError, capability_statement, tls_context
+    from heartpi.fhir_sync import read_token
+
+    url = config.fhir.server_url
+    try:
+        statement = capability_statement(url, token=read_token(), context=tls_context(
+            url, Path(config.fhir.ca_file) if config.fhir.ca_file else None))
+    except FhirSendError as exc:
+        return _line(False, "FHIR server", str(exc))
+    software = statement.get("software") or {}
+    what = " ".join(filter(None, (software.get("name"), software.get("version")))) or "a FHIR server"
+    return _line(True, "FHIR server", f"{url} answers: {what}, FHIR {statement.get('fhirVersion', '?')} (the token "
+                 "is checked by the first send: 'sudo heartpi fhir-sync')")
 
 
 #: FFmpeg decoders behind dsp.read_audio: phones' AAC (M4A, 3GP) and AMR, apps' MP3, Opus, Vorbis, FLAC

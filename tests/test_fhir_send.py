@@ -48,6 +48,12 @@ class FhirServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self):
+                if self.path != "/fhir/metadata":
+                    return self._answer(404, _outcome(f"no such endpoint {self.path}"))
+                self._answer(200, {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
+                                   "fhirVersion": "4.0.1", "software": {"name": "HAPI FHIR Server", "version": "7.4.0"}})
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if server.max_bytes and len(body) > server.max_bytes:

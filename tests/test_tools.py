@@ -107,7 +107,8 @@ def test_selftest_passes_with_card_pins_and_a_button_press(selftest_config, mock
     for check in ("sound card: stetho", "capture level", "LEDs", "button: press seen", "model: sha256",
                   "clock", "disk space", "database", "reference normal-", "reference abnormal-",
                   "phone recordings: M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV",
-                  "power supply: no under-voltage while recording and lighting the LEDs"):
+                  "power supply: no under-voltage while recording and lighting the LEDs",
+                  "FHIR server: none set (fhir.server_url)"):
         assert f"PASS  {check}" in out, check
     assert "FAIL" not in out
 
@@ -120,6 +121,28 @@ def test_selftest_fails_without_card_and_without_press(tmp_path, alsa_device, mo
     assert "FAIL  sound card: no sound card matching 'USB Stethoscope'" in out
     assert "FAIL  button: no press seen" in out
     assert "PASS  model" in out
+
+
+def test_selftest_says_whether_the_fhir_server_answers(tmp_path, capsys):
+    """With fhir.server_url set, selftest asks the server for its CapabilityStatement (sending no
+    record): a technician sees the address, network and certificate work before the first hour."""
+    from device.config import config_from_mapping
+    from heartpi.tools import _fhir_server_check
+    from tests.test_fhir_send import FhirServer
+
+    server = FhirServer()
+    try:
+        for url, ok, words in ((server.url, True, "answers: HAPI FHIR Server 7.4.0, FHIR 4.0.1"),
+                               (server.url.replace("/fhir", "/fhir2"), False, "answered HTTP 404 (no such endpoint /fhir2/metadata) when "
+                                "asked what it is: is http://"),
+                               ("http://127.0.0.1:9/fhir", False, "could not reach the FHIR server at 127.0.0.1:9")):
+            config = config_from_mapping({"fhir": {"server_url": url}, "storage": {"data_dir": str(tmp_path)}}, env={})
+            assert _fhir_server_check(config) is ok
+            line = capsys.readouterr().out
+            assert line.startswith("PASS  FHIR server" if ok else "FAIL  FHIR server") and words in line, line
+        assert not server.requests  # nothing was sent
+    finally:
+        server.close()
 
 
 def test_selftest_clock_line_fails_for_a_clock_that_cannot_be_right(capsys):
