@@ -91,7 +91,7 @@ def sync(store, config, *, token: str = "", everything: bool = False,
     far the server is; then the deletions it has not done (:func:`_send_deletions`). Audited when
     something was sent or a send failed; FhirSendError (its message saying what to mend, and how
     many went before) on a failure."""
-    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT, to_fhir_transaction
+    from webui.exporting import to_fhir_transaction
 
     url = config.fhir.server_url
     if not url:
@@ -122,13 +122,34 @@ def sync(store, config, *, token: str = "", everything: bool = False,
         # after the records: a deleted patient's recordings kept on the device must first stop naming them
         report.deleted = _send_deletions(store, config.device_id, url, token=token, ca_file=ca_file)
     except FhirSendError as exc:
-        store.audit(ACTOR, FHIR_SEND_FAILED, "", f"{what} to {report.host}: {exc}")
+        _audit_sent(store, report, what)  # the records that went before the deletions failed
+        audit_failure(store, f"{what} to {report.host}: {exc}")
         raise
+    _audit_sent(store, report, what)
+    return report
+
+
+def _audit_sent(store, report: SyncReport, what: str) -> None:
+    """The audit entry of what the server took, if it took anything."""
+    from webui.exporting import FHIR_SENT
+
     if report.sent or report.deleted:
         sent = report.sent or SendReport()
         store.audit(ACTOR, FHIR_SENT, "", f"{what} to {report.host}: {sent.recordings} recordings, "
                     f"{sent.created} resources created, {sent.updated} updated, {report.deleted} deleted")
-    return report
+
+
+def audit_failure(store, detail: str) -> None:
+    """Audit a failed send, unless the last send's outcome was this very failure: a clinic offline
+    for a month would otherwise add one identical entry an hour. The Device page then shows when
+    the failing began; the journal keeps every attempt."""
+    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT
+
+    failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
+    sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
+    if failed and failed["actor"] == ACTOR and failed["detail"] == detail and (sent is None or sent["id"] < failed["id"]):
+        return
+    store.audit(ACTOR, FHIR_SEND_FAILED, "", detail)
 
 
 #: Deletions per transaction: a few hundred bytes each.

@@ -686,8 +686,7 @@ def fhir_sync(args: argparse.Namespace) -> int:
     No server set is no failure: the timer runs on every box, most clinics never set one."""
     from device.records import RecordStore
     from heartpi.fhir_send import FhirSendError
-    from heartpi.fhir_sync import ACTOR, read_token, server_host, sync
-    from webui.exporting import FHIR_SEND_FAILED
+    from heartpi.fhir_sync import audit_failure, read_token, server_host, sync
 
     config = _config(args)
     if not config.fhir.server_url:
@@ -699,7 +698,7 @@ def fhir_sync(args: argparse.Namespace) -> int:
         try:
             token = read_token(args.token_file)
         except FhirSendError as exc:  # sync audits the server's failures; this one is the device's
-            store.audit(ACTOR, FHIR_SEND_FAILED, "", f"changes to {host}: {exc}")
+            audit_failure(store, f"changes to {host}: {exc}")
             raise
         report = sync(store, config, token=token, everything=args.all, progress=lambda sent: print(
             f"  sent {sent.recordings} recordings", file=sys.stderr, flush=True))

@@ -231,9 +231,12 @@ def test_a_deletion_the_server_refuses_is_shown_retried_and_holds_back_no_new_re
     assert refused.returncode == 1
     assert ("records deleted on this device are not deleted on the server yet (0 of 1 deletions done): the FHIR "
             "server at") in refused.stdout and "HTTP 409: HAPI-0515: Unable to delete Patient/box-patient-" in refused.stdout
-    assert _audit(box["data"])[0].startswith("failed: changes to")
+    audit = _audit(box["data"])
+    assert audit[0].startswith("failed: changes to") and "HTTP 409" in audit[0]
+    assert audit[1].endswith(": 1 recordings, 2 resources created, 0 updated, 0 deleted")
     assert "Media/box-media-5" in server.resources  # the new recording went all the same
     again = _sync(box)
+    assert _audit(box["data"]) == audit  # the same failure an hour later: the journal has it, the audit log once
     assert again.returncode == 1 and "HTTP 409" in again.stdout and len(server.requests) == 4  # only the deletion again
     assert server.requests[-1]["bundle"]["entry"] == [{"request": {"method": "DELETE", "url": f"Patient/box-patient-{kofi_rec.patient_id}"}}]
     del server.resources[f"Media/box-media-{kofi_rec.id}"], server.resources[f"Observation/box-observation-{kofi_rec.id}"]

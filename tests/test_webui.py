@@ -635,15 +635,16 @@ def test_device_page_says_when_records_last_reached_the_fhir_server(client, auth
     assert 'id="fhir-send"' not in _device_page(client)  # never tried: nothing to say
     web_store.audit("cli:export", FHIR_SEND_FAILED, "", "-..- to fhir.region.example: could not reach it")
     line = _fhir_send_line(client)
-    assert "never;" in line and "failed: -..- to fhir.region.example: could not reach it" in line
+    assert "never;" in line and "failing since " in line
+    assert ": -..- to fhir.region.example: could not reach it" in line
     assert "flash error" in line and "--send</code> again" in line
     web_store.audit("cli:export", FHIR_SENT, "", "-..- to fhir.region.example: 12 recordings, 40 resources "
                     "created, 0 updated")
     line = _fhir_send_line(client)
-    assert "12 recordings, 40 resources created" in line and "failed" not in line and "flash error" not in line
+    assert "12 recordings, 40 resources created" in line and "failing" not in line and "flash error" not in line
     web_store.audit("cli:export", FHIR_SEND_FAILED, "", "-..- to fhir.region.example: HTTP 401")
     line = _fhir_send_line(client)
-    assert "12 recordings" in line and "failed: -..- to fhir.region.example: HTTP 401" in line
+    assert "12 recordings" in line and "failing since" in line and "UTC: -..- to fhir.region.example: HTTP 401" in line
 
 
 def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, auth, web_store):
@@ -681,7 +682,7 @@ def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, 
     app.extensions["heartpi_config"] = dataclasses.replace(config, fhir=FhirSection(server_url="https://fhir.region.example/fhir"))
     web_store.audit("fhir-sync", "export.fhir-send-failed", "", "changes to fhir.region.example: HTTP 401")
     line = _fhir_send_line(client)
-    assert "flash error" in line and "failed: changes to fhir.region.example: HTTP 401" in line
+    assert "flash error" in line and "failing since" in line and "UTC: changes to fhir.region.example: HTTP 401" in line
     assert "run <code>sudo heartpi fhir-sync</code> (or wait for the next hourly try)" in line
 
 
