@@ -76,7 +76,7 @@ def post_transaction(url: str, bundle: dict, *, token: str = "", context: Option
     """POST one transaction Bundle to the server's base ``url``; its transaction-response Bundle."""
     answer = _exchange(url, url, json.dumps(bundle).encode(), token=token, context=context, timeout=timeout)
     if not (answer.get("resourceType") == "Bundle" and answer.get("type") == "transaction-response"):
-        raise FhirSendError(f"{_host(url)} answered without a transaction response: is {url} the server's base "
+        raise FhirSendError(f"{server_host(url)} answered without a transaction response: is {url} the server's base "
                             "address (for HAPI FHIR, ending in /fhir)?")
     return answer
 
@@ -87,12 +87,13 @@ def capability_statement(url: str, *, token: str = "", context: Optional[ssl.SSL
     and the certificate reach a FHIR server, without sending it anything (``heartpi selftest``)."""
     answer = _exchange(url, url.rstrip("/") + "/metadata", None, token=token, context=context, timeout=timeout)
     if answer.get("resourceType") != "CapabilityStatement":
-        raise FhirSendError(f"{_host(url)} answered without a CapabilityStatement: is {url} the server's base "
+        raise FhirSendError(f"{server_host(url)} answered without a CapabilityStatement: is {url} the server's base "
                             "address (for HAPI FHIR, ending in /fhir)?")
     return answer
 
 
-def _host(url: str) -> str:
+def server_host(url: str) -> str:
+    """The part of a server's address a technician recognises, for messages and the audit log."""
     return urllib.parse.urlsplit(url).netloc or url
 
 
@@ -106,7 +107,7 @@ def _exchange(url: str, target: str, body: Optional[bytes], *, token: str, conte
         request.add_header("Content-Type", "application/fhir+json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    host = _host(url)
+    host = server_host(url)
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             answer_body = response.read()

@@ -16,12 +16,11 @@ about what the server holds, only never to skip a change.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from heartpi.fhir_send import FhirSendError, SendReport, post_transaction, send, tls_context
+from heartpi.fhir_send import FhirSendError, SendReport, post_transaction, send, server_host, tls_context
 
 #: The token's systemd credential (heartpi-fhir-sync.service loads it from :data:`TOKEN_FILE`):
 #: only that service's process can read it, not the web page's.
@@ -48,11 +47,6 @@ class SyncReport:
     @property
     def host(self) -> str:
         return server_host(self.server)
-
-
-def server_host(url: str) -> str:
-    """The part of a server's address a technician recognises, for messages and the audit log."""
-    return urllib.parse.urlsplit(url).netloc or url
 
 
 def read_token(explicit: Optional[Path] = None, *, environ: Optional[Mapping[str, str]] = None,

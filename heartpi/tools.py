@@ -641,12 +641,10 @@ def _export_audit_what(args: argparse.Namespace) -> tuple[str, str]:
 
 def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
     """``export --send``: the selected records to a FHIR server, audited whatever came of it."""
-    import urllib.parse
-
-    from heartpi.fhir_send import FhirSendError, send
+    from heartpi.fhir_send import FhirSendError, send, server_host
     from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT, to_fhir_transaction
 
-    host = urllib.parse.urlsplit(args.send).netloc or args.send
+    host = server_host(args.send)
     what = _export_audit_what(args)
     try:
         token = args.token_file.read_text().strip() if args.token_file else ""
@@ -686,7 +684,8 @@ def fhir_sync(args: argparse.Namespace) -> int:
     No server set is no failure: the timer runs on every box, most clinics never set one."""
     from device.records import RecordStore
     from heartpi.fhir_send import FhirSendError
-    from heartpi.fhir_sync import audit_failure, read_token, server_host, sync
+    from heartpi.fhir_send import server_host
+    from heartpi.fhir_sync import audit_failure, read_token, sync
 
     config = _config(args)
     if not config.fhir.server_url:
