@@ -209,3 +209,14 @@ def phone_copy(path, kind: str, *, seconds=None) -> bytes:
     if seconds is not None:
         samples = np.resize(samples, int(seconds * source_rate))
     return encode_compressed(dsp.resample(samples, source_rate, rate), rate, container, codec)
+
+
+@pytest.fixture
+def fhir_server():
+    """A small FHIR server on 127.0.0.1 (tests/test_fhir_send.py's FhirServer): the manual send,
+    the hourly send and selftest's check talk to it over a real socket."""
+    from tests.test_fhir_send import FhirServer
+
+    server = FhirServer()
+    yield server
+    server.close()

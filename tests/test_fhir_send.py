@@ -113,13 +113,6 @@ def _outcome(text: str) -> dict:
 
 
 @pytest.fixture
-def server():
-    fhir = FhirServer()
-    yield fhir
-    fhir.close()
-
-
-@pytest.fixture
 def device(tmp_path):
     return make_device(tmp_path)
 
@@ -164,23 +157,23 @@ def _audit(data: Path) -> list[str]:
         store.close()
 
 
-def test_records_reach_the_server_and_sending_again_updates_them(device, server):
-    first = _send(device, server.url, "--batch", "2")
+def test_records_reach_the_server_and_sending_again_updates_them(device, fhir_server):
+    first = _send(device, fhir_server.url, "--batch", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     # newest first: the unassigned recording and Kofi's, then the visit's two together
     assert "PASS  FHIR server: 4 recording(s) in 2 transaction(s) to 127.0.0.1" in first.stdout
-    kinds = sorted(url.split("/")[0] for url in server.resources)
+    kinds = sorted(url.split("/")[0] for url in fhir_server.resources)
     assert kinds == ["Encounter", "Media", "Media", "Media", "Media", "Observation", "Observation", "Observation",
                      "Observation", "Patient", "Patient"]
-    assert all(r["headers"]["Content-Type"] == "application/fhir+json" for r in server.requests)
+    assert all(r["headers"]["Content-Type"] == "application/fhir+json" for r in fhir_server.requests)
     # a visit's two recordings travel together, with their Encounter and patient
-    sent = [[e["resource"]["resourceType"] for e in r["bundle"]["entry"]] for r in server.requests]
+    sent = [[e["resource"]["resourceType"] for e in r["bundle"]["entry"]] for r in fhir_server.requests]
     assert [k.count("Media") for k in sent] == [2, 2] and [k.count("Encounter") for k in sent] == [0, 1]
-    held = json.dumps(server.resources, sort_keys=True)
-    again = _send(device, server.url)
+    held = json.dumps(fhir_server.resources, sort_keys=True)
+    again = _send(device, fhir_server.url)
     assert again.returncode == 0, again.stdout
-    assert "0 resources created, 11 updated" in again.stdout and len(server.requests) == 3
-    assert json.dumps(server.resources, sort_keys=True) == held  # the same resources, not copies
+    assert "0 resources created, 11 updated" in again.stdout and len(fhir_server.requests) == 3
+    assert json.dumps(fhir_server.resources, sort_keys=True) == held  # the same resources, not copies
     audit = _audit(device[2])
     assert len(audit) == 2 and all(a.startswith("sent: ") and "to 127.0.0.1" in a and "4 recordings" in a
                                    for a in audit)
@@ -198,58 +191,58 @@ def test_visits_stay_together_in_a_batch():
         batches(recs, 0)
 
 
-def test_a_wrong_token_is_named_and_audited(device, server, tmp_path):
+def test_a_wrong_token_is_named_and_audited(device, fhir_server, tmp_path):
     env, _, data = device
     wrong = tmp_path / "wrong"
     wrong.write_text("not-it")
-    result = run_cli("export", "--format", "fhir-transaction", "--send", server.url, "--token-file", str(wrong), env=env)
+    result = run_cli("export", "--format", "fhir-transaction", "--send", fhir_server.url, "--token-file", str(wrong), env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "did not accept the credentials (HTTP 401: HAPI-0644: invalid bearer token); check the token file" in result.stdout
-    assert not server.resources and _audit(data)[0].startswith("failed: ") and "HTTP 401" in _audit(data)[0]
+    assert not fhir_server.resources and _audit(data)[0].startswith("failed: ") and "HTTP 401" in _audit(data)[0]
 
 
-def test_a_refusal_says_what_the_server_said_and_a_failure_part_way_what_went(device, server):
-    server.fail_from = 2
-    result = _send(device, server.url, "--batch", "1")
+def test_a_refusal_says_what_the_server_said_and_a_failure_part_way_what_went(device, fhir_server):
+    fhir_server.fail_from = 2
+    result = _send(device, fhir_server.url, "--batch", "1")
     assert result.returncode == 1
     assert "refused the records (HTTP 500: HAPI-0550: database unavailable)" in result.stdout
     assert "(1 of 4 recordings were sent before it; sending all again is safe)" in result.stdout
-    server.fail_from = None
-    assert _send(device, server.url, "--batch", "1").returncode == 0 and len(server.resources) == 11
+    fhir_server.fail_from = None
+    assert _send(device, fhir_server.url, "--batch", "1").returncode == 0 and len(fhir_server.resources) == 11
 
 
-def test_an_unreachable_or_wrong_address_gets_a_message_not_a_traceback(device, server):
-    free = server.url.replace("/fhir", "/other")
+def test_an_unreachable_or_wrong_address_gets_a_message_not_a_traceback(device, fhir_server):
+    free = fhir_server.url.replace("/fhir", "/other")
     result = _send(device, free)
     assert result.returncode == 1 and "HTTP 404: no such endpoint /other" in result.stdout
-    server.close()
-    result = _send(device, server.url)
+    fhir_server.close()
+    result = _send(device, fhir_server.url)
     assert result.returncode == 1 and "could not reach the FHIR server at 127.0.0.1" in result.stdout
     assert "check the address" in result.stdout and "Traceback" not in result.stderr
     assert "is not a server address" in _send(device, "fhir.example.org/fhir").stdout
 
 
-def test_a_request_too_large_for_the_server_says_how_to_send_smaller(device, server):
-    server.max_bytes = 2000
-    result = _send(device, server.url, "--batch", "1")
+def test_a_request_too_large_for_the_server_says_how_to_send_smaller(device, fhir_server):
+    fhir_server.max_bytes = 2000
+    result = _send(device, fhir_server.url, "--batch", "1")
     assert result.returncode == 1 and "too large (HTTP 413)" in result.stdout
     assert "--batch 1" in result.stdout and "--no-audio" in result.stdout
 
 
-def test_a_page_that_is_not_a_fhir_server_is_named(device, server):
-    server.reply_html = True
-    result = _send(device, server.url)
+def test_a_page_that_is_not_a_fhir_server_is_named(device, fhir_server):
+    fhir_server.reply_html = True
+    result = _send(device, fhir_server.url)
     assert result.returncode == 1 and "not with FHIR JSON: is" in result.stdout and "base address" in result.stdout
 
 
-def test_send_goes_with_a_transaction_only(device, server):
+def test_send_goes_with_a_transaction_only(device, fhir_server):
     env, token, _ = device
     for options in (["--format", "fhir"], ["--format", "fhir-transaction", "-o", "x.json"]):
-        result = run_cli("export", *options, "--send", server.url, env=env)
+        result = run_cli("export", *options, "--send", fhir_server.url, env=env)
         assert result.returncode == 1 and "--send posts a FHIR transaction" in result.stdout
     result = run_cli("export", "--format", "fhir-transaction", "--token-file", str(token), env=env)
     assert result.returncode == 1 and "go with --send" in result.stdout
-    assert not server.requests
+    assert not fhir_server.requests
 
 
 def test_a_server_with_its_own_certificate_is_trusted_only_with_its_ca(device, tmp_path):

@@ -123,26 +123,21 @@ def test_selftest_fails_without_card_and_without_press(tmp_path, alsa_device, mo
     assert "PASS  model" in out
 
 
-def test_selftest_says_whether_the_fhir_server_answers(tmp_path, capsys):
+def test_selftest_says_whether_the_fhir_server_answers(tmp_path, capsys, fhir_server):
     """With fhir.server_url set, selftest asks the server for its CapabilityStatement (sending no
     record): a technician sees the address, network and certificate work before the first hour."""
     from device.config import config_from_mapping
     from heartpi.tools import _fhir_server_check
-    from tests.test_fhir_send import FhirServer
 
-    server = FhirServer()
-    try:
-        for url, ok, words in ((server.url, True, "answers: HAPI FHIR Server 7.4.0, FHIR 4.0.1"),
-                               (server.url.replace("/fhir", "/fhir2"), False, "answered HTTP 404 (no such endpoint /fhir2/metadata) when "
-                                "asked what it is: is http://"),
-                               ("http://127.0.0.1:9/fhir", False, "could not reach the FHIR server at 127.0.0.1:9")):
-            config = config_from_mapping({"fhir": {"server_url": url}, "storage": {"data_dir": str(tmp_path)}}, env={})
-            assert _fhir_server_check(config) is ok
-            line = capsys.readouterr().out
-            assert line.startswith("PASS  FHIR server" if ok else "FAIL  FHIR server") and words in line, line
-        assert not server.requests  # nothing was sent
-    finally:
-        server.close()
+    for url, ok, words in ((fhir_server.url, True, "answers: HAPI FHIR Server 7.4.0, FHIR 4.0.1"),
+                           (fhir_server.url.replace("/fhir", "/fhir2"), False, "answered HTTP 404 (no such endpoint "
+                            "/fhir2/metadata) when asked what it is: is http://"),
+                           ("http://127.0.0.1:9/fhir", False, "could not reach the FHIR server at 127.0.0.1:9")):
+        config = config_from_mapping({"fhir": {"server_url": url}, "storage": {"data_dir": str(tmp_path)}}, env={})
+        assert _fhir_server_check(config) is ok
+        line = capsys.readouterr().out
+        assert line.startswith("PASS  FHIR server" if ok else "FAIL  FHIR server") and words in line, line
+    assert not fhir_server.requests  # nothing was sent
 
 
 def test_selftest_clock_line_fails_for_a_clock_that_cannot_be_right(capsys):
