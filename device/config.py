@@ -288,6 +288,8 @@ def config_from_mapping(data: Mapping[str, Any], *, source: Optional[Path] = Non
     if server and not (urlsplit(server).scheme in ("http", "https") and urlsplit(server).netloc):
         raise ConfigError(f"fhir.server_url must be the server's base address, starting https:// (HAPI FHIR: "
                           f"https://host/fhir), got {server!r}")
+    # one server, one address: what it was sent is kept under it (a trailing / would start it over)
+    sections["fhir"] = dataclasses.replace(sections["fhir"], server_url=server.rstrip("/"))
     return Config(**sections, source=source)
 
 

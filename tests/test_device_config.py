@@ -73,3 +73,14 @@ def test_daemon_refuses_to_start_on_invalid_config(tmp_path):
     assert result.returncode == 1
     assert "audio.sample_rate must be between 8000 and 192000" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_fhir_server_is_one_address_with_or_without_a_trailing_slash():
+    """The hourly send keeps what a server was sent under its address: 'https://h/fhir/' and
+    'https://h/fhir' must not be two servers (every record sent again)."""
+    from device.config import config_from_mapping
+
+    for url in ("https://fhir.region.example/fhir/", "https://fhir.region.example/fhir"):
+        assert config_from_mapping({"fhir": {"server_url": url}}, env={}).fhir.server_url == \
+            "https://fhir.region.example/fhir"
+    assert config_from_mapping({}, env={}).fhir.server_url == ""
