@@ -186,6 +186,12 @@ class Config:
         return self.data_dir / "clock"
 
     @property
+    def send_request_dir(self) -> Path:
+        """An administrator's "send to the FHIR server now", read by ``heartpi-fhir-sync.path``
+        (:mod:`device.send_request`)."""
+        return self.data_dir / "fhir"
+
+    @property
     def model_file(self) -> Optional[Path]:
         """The model to load: the configured one, else one installed with ``heartpi model
         install`` (``DATA_DIR/models/current``), else None for the bundled model."""

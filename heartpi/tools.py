@@ -687,7 +687,12 @@ def fhir_sync(args: argparse.Namespace) -> int:
     from heartpi.fhir_send import server_host
     from heartpi.fhir_sync import audit_failure, read_token, sync
 
+    from device.send_request import take_send_request
+
     config = _config(args)
+    asked = take_send_request(config.send_request_dir)  # first: the path unit starts this while it exists
+    if asked:
+        print(f"sending now, as {asked.get('requested_by', '?')} asked on the web page")
     if not config.fhir.server_url:
         print("no FHIR server is set (fhir.server_url in /etc/heartpi/heartpi.toml): nothing to send")
         return EXIT_OK

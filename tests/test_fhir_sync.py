@@ -294,3 +294,23 @@ def test_a_patient_number_given_again_does_not_keep_the_deleted_patient_on_the_s
     result = _sync(box)
     assert "deleted there" not in result.stdout
     assert "Yaw Asante" in str(fhir_server.resources[f"Patient/box-patient-{third}"])
+
+
+def test_a_send_asked_for_on_the_web_page_is_taken_away_before_the_send(box, fhir_server, tmp_path):
+    """heartpi-fhir-sync.path starts the service while the request exists: the send removes it
+    first, whatever comes of the send (here the server refuses the token)."""
+    from device.send_request import REQUEST_FILE, request_send
+
+    request_send(box["data"] / "fhir", requested_by="boss@clinic.test")
+    result = _sync(box)
+    assert result.returncode == 0 and "sending now, as boss@clinic.test asked on the web page" in result.stdout
+    assert not (box["data"] / "fhir" / REQUEST_FILE).exists()
+    request_send(box["data"] / "fhir", requested_by="boss@clinic.test")
+    store = _store(box)
+    store.set_finding(1, "normal", actor="t")  # something to send
+    store.close()
+    (Path(box["env"]["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL).write_text("wrong")
+    assert _sync(box).returncode == 1 and not (box["data"] / "fhir" / REQUEST_FILE).exists()
+    request_send(box["data"] / "fhir", requested_by="boss@clinic.test")
+    _config(tmp_path, box["data"], "")
+    assert _sync(box).returncode == 0 and not (box["data"] / "fhir" / REQUEST_FILE).exists()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
 TARGETS = {"heartpi-daemon.service": 3.5, "heartpi-web.service": 2.0, "heartpi-clock.service": 1.5,
            "heartpi-fhir-sync.service": 2.0}
-OTHER_UNITS = ("heartpi-clock.path", "heartpi-fhir-sync.timer")
+OTHER_UNITS = ("heartpi-clock.path", "heartpi-fhir-sync.timer", "heartpi-fhir-sync.path")
 
 
 def _require(tool: str) -> str:
@@ -162,4 +162,17 @@ def test_fhir_sync_runs_hourly_with_the_token_as_its_own_credential():
     assert "Unit=heartpi-fhir-sync.service" in timer and "OnUnitActiveSec=1h" in timer and "Persistent=true" in timer
     install = (ROOT / "tools/install-pi.sh").read_text()
     assert re.search(r"systemctl enable .*heartpi-fhir-sync\.timer", install)
-    assert re.search(r"systemctl start .*heartpi-fhir-sync\.timer", install)
+    assert re.search(r"systemctl start .*heartpi-fhir-sync\.timer heartpi-fhir-sync\.path", install)
+    assert re.search(r"heartpi-fhir-sync\.timer \\\n\s+heartpi-fhir-sync\.path", install)  # enabled too
+
+
+def test_send_now_on_the_web_page_reaches_the_sending_service_through_a_path_unit():
+    """The web page writes device.send_request's file where heartpi-fhir-sync.path looks, in a
+    folder both services' group may write."""
+    from device.config import config_from_mapping
+    from device.send_request import REQUEST_FILE
+
+    folder = config_from_mapping({"storage": {"data_dir": "/var/lib/heartpi"}}, env={}).send_request_dir
+    path = (UNITS / "heartpi-fhir-sync.path").read_text()
+    assert f"PathExists={folder / REQUEST_FILE}\n" in path and "Unit=heartpi-fhir-sync.service" in path
+    assert re.search(rf"^d {folder}\s+2770 heartpi heartpi", (UNITS / "heartpi.tmpfiles.conf").read_text(), re.M)

@@ -686,6 +686,40 @@ def test_device_page_counts_what_the_fhir_server_has_not_been_sent(app, client, 
     assert "run <code>sudo heartpi fhir-sync</code> (or wait for the next hourly try)" in line
 
 
+def test_an_admin_sends_to_the_fhir_server_now_through_the_sending_service(app, client, auth, web_store):
+    """"Send now" writes a request for heartpi-fhir-sync.path (the page holds no token); the page
+    says it waits, and that the service is not running when nothing took it within a minute."""
+    import dataclasses
+    import os
+    import time
+
+    from device.config import FhirSection
+    from device.send_request import REQUEST_FILE
+
+    config = app.extensions["heartpi_config"]
+    request_file = config.send_request_dir / REQUEST_FILE
+    auth.login("admin")
+    assert "Send to the FHIR server now" not in _device_page(client)  # no server set
+    client.post("/admin/fhir-send", data={"csrf_token": auth.csrf("/device")})
+    assert not request_file.exists() and "No FHIR server is set" in _device_page(client)
+    app.extensions["heartpi_config"] = dataclasses.replace(config, fhir=FhirSection(server_url="https://fhir.region.example/fhir"))
+    assert "Send to the FHIR server now" in _device_page(client)
+    answer = client.post("/admin/fhir-send", data={"csrf_token": auth.csrf("/device")})
+    assert answer.status_code == 303 and request_file.exists()
+    assert json.loads(request_file.read_text())["requested_by"] == "admin@clinic.test"
+    page = " ".join(html.unescape(_device_page(client)).split())
+    assert "A send asked for by admin@clinic.test is waiting to start." in page
+    assert "heartpi-fhir-sync service is not running" not in page
+    assert "Send to the FHIR server now" not in page  # one request at a time
+    old = time.time() - 120
+    os.utime(request_file, (old, old))
+    assert "the heartpi-fhir-sync service is not running" in " ".join(html.unescape(_device_page(client)).split())
+    assert web_store.audit_entries(action="device.fhir-send-now")[0]["detail"] == "fhir.region.example"
+    auth.logout()
+    auth.login("clinician")
+    assert client.post("/admin/fhir-send", data={"csrf_token": auth.csrf("/device")}).status_code == 403
+
+
 def _fhir_send_line(client) -> str:
     page = html.unescape(_device_page(client))
     return " ".join(page[page.index('<dd id="fhir-send"'):].split("</dd>")[0].split())

@@ -60,6 +60,7 @@ install -D -m 0644 "$src/systemd/heartpi-clock.service" "$prefix/etc/systemd/sys
 install -D -m 0644 "$src/systemd/heartpi-clock.path" "$prefix/etc/systemd/system/heartpi-clock.path"
 install -D -m 0644 "$src/systemd/heartpi-fhir-sync.service" "$prefix/etc/systemd/system/heartpi-fhir-sync.service"
 install -D -m 0644 "$src/systemd/heartpi-fhir-sync.timer" "$prefix/etc/systemd/system/heartpi-fhir-sync.timer"
+install -D -m 0644 "$src/systemd/heartpi-fhir-sync.path" "$prefix/etc/systemd/system/heartpi-fhir-sync.path"
 install -D -m 0644 "$src/systemd/heartpi.sysusers.conf" "$prefix/usr/lib/sysusers.d/heartpi.conf"
 install -D -m 0644 "$src/systemd/heartpi.tmpfiles.conf" "$prefix/usr/lib/tmpfiles.d/heartpi.conf"
 install -D -m 0644 "$src/systemd/heartpi.sysctl.conf" "$prefix/etc/sysctl.d/60-heartpi.conf"
@@ -71,8 +72,9 @@ if [ "$use_systemd" = 1 ]; then
     systemd-tmpfiles --create /usr/lib/tmpfiles.d/heartpi.conf
     sysctl -q --load /etc/sysctl.d/60-heartpi.conf
     systemctl daemon-reload
-    systemctl enable -q heartpi-daemon.service heartpi-web.service heartpi-clock.path heartpi-fhir-sync.timer
-    systemctl start heartpi-clock.path heartpi-fhir-sync.timer
+    systemctl enable -q heartpi-daemon.service heartpi-web.service heartpi-clock.path heartpi-fhir-sync.timer \
+        heartpi-fhir-sync.path
+    systemctl start heartpi-clock.path heartpi-fhir-sync.timer heartpi-fhir-sync.path
     if [ -e /etc/heartpi/heartpi.toml ]; then
         systemctl restart heartpi-daemon.service heartpi-web.service
         say "services restarted; check: journalctl -u heartpi-daemon -u heartpi-web -n 50"

@@ -17,7 +17,8 @@ from typing import Mapping, Optional
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
-from device import clock
+from device import clock, send_request
+from device.errors import StorageError
 from device.power import ADVICE as POWER_ADVICE
 from device.records import ROLES, ended_unjudged
 from dsp.signal_quality import QUIET_RMS_DBFS, SILENCE_RMS
@@ -254,8 +255,10 @@ def _fhir_send_view(store, server_url: str) -> Optional[dict]:
         failed = None  # a later send went through
     waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
     deletions = len(store.fhir_deletions(server_url)) if server_url else None
+    asked = send_request.pending_send(get_config().send_request_dir) if server_url else None
     return {"sent": sent, "failed": failed, "host": urllib.parse.urlsplit(server_url).netloc if server_url else None,
-            "waiting": waiting, "deletions": deletions}
+            "waiting": waiting, "deletions": deletions,
+            "asked": asked and {"by": asked[0].get("requested_by", "?"), "stuck": asked[1] > SEND_SERVICE_GRACE_S}}
 
 
 #: The Device page judges the capture gain from this many of the box's newest recordings, and
@@ -298,6 +301,28 @@ def _poor_signal_view(store) -> dict:
 
 #: A request older than this means heartpi-clock.service is not picking it up.
 CLOCK_SERVICE_GRACE_S = 30.0
+#: A "send now" older than this means heartpi-fhir-sync.path is not picking it up (the send itself
+#: may take minutes, but it takes the request away before it starts).
+SEND_SERVICE_GRACE_S = 60.0
+
+
+@bp.route("/admin/fhir-send", methods=["POST"])
+@roles_required("admin")
+def send_now():
+    """Ask heartpi-fhir-sync.service to send the FHIR server what changed, now rather than within
+    the hour (:mod:`device.send_request`): after a patient withdrew consent, say."""
+    config = get_config()
+    if not config.fhir.server_url:
+        flash("No FHIR server is set for this device (technician: fhir.server_url).", "error")
+        return redirect(url_for("admin.device"), code=303)
+    try:
+        send_request.request_send(config.send_request_dir, requested_by=g.user["email"])
+    except StorageError as exc:
+        flash(f"Could not ask for a send: {exc}.", "error")
+        return redirect(url_for("admin.device"), code=303)
+    get_store().audit(actor(), "device.fhir-send-now", "", urllib.parse.urlsplit(config.fhir.server_url).netloc)
+    flash("Sending to the FHIR server now; reload this page in a minute to see how it went.", "ok")
+    return redirect(url_for("admin.device"), code=303)
 
 
 def _clock_view(now: float, newest_recording: Optional[str]) -> dict:
