@@ -683,11 +683,9 @@ def fhir_sync(args: argparse.Namespace) -> int:
     """Send the configured FHIR server what changed since the last send (:mod:`heartpi.fhir_sync`).
     No server set is no failure: the timer runs on every box, most clinics never set one."""
     from device.records import RecordStore
-    from heartpi.fhir_send import FhirSendError
-    from heartpi.fhir_send import server_host
-    from heartpi.fhir_sync import audit_failure, read_token, sync
-
     from device.send_request import take_send_request
+    from heartpi.fhir_send import FhirSendError, server_host
+    from heartpi.fhir_sync import audit_failure, read_token, sync
 
     config = _config(args)
     asked = take_send_request(config.send_request_dir)  # first: the path unit starts this while it exists

@@ -207,7 +207,7 @@ def device():
                            recordings=recordings, n_recordings=n_recordings,
                            clock=_clock_view(time.time(), recordings[0].captured_at if recordings else None),
                            backup=_backup_view(store, time.time(), n_recordings), level=_capture_level_view(store),
-                           fhir_send=_fhir_send_view(store, config.fhir.server_url),
+                           fhir_send=_fhir_send_view(store, config),
                            poor=_poor_signal_view(store))
 
 
@@ -241,12 +241,13 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
             "due": n_recordings > 0 and (days is None or days >= BACKUP_DUE_DAYS)}
 
 
-def _fhir_send_view(store, server_url: str) -> Optional[dict]:
+def _fhir_send_view(store, config) -> Optional[dict]:
     """The last records sent to the region's FHIR server, and a failed attempt since, each an
-    audit entry (its ``at`` and ``detail``); with ``server_url`` (``fhir.server_url``, sent to
-    every hour by heartpi-fhir-sync.timer) its host, how many recordings changed since they
-    last reached it, and how many deletions it has still to do. None when no server is set and
-    none was ever tried."""
+    audit entry (its ``at`` and ``detail``); with ``fhir.server_url`` set (sent to every hour by
+    heartpi-fhir-sync.timer) its host, how many recordings changed since they last reached it,
+    how many deletions it has still to do, and an administrator's "send now" still waiting.
+    None when no server is set and none was ever tried."""
+    server_url = config.fhir.server_url
     sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
     failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
     if sent is None and failed is None and not server_url:
@@ -255,7 +256,7 @@ def _fhir_send_view(store, server_url: str) -> Optional[dict]:
         failed = None  # a later send went through
     waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
     deletions = len(store.fhir_deletions(server_url)) if server_url else None
-    asked = send_request.pending_send(get_config().send_request_dir) if server_url else None
+    asked = send_request.pending_send(config.send_request_dir) if server_url else None
     return {"sent": sent, "failed": failed, "host": urllib.parse.urlsplit(server_url).netloc if server_url else None,
             "waiting": waiting, "deletions": deletions,
             "asked": asked and {"by": asked[0].get("requested_by", "?"), "stuck": asked[1] > SEND_SERVICE_GRACE_S}}
