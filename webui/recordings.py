@@ -7,11 +7,10 @@ from flask import (Blueprint, abort, flash, g, redirect, render_template, reques
 
 import dsp
 from device.errors import StorageError
-from device.records import FINDINGS, screening_verdict
+from device.records import FINDINGS, ended_unjudged, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from device.records import ended_unjudged
 from model.verdict import REASON_ADVICE, verdict_caution
 
 from . import classify, get_config, get_store
