@@ -78,13 +78,14 @@ def _read_token_file(path: Path, *, required: bool) -> Optional[str]:
                             "root (sudo), or let heartpi-fhir-sync.service send") from None
 
 
-def sync(store, config, *, token: str = "", everything: bool = False,
+def sync(store, config, *, token_file: Optional[Path] = None, everything: bool = False,
          progress: Optional[Callable[[SendReport], None]] = None) -> SyncReport:
     """Send ``config.fhir.server_url`` the recordings that changed since the last send that went
     through (``everything``: all of them again), remembering after each accepted transaction how
-    far the server is; then the deletions it has not done (:func:`_send_deletions`). Audited when
-    something was sent or a send failed; FhirSendError (its message saying what to mend, and how
-    many went before) on a failure."""
+    far the server is; then the deletions it has not done (:func:`_send_deletions`). The token as
+    :func:`read_token` finds it (``token_file``: ``--token-file``). Audited when something was
+    sent or a send failed, the token unreadable among them; FhirSendError (its message saying
+    what to mend, and how many went before) on a failure."""
     from webui.exporting import to_fhir_transaction
 
     url = config.fhir.server_url
@@ -110,6 +111,7 @@ def sync(store, config, *, token: str = "", everything: bool = False,
     what = "all records" if everything else "changes"
     ca_file = Path(config.fhir.ca_file) if config.fhir.ca_file else None
     try:
+        token = read_token(token_file)
         if waiting:
             report.sent = send(waiting, make_bundle, url, token=token, ca_file=ca_file, batch=config.fhir.batch,
                                progress=progress, accepted=accepted)
@@ -117,7 +119,7 @@ def sync(store, config, *, token: str = "", everything: bool = False,
         report.deleted = _send_deletions(store, config.device_id, url, token=token, ca_file=ca_file)
     except FhirSendError as exc:
         _audit_sent(store, report, what)  # the records that went before the deletions failed
-        audit_failure(store, f"{what} to {report.host}: {exc}")
+        _audit_failure(store, f"{what} to {report.host}: {exc}")
         raise
     _audit_sent(store, report, what)
     return report
@@ -133,7 +135,7 @@ def _audit_sent(store, report: SyncReport, what: str) -> None:
                     f"{sent.created} resources created, {sent.updated} updated, {report.deleted} deleted")
 
 
-def audit_failure(store, detail: str) -> None:
+def _audit_failure(store, detail: str) -> None:
     """Audit a failed send, unless the last send's outcome was this very failure: a clinic offline
     for a month would otherwise add one identical entry an hour. The Device page then shows when
     the failing began; the journal keeps every attempt."""

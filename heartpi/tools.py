@@ -685,7 +685,7 @@ def fhir_sync(args: argparse.Namespace) -> int:
     from device.records import RecordStore
     from device.send_request import take_send_request
     from heartpi.fhir_send import FhirSendError, server_host
-    from heartpi.fhir_sync import audit_failure, read_token, sync
+    from heartpi.fhir_sync import sync
 
     config = _config(args)
     asked = take_send_request(config.send_request_dir)  # first: the path unit starts this while it exists
@@ -697,12 +697,7 @@ def fhir_sync(args: argparse.Namespace) -> int:
     host = server_host(config.fhir.server_url)
     store = RecordStore(config.database_path)
     try:
-        try:
-            token = read_token(args.token_file)
-        except FhirSendError as exc:  # sync audits the server's failures; this one is the device's
-            audit_failure(store, f"changes to {host}: {exc}")
-            raise
-        report = sync(store, config, token=token, everything=args.all, progress=lambda sent: print(
+        report = sync(store, config, token_file=args.token_file, everything=args.all, progress=lambda sent: print(
             f"  sent {sent.recordings} recordings", file=sys.stderr, flush=True))
     except FhirSendError as exc:
         _line(False, "FHIR server", str(exc))

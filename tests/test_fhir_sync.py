@@ -314,3 +314,10 @@ def test_a_send_asked_for_on_the_web_page_is_taken_away_before_the_send(box, fhi
     request_send(box["data"] / "fhir", requested_by="boss@clinic.test")
     _config(tmp_path, box["data"], "")
     assert _sync(box).returncode == 0 and not (box["data"] / "fhir" / REQUEST_FILE).exists()
+
+
+def test_a_token_file_that_cannot_be_read_is_named_and_audited_like_a_refusal(box, fhir_server, tmp_path):
+    result = _sync(box, "--token-file", str(tmp_path / "missing"))
+    assert result.returncode == 1 and f"the token file {tmp_path / 'missing'} does not exist" in result.stdout
+    assert _audit(box["data"])[0].startswith(f"failed: changes to {fhir_server.url.split('/')[2]}: the token file")
+    assert not fhir_server.requests
