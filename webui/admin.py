@@ -244,9 +244,9 @@ def _backup_view(store, now: float, n_recordings: int) -> dict:
 def _fhir_send_view(store, config) -> Optional[dict]:
     """The last records sent to the region's FHIR server, and a failed attempt since, each an
     audit entry (its ``at`` and ``detail``); with ``fhir.server_url`` set (sent to every hour by
-    heartpi-fhir-sync.timer) its host, how many recordings changed since they last reached it,
-    how many deletions it has still to do, and an administrator's "send now" still waiting.
-    None when no server is set and none was ever tried."""
+    heartpi-fhir-sync.timer; every page knows its host as ``fhir_server``) how many recordings
+    changed since they last reached it, how many deletions it has still to do, and an
+    administrator's "send now" still waiting. None when no server is set and none was ever tried."""
     server_url = config.fhir.server_url
     sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
     failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
@@ -257,8 +257,7 @@ def _fhir_send_view(store, config) -> Optional[dict]:
     waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
     deletions = len(store.fhir_deletions(server_url)) if server_url else None
     asked = send_request.pending_send(config.send_request_dir) if server_url else None
-    return {"sent": sent, "failed": failed, "host": urllib.parse.urlsplit(server_url).netloc if server_url else None,
-            "waiting": waiting, "deletions": deletions,
+    return {"sent": sent, "failed": failed, "waiting": waiting, "deletions": deletions,
             "asked": asked and {"by": asked[0].get("requested_by", "?"), "stuck": asked[1] > SEND_SERVICE_GRACE_S}}
 
 
