@@ -14,10 +14,10 @@ from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, bandpass_with_s
 from .listening import LISTEN_RATE_HZ, LISTENING_MODES, ListeningMode, listening_copy
 from .signal_quality import REASON_ADVICE, QualityReport, heart_rate, quality
 from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN_DURATION_S,
-                  MIN_RATE_HZ, read_wav, wav_bytes, write_wav)
+                  MIN_RATE_HZ, CompressedWavError, read_wav, wav_bytes, write_wav)
 
 __all__ = [
-    "ANALYSIS_RATE_HZ", "Audio", "BadAudioError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
+    "ANALYSIS_RATE_HZ", "Audio", "BadAudioError", "CompressedWavError", "DSPError", "FeatureParams", "HEART_BAND_HZ",
     "LISTENING_MODES", "LISTEN_RATE_HZ", "ListeningMode", "MAX_CHANNELS", "MAX_DURATION_S",
     "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
     "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",

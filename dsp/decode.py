@@ -1,5 +1,6 @@
 """Recordings that are not WAV: phones' M4A (AAC), 3GP and AMR, stethoscope apps' MP3, OGG or
-FLAC, decoded through PyAV (FFmpeg's decoders, bundled in its wheel).
+FLAC, and compressed WAVs (voice recorders' IMA or MS ADPCM, telephone recorders' GSM 6.10),
+decoded through PyAV (FFmpeg's decoders, bundled in its wheel).
 
 Why: a clinic's second stethoscope is often a phone, and a phone's voice recorder saves M4A.
 Asking staff to convert files on a phone loses recordings. A lossy codec keeps the 25-400 Hz
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BadAudioError
-from .wav import (MAX_DURATION_S, MIN_DURATION_S, PathOrFile, check_channels, check_duration, check_rate,
-                  read_bytes, read_wav, sniff_other_format, with_article)
+from .wav import (MAX_DURATION_S, MIN_DURATION_S, CompressedWavError, PathOrFile, check_channels, check_duration,
+                  check_rate, read_bytes, read_wav, sniff_other_format, with_article)
 
 #: Integer sample formats FFmpeg's decoders hand out, and the scale to [-1, 1].
 _INTEGER_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -53,8 +54,12 @@ def read_audio(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
     data = read_bytes(source)
     kind = sniff_other_format(data) if data[:4] not in (b"RIFF", b"RF64") else ""
     if not kind:
-        samples, rate = read_wav(data, min_seconds=min_seconds, max_seconds=max_seconds)
-        return Audio(samples, rate)
+        try:
+            samples, rate = read_wav(data, min_seconds=min_seconds, max_seconds=max_seconds)
+        except CompressedWavError as compressed:  # a voice recorder's ADPCM, a GSM recorder's WAV
+            kind = compressed.kind
+        else:
+            return Audio(samples, rate)
     samples, rate = _decode(data, kind, min_seconds=min_seconds, max_seconds=max_seconds)
     return Audio(samples, rate, kind)
 
@@ -73,6 +78,9 @@ def _decode(data: bytes, kind: str, *, min_seconds: float, max_seconds: float) -
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise BadAudioError(f"this {kind} file holds no sound (a video without audio?). Record again.")
+            if stream.codec_context is None:  # FFmpeg knows no decoder for it
+                raise BadAudioError(f"this {kind} recording is in an encoding HeartPi cannot decode. Export or "
+                                    "save it as an uncompressed WAV (PCM) file and try again.")
             rate = int(stream.codec_context.sample_rate or 0)
             check_rate(rate)
             chunks: list[np.ndarray] = []

@@ -36,8 +36,13 @@ WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_ALAW = 0x0006
 WAVE_FORMAT_MULAW = 0x0007
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+#: The encodings :func:`read_wav` decodes itself; any other is a compressed WAV for :func:`dsp.read_audio`.
+DECODED_HERE = frozenset({WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW})
+#: Compressed WAV encodings by their format code (RFC 2361): voice recorders' and dictation
+#: machines' ADPCM, telephony's GSM and G.72x, MP3 in a WAV.
 _ENCODING_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM",
-                   0x0055: "MP3", 0x0050: "MPEG"}
+                   0x0020: "Yamaha ADPCM", 0x0022: "TrueSpeech", 0x0031: "GSM 6.10", 0x0045: "G.726 ADPCM",
+                   0x0064: "G.726 ADPCM", 0x028F: "G.722 ADPCM", 0x0055: "MP3", 0x0050: "MPEG"}
 _RE_EXPORT = "Export or save the recording as an uncompressed WAV (PCM) file and try again."
 
 
@@ -68,7 +73,26 @@ def sniff_other_format(data: bytes) -> str:
         return "AIFF"
     if head.startswith(b"caff"):
         return "CAF (Apple)"
+    if head.startswith(b"riff\x2e\x91\xcf\x11"):  # Sony's Wave64: a WAV for files over 4 GB, GUID chunks
+        return "Wave64"
     return ""
+
+
+class CompressedWavError(BadAudioError):
+    """A WAV whose audio is compressed in an encoding :func:`read_wav` does not decode itself.
+
+    Voice recorders and dictation machines save IMA or MS ADPCM in a WAV, telephone-grade
+    recorders GSM 6.10: the file is not damaged, and :func:`dsp.read_audio` hands it to FFmpeg's
+    decoders (PyAV). Called alone, :func:`read_wav` refuses it with this message.
+    """
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        #: what to call the file in a message, e.g. "IMA ADPCM WAV"
+        self.kind = (f"{_ENCODING_NAMES[code]} WAV" if code in _ENCODING_NAMES
+                     else f"WAV (format code 0x{code:04x})")
+        encoding = _ENCODING_NAMES.get(code, f"format code 0x{code:04x}")
+        super().__init__(f"unsupported WAV encoding ({encoding}). " + _RE_EXPORT)
 
 
 def with_article(name: str) -> str:
@@ -174,13 +198,10 @@ def _decode(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
         if peak > 1.0:  # unnormalised float file: scale into range rather than clip
             data = data / peak
         data = data.astype(np.float32)
-    elif fmt in (WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW):
+    else:  # G.711 A-law or mu-law: read_wav sent every encoding not in DECODED_HERE elsewhere
         if bits != 8:
             raise BadAudioError(f"unsupported {_ENCODING_NAMES[fmt]} bit depth: {bits}-bit. " + _RE_EXPORT)
         data = _g711_table(fmt)[np.frombuffer(raw, dtype=np.uint8)]
-    else:
-        name = _ENCODING_NAMES.get(fmt, f"format code 0x{fmt:04x}")
-        raise BadAudioError(f"unsupported WAV encoding ({name}). " + _RE_EXPORT)
     return data.reshape(-1, channels)
 
 
@@ -192,7 +213,8 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
     WAVE_FORMAT_EXTENSIBLE, any number of
     channels up to :data:`MAX_CHANNELS` (mixed down by averaging). ``source`` is a path, an
     open binary file or the file's bytes. Every way the file can be unusable raises
-    :class:`BadAudioError` with a message a health worker can act on.
+    :class:`BadAudioError` with a message a health worker can act on; a compressed WAV (ADPCM,
+    GSM, ...) raises its subclass :class:`CompressedWavError`, which :func:`dsp.read_audio` decodes.
     """
     data = read_bytes(source)
     if len(data) == 0:
@@ -243,6 +265,8 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
         raise BadAudioError("the WAV header is damaged (it declares zero channels). " + _RE_EXPORT)
     check_channels(channels)
     check_rate(rate)
+    if fmt not in DECODED_HERE:  # before the sample-size check: ADPCM's 4-bit blocks are no damage
+        raise CompressedWavError(fmt)
     if bits == 0 or bits % 8 or block_align != channels * bits // 8:
         raise BadAudioError("the WAV header is damaged (inconsistent sample size). " + _RE_EXPORT)
     usable = len(raw) - len(raw) % block_align  # a partial last frame is dropped

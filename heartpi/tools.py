@@ -384,8 +384,9 @@ def _fhir_server_check(config: "Config") -> bool:
                  "is checked by the first send: 'sudo heartpi fhir-sync')")
 
 
-#: FFmpeg decoders behind dsp.read_audio: phones' AAC (M4A, 3GP) and AMR, apps' MP3, Opus, Vorbis, FLAC
-PHONE_DECODERS = ("aac", "amrnb", "mp3", "opus", "vorbis", "flac")
+#: FFmpeg decoders behind dsp.read_audio: phones' AAC (M4A, 3GP) and AMR, apps' MP3, Opus, Vorbis, FLAC,
+#: and voice recorders' compressed WAVs (IMA and MS ADPCM, GSM 6.10)
+PHONE_DECODERS = ("aac", "amrnb", "mp3", "opus", "vorbis", "flac", "adpcm_ima_wav", "adpcm_ms", "gsm_ms")
 
 
 def _phone_decoders_check() -> bool:
@@ -403,7 +404,8 @@ def _phone_decoders_check() -> bool:
             missing.append(name)
     if missing:
         return _line(False, "phone recordings", f"PyAV {av.__version__} lacks decoders: {', '.join(missing)}")
-    return _line(True, "phone recordings", f"M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV {av.__version__}")
+    return _line(True, "phone recordings", f"M4A, 3GP, AMR, MP3, OGG, FLAC and ADPCM or GSM WAV "
+                 f"decoded by PyAV {av.__version__}")
 
 
 def _power_check() -> list[bool]:

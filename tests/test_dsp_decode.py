@@ -3,6 +3,8 @@ the verdict their WAV would get."""
 
 from __future__ import annotations
 
+import io
+import struct
 import sys
 
 import numpy as np
@@ -74,3 +76,60 @@ def test_without_pyav_a_phone_recording_is_named_with_what_to_do(monkeypatch):
                                                 "decode it .*convert the file to WAV"):
         dsp.read_audio(b"\x00\x00\x00\x1cftypM4A " + bytes(300))
     assert dsp.read_audio(reference_wavs()[0]).format == "WAV"  # WAV needs no PyAV
+
+
+def _compressed_wav(samples, rate: int, encoding: str) -> bytes:
+    """A WAV as a voice recorder or dictation machine saves it: IMA or MS ADPCM (FFmpeg's encoders)
+    at 22.05 kHz, or GSM 6.10 (libsndfile's; FFmpeg has no encoder) at a telephone's 8 kHz."""
+    if encoding == "GSM 6.10":
+        soundfile = pytest.importorskip("soundfile")
+        buffer = io.BytesIO()
+        soundfile.write(buffer, dsp.resample(samples, rate, 8000), 8000, format="WAV", subtype="GSM610")
+        return buffer.getvalue()
+    codec = {"IMA ADPCM": "adpcm_ima_wav", "MS ADPCM": "adpcm_ms"}[encoding]
+    return encode_compressed(dsp.resample(samples, rate, 22050), 22050, "wav", codec)
+
+
+@pytest.mark.parametrize("encoding", ["IMA ADPCM", "MS ADPCM", "GSM 6.10"])
+def test_a_voice_recorders_compressed_wav_gets_the_verdict_its_pcm_wav_gets(classifier, encoding):
+    """Until 2026-12-01 an ADPCM WAV was refused as "the WAV header is damaged": its 4-bit blocks
+    failed the PCM sample-size check before its encoding was looked at."""
+    for path in reference_wavs():
+        samples, rate = dsp.read_wav(path)
+        data = _compressed_wav(samples, rate, encoding)
+        with pytest.raises(dsp.CompressedWavError, match=rf"^unsupported WAV encoding \({encoding}\)\. Export"):
+            dsp.read_wav(data)  # alone, the WAV reader names the encoding: the file is not damaged
+        audio = dsp.read_audio(data)
+        assert (audio.format, audio.decoded) == (f"{encoding} WAV", True)
+        assert abs(audio.samples.size / audio.rate - 20.0) < 0.1
+        ours, theirs = classifier.classify(audio.samples, audio.rate), classifier.classify(samples, rate)
+        assert ours.label == theirs.label, (path.name, encoding)
+        assert abs(ours.p_abnormal - theirs.p_abnormal) <= 0.06, (path.name, encoding, ours.p_abnormal)
+
+
+def test_a_wav_in_an_encoding_nobody_decodes_is_refused_in_words():
+    samples = np.zeros(16000, "<i2").tobytes()
+    header = struct.pack("<HHIIHH", 0x1234, 1, 8000, 16000, 2, 16)
+    data = (b"RIFF" + struct.pack("<I", 4 + 8 + len(header) + 8 + len(samples)) + b"WAVEfmt "
+            + struct.pack("<I", len(header)) + header + b"data" + struct.pack("<I", len(samples)) + samples)
+    with pytest.raises(dsp.BadAudioError, match=r"^this WAV \(format code 0x1234\) recording is in an encoding "
+                                                r"HeartPi cannot decode\. Export or save it as an uncompressed WAV"):
+        dsp.read_audio(data)
+
+
+def test_a_wave64_file_is_decoded():
+    soundfile = pytest.importorskip("soundfile")
+    samples, rate = dsp.read_wav(reference_wavs()[0])
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="W64", subtype="PCM_16")
+    audio = dsp.read_audio(buffer.getvalue())
+    assert (audio.format, audio.rate) == ("Wave64", rate) and np.max(np.abs(audio.samples - samples)) < 2 / 32768
+
+
+def test_without_pyav_a_compressed_wav_is_named_with_what_to_do(monkeypatch):
+    samples, rate = dsp.read_wav(reference_wavs()[0])
+    data = _compressed_wav(samples, rate, "IMA ADPCM")
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(dsp.BadAudioError, match="this is an IMA ADPCM WAV recording, and this HeartPi cannot "
+                                                "decode it .*convert the file to WAV"):
+        dsp.read_audio(data)

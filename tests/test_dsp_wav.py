@@ -155,6 +155,7 @@ def test_broken_files_raise_bad_audio_error_with_words(name):
     (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "WebM"),
     (b"FORM\x00\x00\x10\x00AIFFCOMM", "AIFF"),
     (b"caff\x00\x01\x00\x00", "CAF (Apple)"),
+    (b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00", "Wave64"),
 ])
 def test_other_audio_formats_are_named_so_the_app_can_be_changed(head, named):
     with pytest.raises(dsp.BadAudioError) as info:

@@ -106,7 +106,7 @@ def test_selftest_passes_with_card_pins_and_a_button_press(selftest_config, mock
     assert code == 0, out
     for check in ("sound card: stetho", "capture level", "LEDs", "button: press seen", "model: sha256",
                   "clock", "disk space", "database", "reference normal-", "reference abnormal-",
-                  "phone recordings: M4A, 3GP, AMR, MP3, OGG and FLAC decoded by PyAV",
+                  "phone recordings: M4A, 3GP, AMR, MP3, OGG, FLAC and ADPCM or GSM WAV decoded by PyAV",
                   "power supply: no under-voltage while recording and lighting the LEDs",
                   "FHIR server: none set (fhir.server_url)"):
         assert f"PASS  {check}" in out, check

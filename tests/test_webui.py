@@ -262,6 +262,26 @@ def test_a_phones_m4a_upload_is_judged_and_kept_as_the_wav_that_was_analysed(cli
     assert client.get(f"/recordings/{rec.id}/spectrogram.png").data.startswith(b"\x89PNG")
 
 
+def test_a_voice_recorders_adpcm_wav_upload_is_judged_and_kept_as_pcm(client, auth, web_store, heartpi_config):
+    """An IMA ADPCM WAV (voice recorders, dictation machines) was once refused as damaged."""
+    pytest.importorskip("av")
+    import dsp
+    from tests.conftest import encode_compressed
+
+    auth.login("health_worker")
+    path = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(path)
+    adpcm = encode_compressed(dsp.resample(samples, rate, 22050), 22050, "wav", "adpcm_ima_wav")
+    response = _upload(client, auth, data=adpcm)
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "IMA ADPCM WAV, kept as WAV" in page
+    rec = web_store.list_recordings()[0]
+    stored = (heartpi_config.recordings_dir / rec.file).read_bytes()
+    kept, kept_rate = dsp.read_wav(stored)  # plain PCM: every page, export and backup reads it
+    assert (rec.verdict, kept_rate, rec.rate) == ("normal", 22050, 22050) and abs(kept.size / 22050 - 20.0) < 0.1
+
+
 def test_a_short_clip_from_another_stethoscope_gets_a_verdict_and_pictures(client, auth, web_store):
     """Other devices export a few cycles (1-4 s): the upload is judged, not refused as too short."""
     import dsp

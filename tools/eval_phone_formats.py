@@ -3,7 +3,8 @@
 
 Every test-split recording (PhysioNet, 2 kHz) is brought to a phone's rate (44.1 kHz; Opus:
 48 kHz) as if a phone had recorded it, saved as the WAV and as each compressed format at the
-bit rates recorder apps use (FFmpeg's encoders, through PyAV), decoded again by
+bit rates recorder apps use (FFmpeg's encoders, through PyAV), and as the compressed WAVs voice
+recorders save (IMA and MS ADPCM at 44.1 kHz; GSM 6.10 at 8 kHz, against the 8 kHz WAV), decoded again by
 ``dsp.read_audio`` and classified. Printed per format: how many verdicts differ from the WAV's,
 the median / 95th percentile / largest change of P(abnormal), and Se / Sp / MAcc of each
 against the labels (the WAV's first). For scale, the same for the WAV started one analysis frame
@@ -16,6 +17,7 @@ recording. Not a test: it reads the test split (about 5 s per recording on 2 cor
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -39,6 +41,10 @@ FORMATS = {
     "OGG (Opus) 32 kbit/s": ("ogg", "libopus", 48000, 32000),
     "OGG (Opus) 64 kbit/s": ("ogg", "libopus", 48000, 64000),
     "FLAC": ("flac", "flac", 44100, 0),
+    # voice recorders' and dictation machines' compressed WAVs; GSM is libsndfile's (FFmpeg has no encoder)
+    "WAV (IMA ADPCM)": ("wav", "adpcm_ima_wav", 44100, 0),
+    "WAV (MS ADPCM)": ("wav", "adpcm_ms", 44100, 0),
+    "WAV (GSM 6.10) 8 kHz": ("soundfile", "GSM610", 8000, 0),
 }
 
 
@@ -54,7 +60,7 @@ def main() -> int:
     if args.limit:  # spread over the split (it is ordered by source set and label), not its first N
         test = test[:: -(-len(test) // args.limit)]
     labels = np.array([r.label for r in test], dtype=int)
-    wav: dict[int, list] = {44100: [], 48000: []}
+    wav: dict[int, list] = {44100: [], 48000: [], 8000: []}
     later: list = []  # the 44.1 kHz WAV, one analysis frame (16 ms) later
     coded: dict[str, list] = {name: [] for name in FORMATS}
     for record in test:
@@ -67,8 +73,13 @@ def main() -> int:
                 later.append(classifier.classify(np.concatenate([np.zeros(delay, np.float32), audio.samples]),
                                                  44100))
         for name, (container, codec, phone_rate, bit_rate) in FORMATS.items():
-            data = encode_compressed(dsp.resample(samples, rate, phone_rate), phone_rate, container, codec,
-                                     bit_rate=bit_rate or 64000)
+            at_phone_rate = dsp.resample(samples, rate, phone_rate)
+            if container == "soundfile":
+                buffer = io.BytesIO()
+                soundfile.write(buffer, at_phone_rate, phone_rate, format="WAV", subtype=codec)
+                data = buffer.getvalue()
+            else:
+                data = encode_compressed(at_phone_rate, phone_rate, container, codec, bit_rate=bit_rate or 64000)
             audio = dsp.read_audio(data)
             coded[name].append(classifier.classify(audio.samples, audio.rate))
 
@@ -82,6 +93,7 @@ def main() -> int:
 
     print(f"{len(test)} test-split recordings, each as a phone's WAV and compressed, decoded by dsp.read_audio")
     print(f"  {'WAV 44.1 kHz':24} {figures(wav[44100])}")
+    print(f"  {'WAV 8 kHz':24} {figures(wav[8000])}")
     for name, verdicts in {"WAV, 16 ms later": later, **coded}.items():
         base = wav[FORMATS[name][2] if name in FORMATS else 44100]
         flips = sum(v.label != b.label for v, b in zip(verdicts, base))
