@@ -101,7 +101,10 @@ def with_article(name: str) -> str:
 
 
 #: Sizes at or above this are the placeholders streaming writers (arecord, sox or espeak-ng to a
-#: pipe) leave in the header: "until the end of the file", not a claim about the length.
+#: pipe) leave in the header: "until the end of the file", not a claim about the length. A size of
+#: 0 with audio after it means the same: a recorder app writes its header first with zero sizes
+#: and fills them in when it stops, so one killed part-way (a flat battery, the app closed)
+#: leaves every second it recorded behind a header that claims none. FFmpeg reads those too.
 STREAMING_SIZE = 0x7FFF0000
 
 PathOrFile = Union[str, os.PathLike, BinaryIO, bytes]
@@ -228,7 +231,7 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
                                 "software that saves WAV, or convert the file to WAV (PCM) and try again.")
         raise BadAudioError("this file is not a WAV recording. " + _RE_EXPORT)
     riff_size = struct.unpack("<I", data[4:8])[0]
-    if riff_size >= STREAMING_SIZE:
+    if riff_size >= STREAMING_SIZE or riff_size == 0:
         riff_size = len(data) - 8
     if riff_size + 8 > len(data) + 1:  # +1: some writers omit the final pad byte
         raise BadAudioError("the recording is truncated (the file ends before its declared "
@@ -241,7 +244,7 @@ def read_wav(source: PathOrFile, *, min_seconds: float = MIN_DURATION_S,
         chunk_id = data[pos:pos + 4]
         size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
         body_start = pos + 8
-        if chunk_id == b"data" and size >= STREAMING_SIZE:
+        if chunk_id == b"data" and (size >= STREAMING_SIZE or size == 0):
             size = end - body_start
         if body_start + size > end:
             raise BadAudioError("the recording is truncated (a part of the file is missing). "

@@ -198,6 +198,9 @@ ODD_BUT_VALID = {
     "missing final pad byte": GOOD[:-1] if len(_pcm()) % 2 else GOOD,
     "streaming placeholder sizes": wav_from_parts(rate=RATE, payload=_pcm(), riff_size=0xFFFFFFFF,
                                                   data_size=0x7FFFF000),
+    # a recorder app killed before it filled in its header (Android's AudioRecord apps write zeros first)
+    "unfinished header, zero sizes": wav_from_parts(rate=RATE, payload=_pcm(), riff_size=0, data_size=0),
+    "unfinished header, zero data size": wav_from_parts(rate=RATE, payload=_pcm(), data_size=0),
     "float above one": wav_from_parts(fmt=3, bits=32, rate=RATE,
                                       payload=(4 * heart_sounds(70, SECONDS, RATE)).astype("<f4").tobytes()),
 }
@@ -208,6 +211,14 @@ def test_odd_but_valid_files_read(name):
     samples, rate = dsp.read_wav(ODD_BUT_VALID[name])
     assert rate == RATE and samples.size > 0
     assert np.all(np.abs(samples) <= 1.0)
+
+
+def test_a_killed_recorders_zero_size_header_keeps_every_second_it_recorded():
+    """Until 2026-12-01 such a file was refused as containing no audio, which it did."""
+    whole, _ = dsp.read_wav(wav_from_parts(rate=RATE, payload=_pcm()))
+    for name in ("unfinished header, zero sizes", "unfinished header, zero data size"):
+        samples, _ = dsp.read_wav(ODD_BUT_VALID[name])
+        np.testing.assert_array_equal(samples, whole)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
