@@ -333,11 +333,13 @@ def _member_path(name: str) -> PurePosixPath:
 
 def _read_manifest(tar: tarfile.TarFile) -> dict:
     try:
-        member = tar.getmember(MANIFEST)
-        manifest = json.loads(tar.extractfile(member).read())
-    except (KeyError, AttributeError, ValueError):
+        handle = tar.extractfile(tar.getmember(MANIFEST))  # None when it is not a file
+        manifest = json.loads(handle.read()) if handle is not None else None
+    except (KeyError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict):
         raise BackupError("this is not a HeartPi backup (no readable heartpi-backup.json inside); "
-                          "nothing was restored") from None
+                          "nothing was restored")
     if manifest.get("format") != ARCHIVE_FORMAT or not isinstance(manifest.get("files"), list):
         raise BackupError("this is not a HeartPi backup; nothing was restored")
     if not isinstance(manifest.get("version"), int) or manifest["version"] > ARCHIVE_VERSION:
@@ -363,6 +365,8 @@ def _unpack(tar: tarfile.TarFile, entry: dict, target: Path) -> None:
     if not member.isfile():
         raise BackupError(f"the backup is damaged: {entry['path']} is not a file; nothing was restored")
     stream: Optional[IO[bytes]] = tar.extractfile(member)
+    if stream is None:  # isfile() said it is one
+        raise BackupError(f"the backup is damaged: {entry['path']} cannot be read; nothing was restored")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0

@@ -212,6 +212,7 @@ def _flip_last_byte_of_first_recording(name: str, data: bytes):
     ("flip", "does not match its checksum"),
     ("drop-recording", "incomplete"),
     ("drop-manifest", "not a HeartPi backup"),
+    ("manifest-not-an-object", "not a HeartPi backup"),  # was an AttributeError's traceback
     ("traversal", "unexpected file"),
     ("newer-format", "newer HeartPi"),
     ("newer-schema", "newer HeartPi"),
@@ -235,6 +236,8 @@ def test_a_damaged_foreign_or_newer_archive_restores_nothing(archive_and_device,
         _rewrite(archive, bad, drop)
     elif damage == "drop-manifest":
         _rewrite(archive, bad, lambda name, data: None if name == MANIFEST else data)
+    elif damage == "manifest-not-an-object":
+        _rewrite(archive, bad, lambda name, data: b"[]" if name == MANIFEST else data)
     elif damage in ("traversal", "newer-format"):
         def edit(name, data):
             if name != MANIFEST:
