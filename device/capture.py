@@ -147,11 +147,13 @@ class PyAudioSource:
 
     def record(self, seconds: float, stop: threading.Event) -> Capture:
         self.open()
+        pa, rate = self._pa, self.rate
+        assert pa is not None and rate is not None  # open() sets both or raises
         pyaudio = _pa_module()
-        wanted = int(round(seconds * self.rate))
+        wanted = int(round(seconds * rate))
         counter = OverflowCounter(pyaudio, wanted)
         try:
-            stream = self._pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
+            stream = pa.open(format=pyaudio.paInt16, channels=1, rate=rate, input=True,
                                    input_device_index=self.device_index,
                                    frames_per_buffer=self.frames_per_buffer, stream_callback=counter)
         except (IOError, OSError) as exc:
@@ -178,7 +180,7 @@ class PyAudioSource:
         samples = np.frombuffer(raw, dtype="<i2")[:wanted].astype(np.float32) / 32768.0
         if counter.overflows:
             log.warning("capture: %d buffer overflow(s); some audio was lost", counter.overflows)
-        return Capture(samples, int(self.rate), counter.overflows, stopped_early, self.name)
+        return Capture(samples, int(rate), counter.overflows, stopped_early, self.name)
 
     def close(self) -> None:
         if self._pa is not None:

@@ -119,11 +119,8 @@ class ClinicTime:
         (``YYYY-MM-DDTHH:MM:SS+00:00``) is answered by comparing text with the local days'
         starts within its UTC date, worked out once per date; anything else is converted."""
         if len(instant) == 25 and instant.endswith("+00:00"):
-            local = None
-            for start, day in _local_days_of_utc_date(self.zone, instant[:10]):
-                if instant >= start:
-                    local = day
-            return local
+            days = _local_days_of_utc_date(self.zone, instant[:10])  # the first starts at "": always one
+            return next(day for start, day in reversed(days) if instant >= start)
         return self.local(instant).date().isoformat()
 
     def day_start(self, day: Union[str, _dt.date]) -> str:

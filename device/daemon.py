@@ -233,7 +233,7 @@ class Daemon:
             self.cycle_done.notify_all()
         return result
 
-    def _record(self) -> tuple[Optional[Capture], bool, bool]:
+    def _record(self) -> tuple[Capture, bool, bool]:
         """Capture in a worker thread while this thread answers the button and the watchdog.
 
         Returns (capture, cancelled, shutting_down).
@@ -264,7 +264,7 @@ class Daemon:
         thread.join()
         if "error" in box:
             raise box["error"]
-        return box.get("capture"), cancelled, shutting_down
+        return box["capture"], cancelled, shutting_down
 
     def _cycle(self) -> CycleResult:
         self.visit.expire_if_paused()  # the place the light showed at the press is the one recorded

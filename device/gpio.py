@@ -45,6 +45,12 @@ class Pattern:
     def steady(self) -> bool:
         return self.on_time is None
 
+    def flash_timing(self) -> tuple[float, float]:
+        """(on, off) seconds of one flash of a blinking pattern."""
+        if self.on_time is None or self.off_time is None:
+            raise ValueError(f"the {self.led} LED's pattern is steady, not blinking")
+        return self.on_time, self.off_time
+
 
 @dataclass(frozen=True)
 class LightState:
@@ -135,7 +141,8 @@ class Indicator:
             raise ValueError(f"unknown LED state {state!r}")
         pattern = PATTERNS[state].pattern
         if pattern is not None and pattern.period is not None:
-            most = int((pattern.period - pattern.off_time) // (pattern.on_time + pattern.off_time))
+            on, off = pattern.flash_timing()
+            most = int((pattern.period - off) // (on + off))
             if not 1 <= flashes <= most:
                 raise ValueError(f"{state} shows 1 to {most} flashes, not {flashes}")
         else:
@@ -166,16 +173,17 @@ class Indicator:
         """Flash ``led`` ``flashes`` times, rest for the period's remainder, and again, in a
         thread of its own (gpiozero's ``blink`` has no groups), until :meth:`_stop_group`."""
         stop = threading.Event()
-        rest = pattern.period - flashes * (pattern.on_time + pattern.off_time)
+        on, off = pattern.flash_timing()
+        rest = (pattern.period or 0.0) - flashes * (on + off)
 
         def run() -> None:
             while not stop.is_set():
                 for _ in range(flashes):
                     led.on()
-                    if stop.wait(pattern.on_time):
+                    if stop.wait(on):
                         break
                     led.off()
-                    if stop.wait(pattern.off_time):
+                    if stop.wait(off):
                         break
                 else:
                     stop.wait(rest)
@@ -185,7 +193,7 @@ class Indicator:
         self._group_thread.start()
 
     def _stop_group(self) -> None:
-        if self._group_thread is not None:
+        if self._group_thread is not None and self._group_stop is not None:  # set and cleared together
             self._group_stop.set()
             self._group_thread.join()
             self._group_thread = self._group_stop = None

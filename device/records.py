@@ -321,6 +321,13 @@ def connect(path: Union[str, os.PathLike]) -> sqlite3.Connection:
     return conn
 
 
+def _new_id(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just made (never None after one)."""
+    if cur.lastrowid is None:
+        raise sqlite3.DatabaseError("SQLite reported no id for the new row")
+    return cur.lastrowid
+
+
 def _acted_on(verdicts: int) -> str:
     """The verdict a screening is acted on, from the screening queries' ``2 * any abnormal + any
     normal``: abnormal if any of its recordings is, else normal if any is, else poor signal."""
@@ -420,7 +427,7 @@ class RecordStore:
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
                  software_version, note, clock_boot, _checked_site(site), visit or None,
                  None if level_dbfs is None else float(level_dbfs)))
-            rec_id = cur.lastrowid
+            rec_id = _new_id(cur)
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id
 
@@ -692,8 +699,9 @@ class RecordStore:
             cur = conn.execute("INSERT INTO patients (external_id, name, birth_date, sex, notes, "
                                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                (external_id or None, name, birth_date or None, sex or None, notes, now, now))
-            self._audit(conn, actor, "patient.create", f"patient:{cur.lastrowid}")
-        return cur.lastrowid
+            patient_id = _new_id(cur)
+            self._audit(conn, actor, "patient.create", f"patient:{patient_id}")
+        return patient_id
 
     def update_patient(self, patient_id: int, *, actor: str, **fields: Any) -> None:
         allowed = {"name", "external_id", "birth_date", "sex", "notes"}
@@ -764,8 +772,9 @@ class RecordStore:
                                    (email.strip(), password_hash, role, int(approved), utcnow()))
             except sqlite3.IntegrityError:
                 raise ValueError(f"an account for {email} already exists") from None
-            self._audit(conn, actor, "user.create", f"user:{cur.lastrowid}", role)
-        return cur.lastrowid
+            user_id = _new_id(cur)
+            self._audit(conn, actor, "user.create", f"user:{user_id}", role)
+        return user_id
 
     def get_user(self, user_id: int) -> Optional[dict]:
         rows = self._query("SELECT * FROM users WHERE id = ?", (user_id,))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import gpio
-from .capture import FileSource, PyAudioSource
+from .capture import AudioSource, FileSource, PyAudioSource
 from .config import Config
 from .daemon import FAULT, IDLE, RESULT, Daemon
 from .power import PowerWatch
@@ -51,6 +51,7 @@ def build_daemon(config: Config, *, simulate: bool = False, input_path: Optional
                                red_pin=config.gpio.led_red, amber_pin=config.gpio.led_amber,
                                long_press_seconds=config.gpio.long_press_seconds,
                                pin_factory=pin_factory, on_change=show)
+    source: AudioSource
     if simulate:
         source = FileSource.from_path(input_path or default_simulation_input(), realtime=realtime)
     else:
@@ -135,7 +136,7 @@ def _run_daemon(config: Config, *, simulate: bool, input_path: Optional[Path], p
         realtime = 0.0 if presses is not None else 1.0
     daemon = build_daemon(config, simulate=simulate, input_path=input_path, realtime=realtime,
                           print_leds=simulate)
-    if not simulate:
+    if isinstance(daemon.source, PyAudioSource):  # not a simulation
         from .errors import SoundCardError
 
         try:

@@ -19,9 +19,9 @@ class Notifier:
         self.address = env.get("NOTIFY_SOCKET") or None
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
-        watchdog_for_us = usec and (not pid or pid == str(os.getpid()))
+        watchdog_for_us = not pid or pid == str(os.getpid())
         #: seconds between watchdog pings (half the systemd timeout), or None
-        self.watchdog_interval = int(usec) / 2e6 if watchdog_for_us and usec.isdigit() else None
+        self.watchdog_interval = int(usec) / 2e6 if usec and watchdog_for_us and usec.isdigit() else None
 
     @property
     def enabled(self) -> bool:

@@ -160,10 +160,10 @@ class Visit:
         result is the person's)."""
         if label not in MOVES_ON:
             if self.ends_unjudged(label, reasons):
-                person = PersonResult(CANNOT_JUDGE, tuple(s for s in self.sites if self._results.get(s) == "abnormal"),
-                                      unjudged_at=self.site or "")
+                unjudged = PersonResult(CANNOT_JUDGE, tuple(s for s in self.sites if self._results.get(s) == "abnormal"),
+                                        unjudged_at=self.site or "")
                 self.next_person()
-                return person
+                return unjudged
             if self.about_the_heart(label, reasons):
                 self._poor_in_a_row += 1
             return None
@@ -173,9 +173,9 @@ class Visit:
         if self.position + 1 < max(len(self.sites), 1):
             self.position += 1
             return None
-        person = None
-        if self.guided:
-            person = PersonResult(screening_verdict(self._results.values()),
+        person: Optional[PersonResult] = None
+        if self.guided:  # never None below: this place's result was just kept
+            person = PersonResult(screening_verdict(self._results.values()) or label,
                                   tuple(s for s in self.sites if self._results.get(s) == "abnormal"))
         self.next_person()
         return person

@@ -75,7 +75,8 @@ def _decode(data: bytes, kind: str, *, min_seconds: float, max_seconds: float) -
                "completely, or record again.")
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
+            audio = container.streams.audio
+            stream = audio[0] if audio else None
             if stream is None:
                 raise BadAudioError(f"this {kind} file holds no sound (a video without audio?). Record again.")
             if stream.codec_context is None:  # FFmpeg knows no decoder for it

@@ -199,11 +199,11 @@ def _level_stats(samples: np.ndarray) -> tuple[float, float, float]:
     level = np.float32(0.995 * peak)
     at_rails = 0
     if top >= level:  # count only the side(s) that reach the level
-        at_rails += (np.count_nonzero(rows[row_max >= level] >= level)
-                     + np.count_nonzero(tail >= level))
+        at_rails += int(np.count_nonzero(rows[row_max >= level] >= level)
+                        + np.count_nonzero(tail >= level))
     if -bottom >= level:
-        at_rails += (np.count_nonzero(rows[row_min <= -level] <= -level)
-                     + np.count_nonzero(tail <= -level))
+        at_rails += int(np.count_nonzero(rows[row_min <= -level] <= -level)
+                        + np.count_nonzero(tail <= -level))
     return rms, peak, at_rails / samples.size
 
 

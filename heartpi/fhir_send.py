@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 #: Recordings per transaction: a 20 s recording at a USB card's 48 kHz is 1.9 MB of WAV, 2.6 MB in
 #: the base64 of FHIR JSON, so five make a request of about 13 MB: one a slow clinic link finishes
@@ -126,12 +126,12 @@ def _exchange(url: str, target: str, body: Optional[bytes], *, token: str, conte
         raise FhirSendError(f"the FHIR server at {host} refused the records (HTTP {exc.code}: {reason}); "
                             "nothing of this transaction was stored") from None
     except OSError as exc:  # URLError wraps what failed; a TLS error can also come bare (ssl.SSLError)
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, ssl.SSLError):
-            raise FhirSendError(f"the FHIR server at {host} could not be trusted ({reason.reason or reason}); if "
+        cause: Union[str, BaseException] = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, ssl.SSLError):
+            raise FhirSendError(f"the FHIR server at {host} could not be trusted ({cause.reason or cause}); if "
                                 "it has a certificate of its own, give its CA with --ca-file (fhir.ca_file for the "
                                 "hourly send)") from None
-        raise FhirSendError(f"could not reach the FHIR server at {host} ({reason}); check the address and that "
+        raise FhirSendError(f"could not reach the FHIR server at {host} ({cause}); check the address and that "
                             "this device's network reaches it") from None
     try:
         answer = json.loads(answer_body)

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:  # the tools import the packages only when a command needs them
     from device.clock import ClockResult
@@ -547,14 +547,15 @@ def model_calibrate(args: argparse.Namespace) -> int:
         return EXIT_OK
     classifier = Classifier.load(config.model_file)
     store = RecordStore(config.database_path)
-    recordings = [store.get_recording(i) for i in args.recordings]
+    named = [store.get_recording(i) for i in args.recordings]
     confirmed = store.list_recordings(finding="normal", source="device", device_id=config.device_id,
                                       limit=1 << 30) if args.confirmed_normal else []
     store.close()
-    missing = [i for i, r in zip(args.recordings, recordings) if r is None]
+    missing = [i for i, r in zip(args.recordings, named) if r is None]
     if missing:
         _line(False, "calibration", f"no recording with id {', '.join(map(str, missing))}")
         return EXIT_FAILED
+    recordings = [r for r in named if r is not None]
     if not recordings and not confirmed:
         _line(False, "calibration", "name recordings of healthy people, or use --confirmed-normal "
               "once clinicians have entered their findings")
@@ -850,5 +851,5 @@ def apply_clock_change(config: "Config", *, set_clock: Optional[Callable[[float]
             return ""
         return f"; {moved} recording{' was' if moved == 1 else 's were'} made with the wrong time and re-dated"
 
-    kwargs = {"set_clock": set_clock} if set_clock else {}
+    kwargs: dict[str, Any] = {"set_clock": set_clock} if set_clock else {}
     return apply_clock_request(config.clock_dir, after_set=redate, **kwargs)

@@ -213,7 +213,7 @@ class Classifier:
             p_abnormal = float(np.mean(scores))
             if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
                 reasons.append(UNCERTAIN)
-        if reasons:
+        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS)
             label = POOR_SIGNAL
         else:
             label = ABNORMAL if p_abnormal >= self.threshold else NORMAL

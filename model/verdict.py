@@ -63,7 +63,7 @@ class Caution:
     sentence: str
 
 
-def verdict_caution(label: str, duration_s: float, level_dbfs: Optional[float] = None) -> Optional[Caution]:
+def verdict_caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None) -> Optional[Caution]:
     """The caution that goes with a verdict, or None. A normal from a short recording misses more
     abnormal hearts; an abnormal from a quiet one refers more healthy people (``level_dbfs``: the
     recording's RMS level, None when not measured, as for recordings stored before levels were).
@@ -78,7 +78,7 @@ def verdict_caution(label: str, duration_s: float, level_dbfs: Optional[float] =
     return None
 
 
-def caution(label: str, duration_s: float, level_dbfs: Optional[float] = None) -> Optional[str]:
+def caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None) -> Optional[str]:
     """The sentence of :func:`verdict_caution` (``heartpi classify``, CSV and FHIR exports), or None."""
     found = verdict_caution(label, duration_s, level_dbfs)
     return found.sentence if found else None

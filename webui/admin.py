@@ -274,7 +274,7 @@ def _capture_level_view(store) -> dict:
     median = statistics.median(levels) if levels else None
     return {"recordings": len(levels), "median_dbfs": median, "quiet_dbfs": QUIET_RMS_DBFS,
             "quiet": sum(level < QUIET_RMS_DBFS for level in levels),
-            "too_low": len(levels) >= LEVEL_MIN_RECORDINGS and median < QUIET_RMS_DBFS}
+            "too_low": len(levels) >= LEVEL_MIN_RECORDINGS and median is not None and median < QUIET_RMS_DBFS}
 
 
 #: The Device page judges how often the box answers "poor signal" from its newest recordings, and

@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from device.clinic_time import ClinicTime
 from device.records import Recording, RecordStore
@@ -80,7 +80,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: Clini
 
 
 def _patient_resource(patient: dict, device_id: str) -> dict:
-    resource = {"resourceType": "Patient", "id": f"patient-{patient['id']}",
+    resource: dict[str, Any] = {"resourceType": "Patient", "id": f"patient-{patient['id']}",
                 "identifier": [{"system": f"urn:heartpi:{device_id}:patient", "value": str(patient["id"])}],
                 "name": [{"text": patient["name"]}]}
     if patient.get("external_id"):
@@ -94,7 +94,8 @@ def _patient_resource(patient: dict, device_id: str) -> dict:
 
 def _media_resource(rec: Recording, recordings_dir: Optional[Path], include_audio: bool) -> dict:
     # Attachment.hash is SHA-1 in FHIR R4; our sha256 travels as the Media identifier instead.
-    content = {"contentType": "audio/wav", "title": f"heartpi-{rec.id}.wav", "creation": rec.captured_at}
+    content: dict[str, Any] = {"contentType": "audio/wav", "title": f"heartpi-{rec.id}.wav",
+                               "creation": rec.captured_at}
     if include_audio and recordings_dir is not None:
         path = resolve(recordings_dir, rec.file)
         if path.exists():
@@ -126,7 +127,7 @@ def _observation_resource(rec: Recording) -> dict:
     resource = _exam_observation(
         rec, f"observation-{rec.id}", ("screening-verdict", "Heart sound screening verdict"),
         "Heart sound screening (HeartPi; screening aid, not a diagnosis)",
-        (rec.verdict or "none", VERDICT_TEXT.get(rec.verdict, "No verdict")))
+        (rec.verdict or "none", VERDICT_TEXT.get(rec.verdict or "", "No verdict")))
     resource.update({
         "effectiveDateTime": rec.captured_at,
         "method": {"text": f"HeartPi software {rec.software_version}, model sha256 {rec.model_sha256}"},
@@ -173,7 +174,7 @@ def _finding_resource(rec: Recording) -> dict:
     verdict is judged against, so a central server can count the device's field results."""
     resource = _exam_observation(
         rec, f"finding-{rec.id}", ("clinician-finding", "Clinician's heart examination after screening"),
-        f"Clinician's heart examination after HeartPi recording {rec.id}", FINDING_CODES[rec.finding])
+        f"Clinician's heart examination after HeartPi recording {rec.id}", FINDING_CODES[rec.finding or ""])
     resource.update({"issued": rec.finding_at, "performer": [{"display": _entered_by(rec)}]})
     if rec.finding_note:
         resource["note"] = [{"text": rec.finding_note}]
