@@ -288,6 +288,8 @@ class Daemon:
                                            min_seconds=self.config.audio.min_seconds)
         site, visit_id = self.visit.stamp()
         notes = ["stopped early by the button"] if capture.stopped_early else []
+        if verdict.left_out_note:
+            notes.append(verdict.left_out_note)
         if sagged:
             notes.append(SAGGED_NOTE)
         if self.visit.ends_unjudged(verdict.label, verdict.quality_reasons):

@@ -362,19 +362,28 @@ def pad_noise_floor(mel_frames: np.ndarray, factor: float) -> np.ndarray:
     return mel_frames
 
 
-def recording_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.ndarray:
+def recording_features(analysis_samples: np.ndarray, params: FeatureParams, *,
+                       skip: Optional[np.ndarray] = None) -> np.ndarray:
     """MFCC matrix of a whole recording already at ``params.sr``, normalised per recording.
 
     Cepstral mean (and variance) normalisation removes a stethoscope's fixed frequency
-    response, the largest single cause of failure on an unseen device.
+    response, the largest single cause of failure on an unseen device. ``skip``: one flag per
+    frame left out of the normalisation's statistics (:mod:`dsp.dropouts`: the chest piece off
+    the skin), unless that would leave fewer than two frames.
     """
     coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
                   hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
                   fmax=params.fmax, median_padding=params.median_padding, compression=params.compression)
+    kept = coeffs
+    if skip is not None and np.count_nonzero(~skip[: coeffs.shape[1]]) >= 2:
+        kept = coeffs[:, ~skip[: coeffs.shape[1]]]
     if params.normalise in ("cmn", "cmvn"):
-        coeffs = coeffs - coeffs.mean(axis=1, keepdims=True)
+        mean = kept.mean(axis=1, keepdims=True)
+        centred = coeffs - mean
+        kept = centred if kept is coeffs else kept - mean
+        coeffs = centred
     if params.normalise == "cmvn":
-        coeffs = coeffs / (coeffs.std(axis=1, keepdims=True) + 1e-3)
+        coeffs = coeffs / (kept.std(axis=1, keepdims=True) + 1e-3)
     return coeffs.astype(np.float32)
 
 
@@ -388,11 +397,16 @@ def window_features(analysis_samples: np.ndarray, params: FeatureParams) -> np.n
                        params.frames_per_hop)
 
 
-def cut_windows(coeffs: np.ndarray, width: int, step: int) -> np.ndarray:
+def cut_windows(coeffs: np.ndarray, width: int, step: int, *, skip: Optional[np.ndarray] = None) -> np.ndarray:
     """``(n_windows, n_mfcc, width)`` windows of ``coeffs`` every ``step`` frames, a recording
-    shorter than one window repeated to fill it (see :func:`window_features`)."""
+    shorter than one window repeated to fill it (see :func:`window_features`). ``skip``: one
+    flag per frame; a window holding a flagged frame is left out (so there may be none)."""
     if coeffs.shape[1] < width:
         reps = int(np.ceil(width / coeffs.shape[1]))
         coeffs = np.tile(coeffs, (1, reps))
-    starts = range(0, coeffs.shape[1] - width + 1, step)
+        skip = None if skip is None else np.tile(skip, reps)
+    starts = [s for s in range(0, coeffs.shape[1] - width + 1, step)
+              if skip is None or not skip[s:s + width].any()]
+    if not starts:
+        return np.empty((0, coeffs.shape[0], width), np.float32)
     return np.stack([coeffs[:, s:s + width] for s in starts]).astype(np.float32)

@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from .dropouts import DROPOUT_DB
 from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, Spectrum, _fast_size, bandpass_with_spectrum, lowpass,
                       resample, to_analysis_rate)
 
@@ -28,6 +29,9 @@ SILENCE = "silence"
 CLIPPING = "clipping"
 NOISY = "noisy"
 NO_HEARTBEAT = "no_heartbeat"
+#: Every window held a stretch with the chest piece off the skin (:mod:`dsp.dropouts`); given by
+#: the classifier, which cuts the windows, not by :func:`quality`.
+LIFTED = "lifted"
 
 #: What each reason means for the person holding the stethoscope.
 REASON_ADVICE = {
@@ -36,6 +40,7 @@ REASON_ADVICE = {
     CLIPPING: "too loud / distorted: press more gently, or lower the input gain",
     NOISY: "too much noise or talking: ask for quiet and keep the stethoscope still",
     NO_HEARTBEAT: "no regular heartbeat found: move the stethoscope and record again",
+    LIFTED: "the stethoscope came off the skin part-way: hold it firmly on the chest for the whole recording",
 }
 
 #: Thresholds (chosen on PhysioNet training records and synthetic bad recordings; never on
@@ -279,4 +284,4 @@ def quality(samples: np.ndarray, rate: int, *, resampled: Optional[np.ndarray] =
 def _thresholds() -> dict:
     return {"silence_rms": SILENCE_RMS, "clip_fraction": CLIP_FRACTION,
             "min_band_share_db": MIN_BAND_SHARE_DB, "min_periodicity": MIN_PERIODICITY,
-            "min_seconds": MIN_QUALITY_SECONDS}
+            "min_seconds": MIN_QUALITY_SECONDS, "dropout_db": DROPOUT_DB}

@@ -87,7 +87,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             if verdict.p_abnormal is not None else "not scored"
         bpm = f"{verdict.heart_rate_bpm:.0f} bpm" if verdict.heart_rate_bpm else "heart rate unknown"
         why = f" [{', '.join(verdict.quality_reasons)}]" if verdict.quality_reasons else ""
-        caution = f"; {verdict.caution}" if verdict.caution else ""
+        caution = "".join(f"; {text}" for text in (verdict.left_out_note, verdict.caution) if text)
         print(f"{path}: {verdict.text.upper()}{why} ({p}, {bpm}, {verdict.duration_s:.1f} s){caution}")
     if not args.json:
         print(DISCLAIMER, file=sys.stderr)

@@ -75,6 +75,10 @@ class Classifier:
         self.threshold = float(metadata["threshold"])
         self.calibrated = False
         self.uncertainty_max = float(metadata.get("poor_signal", {}).get("max_window_logit_std", 1e9))
+        #: the chest piece's time off the skin is left out (dsp.dropouts) as this model's metadata
+        #: says; a model made before that rule scores every window, as it was evaluated
+        self.dropout_db = float(metadata.get("poor_signal", {}).get("quality_thresholds", {}).get(
+            "dropout_db", math.inf))
         trained_with = metadata.get("poor_signal", {}).get("quality_thresholds")
         if trained_with and trained_with != signal_quality._thresholds():
             log.warning("model metadata was made with other signal-quality thresholds (%s) than this "
@@ -195,7 +199,8 @@ class Classifier:
 
     def classify(self, samples: np.ndarray, rate: int, *,
                  min_seconds: float = signal_quality.MIN_QUALITY_SECONDS) -> Verdict:
-        """Verdict for a whole recording: quality gate, windowed scores, mean, threshold.
+        """Verdict for a whole recording: quality gate, windowed scores, mean, threshold. A stretch
+        with the chest piece off the skin is left out of the windows (:mod:`dsp.dropouts`).
 
         ``min_seconds``: a shorter recording is ``poor_signal`` (``too_short``); the device
         passes its own, longer minimum (config ``audio.min_seconds``).
@@ -206,14 +211,19 @@ class Classifier:
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0
+        left_out_s = 0.0
         if not any(r in reasons for r in NO_SCORE_REASONS):  # too short includes anything under 1 s
-            windows = dsp.window_features(analysis, self.params)
-            scores = self.score_windows(windows)
-            n_windows = len(scores)
-            p_abnormal = float(np.mean(scores))
-            if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
-                reasons.append(UNCERTAIN)
-        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS)
+            scored = dsp.scored_windows(analysis, self.params, dropout_db=self.dropout_db)
+            left_out_s = scored.left_out_s
+            if len(scored.windows) == 0:
+                reasons.append(signal_quality.LIFTED)
+            else:
+                scores = self.score_windows(scored.windows)
+                n_windows = len(scores)
+                p_abnormal = float(np.mean(scores))
+                if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
+                    reasons.append(UNCERTAIN)
+        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS, LIFTED)
             label = POOR_SIGNAL
         else:
             label = ABNORMAL if p_abnormal >= self.threshold else NORMAL
@@ -221,7 +231,7 @@ class Classifier:
                        quality_reasons=tuple(reasons), heart_rate_bpm=report.heart_rate_bpm,
                        duration_s=report.duration_s, model_sha256=self.sha256,
                        software_version=software_version(), windows=n_windows,
-                       quality=report.to_dict())
+                       quality=report.to_dict(), left_out_s=round(left_out_s, 2))
 
     def classify_file(self, path: Union[str, os.PathLike]) -> Verdict:
         """Read (and validate) a WAV, or a phone's compressed recording (:func:`dsp.read_audio`),

@@ -96,6 +96,8 @@ class Verdict:
     software_version: str
     windows: int = 0
     quality: dict = field(default_factory=dict)
+    #: seconds with the chest piece off the skin, left out of the windows (:mod:`dsp.dropouts`)
+    left_out_s: float = 0.0
 
     @property
     def text(self) -> str:
@@ -109,6 +111,14 @@ class Verdict:
     @property
     def caution(self) -> Optional[str]:
         return caution(self.label, self.duration_s, self.level_dbfs)
+
+    @property
+    def left_out_note(self) -> Optional[str]:
+        """Words for the recording's note when a stretch with the chest piece off the skin was
+        left out (:mod:`dsp.dropouts`), or None: staff listening to it hear the gap."""
+        if not self.left_out_s:
+            return None
+        return f"{self.left_out_s:.1f} s with the stethoscope off the skin left out of the verdict"
 
     def stored_fields(self) -> dict:
         """What a recording's record keeps of its verdict, as keyword arguments of

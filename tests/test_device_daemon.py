@@ -121,6 +121,20 @@ def test_second_press_stops_early_and_long_press_cancels(harness, store, tmp_pat
     assert h.daemon.state == IDLE and store.count_recordings() == 1
 
 
+def test_a_capture_with_the_chest_piece_lifted_keeps_its_verdict_and_says_what_was_left_out(harness, store, tmp_path):
+    """2 s off the skin mid-recording: the stretch is left out (dsp.dropouts), the light shows the
+    normal the rest gives, and the recording's note tells staff who hear the gap."""
+    normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
+    samples, rate = dsp.read_wav(normal)
+    samples[8 * rate:10 * rate] = 1e-4 * np.random.default_rng(3).standard_normal(2 * rate)
+    dsp.write_wav(tmp_path / "lifted.wav", samples, rate)
+    h = harness(FileSource([tmp_path / "lifted.wav"]))
+    result = h.press_and_wait()
+    rec = store.get_recording(result.recording_id)
+    assert result.label == "normal" and h.led("green")
+    assert rec.note.endswith(" s with the stethoscope off the skin left out of the verdict"), rec.note
+
+
 def test_a_quiet_capture_tells_the_technician_to_raise_the_gain(harness, store, tmp_path, caplog):
     """Captured at -55 dBFS RMS: classified as usual, and the journal names the level and the
     gain; at its own level, or silent (a poor signal the health worker sees), no such line. Each

@@ -262,6 +262,22 @@ def test_a_phones_m4a_upload_is_judged_and_kept_as_the_wav_that_was_analysed(cli
     assert client.get(f"/recordings/{rec.id}/spectrogram.png").data.startswith(b"\x89PNG")
 
 
+def test_an_upload_with_the_chest_piece_lifted_says_what_was_left_out(client, auth, web_store):
+    import dsp
+
+    auth.login("health_worker")
+    samples, rate = dsp.read_wav([p for p in reference_wavs() if p.name.startswith("normal")][0])
+    samples[8 * rate:10 * rate] = 0.0
+    response = _upload(client, auth, data=dsp.wav_bytes(samples, rate))
+    assert response.status_code == 303
+    rec = web_store.list_recordings()[0]
+    assert rec.verdict == "normal"
+    assert rec.note.startswith("uploaded as heart.wav; ") and rec.note.endswith(
+        " s with the stethoscope off the skin left out of the verdict")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "off the skin left out of the verdict" in page
+
+
 def test_a_voice_recorders_adpcm_wav_upload_is_judged_and_kept_as_pcm(client, auth, web_store, heartpi_config):
     """An IMA ADPCM WAV (voice recorders, dictation machines) was once refused as damaged."""
     pytest.importorskip("av")

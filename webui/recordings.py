@@ -283,6 +283,7 @@ def upload():
     rec_id = store.add_recording(
         file=relative, sha256=sha, duration_s=samples.size / rate, rate=rate, source="upload",
         device_id=config.device_id, uploaded_by=g.user["id"], patient_id=patient_id,
-        note=f"uploaded as {file.filename}{how}"[:200], site=site_value or None, actor=actor(),
+        note="; ".join(filter(None, (f"uploaded as {file.filename}{how}", verdict.left_out_note)))[:200],
+        site=site_value or None, actor=actor(),
         **verdict.stored_fields())
     return redirect(url_for("recordings.detail", rec_id=rec_id), code=303)

@@ -71,13 +71,14 @@ def referred_share(metrics: dict) -> float:
 #: The tools whose output a card can carry, each under its own heading: ``--NAME FILE``.
 MEASURED = {"poor": "tools/eval_poor_signal.py", "short": "tools/eval_short_clips.py",
             "confounds": "tools/eval_source_confounds.py", "resolution": "tools/eval_sample_resolution.py",
-            "lowcut": "tools/eval_band_cut.py", "novelty": "tools/eval_chain_novelty.py"}
+            "lowcut": "tools/eval_band_cut.py", "novelty": "tools/eval_chain_novelty.py",
+            "transients": "tools/eval_transients.py"}
 
 
 def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] = None,
            measured: Optional[dict[str, str]] = None) -> str:
     """The card's Markdown; ``measured`` maps a :data:`MEASURED` name to that tool's output."""
-    poor, short, confounds, resolution, lowcut, novelty = ((measured or {}).get(name) for name in MEASURED)
+    poor, short, confounds, resolution, lowcut, novelty, transients = ((measured or {}).get(name) for name in MEASURED)
     m = meta["metrics"]
     f = meta["features"]
     lines = [
@@ -352,7 +353,11 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
               "scored below 3 dB and 99.5 % of good recordings above 10 dB); envelope autocorrelation peak below "
               f"{q['min_periodicity']:g} in the 35–200 bpm range (a clip under 3.5 s: periods up to half its "
               f"length, so two beats must fit); shorter than {q['min_seconds']:g} s (the device: its "
-              "`audio.min_seconds`, 5 s).", ""]
+              "`audio.min_seconds`, 5 s)."
+              + (f" A stretch whose heart-band energy, averaged over 1 s, sits {q['dropout_db']:g} dB below the "
+                 "recording's median (the chest piece off the skin) is left out of the normalisation and of every "
+                 "window, with 0.5 s either side (`dsp/dropouts.py`; recordings of 5 s or more); a recording with no "
+                 "window free of one is poor signal (\"lifted\")." if "dropout_db" in q else ""), ""]
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if short:
@@ -389,6 +394,14 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
                   "recordings are all flagged, yet the model works there (its figures above); held out, training-b "
                   "and training-d sound familiar, yet the model refers most of their healthy hearts. No verdict "
                   "carries such a caution:", "", novelty, ""]
+    if transients:
+        lines += ["## A moment of trouble inside a recording (tools/eval_transients.py)", "In the field a recording "
+                  "is rarely clean from end to end. One moment of trouble put into each test recording (a knock, "
+                  "three, 2 s of rubbing, 3 s of talking, 2 s with the chest piece off the skin), each classified as "
+                  "the device does and scoring every window (before `dsp/dropouts.py`). Rubbing and talking mostly "
+                  "end as poor signal, and what they leave is referred far more often: the health worker's \"quiet "
+                  "room, hold still\" matters. A lifted chest piece made the model call nine in ten of the healthy hearts it still judged "
+                  "abnormal until the device learned to leave that stretch out:", "", transients, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [

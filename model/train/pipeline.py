@@ -135,7 +135,9 @@ def per_training_window(records: Sequence[Record], versions: dict[str, list[np.n
 
 def _eval_windows(args):
     audio, params = args
-    return dsp.window_features(audio, params)
+    scored = dsp.scored_windows(audio, params)  # as the device scores them (dsp.dropouts)
+    # none left: the device says "poor signal" (lifted); scored whole here so every recording has a score
+    return scored.windows if len(scored.windows) else dsp.window_features(audio, params)
 
 
 #: Per source set, each cepstral coefficient's mean and standard deviation (:func:`source_statistics`).
