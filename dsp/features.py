@@ -368,8 +368,8 @@ def recording_features(analysis_samples: np.ndarray, params: FeatureParams, *,
 
     Cepstral mean (and variance) normalisation removes a stethoscope's fixed frequency
     response, the largest single cause of failure on an unseen device. ``skip``: one flag per
-    frame left out of the normalisation's statistics (:mod:`dsp.dropouts`: the chest piece off
-    the skin), unless that would leave fewer than two frames.
+    frame left out of the normalisation's statistics (:mod:`dsp.interruptions`: the chest piece
+    off the skin, a burst of noise), unless that would leave fewer than two frames.
     """
     coeffs = mfcc(analysis_samples, sr=params.sr, n_mfcc=params.n_mfcc, n_fft=params.n_fft,
                   hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,

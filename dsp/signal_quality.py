@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from .dropouts import DROPOUT_DB
+from .interruptions import DROPOUT_DB, NOISE_BURST_DB
 from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, Spectrum, _fast_size, bandpass_with_spectrum, lowpass,
                       resample, to_analysis_rate)
 
@@ -29,7 +29,7 @@ SILENCE = "silence"
 CLIPPING = "clipping"
 NOISY = "noisy"
 NO_HEARTBEAT = "no_heartbeat"
-#: Every window held a stretch with the chest piece off the skin (:mod:`dsp.dropouts`); given by
+#: Every window held a stretch with the chest piece off the skin (:mod:`dsp.interruptions`); given by
 #: the classifier, which cuts the windows, not by :func:`quality`.
 LIFTED = "lifted"
 
@@ -284,4 +284,5 @@ def quality(samples: np.ndarray, rate: int, *, resampled: Optional[np.ndarray] =
 def _thresholds() -> dict:
     return {"silence_rms": SILENCE_RMS, "clip_fraction": CLIP_FRACTION,
             "min_band_share_db": MIN_BAND_SHARE_DB, "min_periodicity": MIN_PERIODICITY,
-            "min_seconds": MIN_QUALITY_SECONDS, "dropout_db": DROPOUT_DB}
+            "min_seconds": MIN_QUALITY_SECONDS, "dropout_db": DROPOUT_DB,
+            "noise_burst_db": NOISE_BURST_DB}

@@ -75,10 +75,11 @@ class Classifier:
         self.threshold = float(metadata["threshold"])
         self.calibrated = False
         self.uncertainty_max = float(metadata.get("poor_signal", {}).get("max_window_logit_std", 1e9))
-        #: the chest piece's time off the skin is left out (dsp.dropouts) as this model's metadata
-        #: says; a model made before that rule scores every window, as it was evaluated
-        self.dropout_db = float(metadata.get("poor_signal", {}).get("quality_thresholds", {}).get(
-            "dropout_db", math.inf))
+        #: stretches that are not the heart are left out (dsp.interruptions) as this model's
+        #: metadata says; a model made before those rules scores every window, as it was evaluated
+        rules = metadata.get("poor_signal", {}).get("quality_thresholds", {})
+        self.dropout_db = float(rules.get("dropout_db", math.inf))
+        self.noise_burst_db = float(rules.get("noise_burst_db", math.inf))
         trained_with = metadata.get("poor_signal", {}).get("quality_thresholds")
         if trained_with and trained_with != signal_quality._thresholds():
             log.warning("model metadata was made with other signal-quality thresholds (%s) than this "
@@ -200,7 +201,8 @@ class Classifier:
     def classify(self, samples: np.ndarray, rate: int, *,
                  min_seconds: float = signal_quality.MIN_QUALITY_SECONDS) -> Verdict:
         """Verdict for a whole recording: quality gate, windowed scores, mean, threshold. A stretch
-        with the chest piece off the skin is left out of the windows (:mod:`dsp.dropouts`).
+        with the chest piece off the skin, or of talking or rubbing, is left out of the windows
+        (:mod:`dsp.interruptions`).
 
         ``min_seconds``: a shorter recording is ``poor_signal`` (``too_short``); the device
         passes its own, longer minimum (config ``audio.min_seconds``).
@@ -211,19 +213,19 @@ class Classifier:
         reasons = list(report.reasons)
         p_abnormal: Optional[float] = None
         n_windows = 0
-        left_out_s = 0.0
+        scored: Optional[dsp.ScoredWindows] = None
         if not any(r in reasons for r in NO_SCORE_REASONS):  # too short includes anything under 1 s
-            scored = dsp.scored_windows(analysis, self.params, dropout_db=self.dropout_db)
-            left_out_s = scored.left_out_s
-            if len(scored.windows) == 0:
-                reasons.append(signal_quality.LIFTED)
+            scored = dsp.scored_windows(analysis, self.params, samples=resampled, dropout_db=self.dropout_db,
+                                        burst_db=self.noise_burst_db)
+            if len(scored.windows) == 0:  # every window held a stretch that is not the heart
+                reasons.append(signal_quality.NOISY if scored.noisy_s > scored.lifted_s else signal_quality.LIFTED)
             else:
                 scores = self.score_windows(scored.windows)
                 n_windows = len(scores)
                 p_abnormal = float(np.mean(scores))
                 if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
                     reasons.append(UNCERTAIN)
-        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS, LIFTED)
+        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS, LIFTED, NOISY)
             label = POOR_SIGNAL
         else:
             label = ABNORMAL if p_abnormal >= self.threshold else NORMAL
@@ -231,7 +233,8 @@ class Classifier:
                        quality_reasons=tuple(reasons), heart_rate_bpm=report.heart_rate_bpm,
                        duration_s=report.duration_s, model_sha256=self.sha256,
                        software_version=software_version(), windows=n_windows,
-                       quality=report.to_dict(), left_out_s=round(left_out_s, 2))
+                       quality=report.to_dict(), lifted_s=round(scored.lifted_s, 2) if scored else 0.0,
+                       noisy_s=round(scored.noisy_s, 2) if scored else 0.0)
 
     def classify_file(self, path: Union[str, os.PathLike]) -> Verdict:
         """Read (and validate) a WAV, or a phone's compressed recording (:func:`dsp.read_audio`),

@@ -96,8 +96,10 @@ class Verdict:
     software_version: str
     windows: int = 0
     quality: dict = field(default_factory=dict)
-    #: seconds with the chest piece off the skin, left out of the windows (:mod:`dsp.dropouts`)
-    left_out_s: float = 0.0
+    #: seconds left out of the windows (:mod:`dsp.interruptions`): the chest piece off the skin,
+    #: and a burst of noise (talking, rubbing)
+    lifted_s: float = 0.0
+    noisy_s: float = 0.0
 
     @property
     def text(self) -> str:
@@ -114,11 +116,12 @@ class Verdict:
 
     @property
     def left_out_note(self) -> Optional[str]:
-        """Words for the recording's note when a stretch with the chest piece off the skin was
-        left out (:mod:`dsp.dropouts`), or None: staff listening to it hear the gap."""
-        if not self.left_out_s:
-            return None
-        return f"{self.left_out_s:.1f} s with the stethoscope off the skin left out of the verdict"
+        """Words for the recording's note when a stretch with the chest piece off the skin or a
+        burst of noise was left out (:mod:`dsp.interruptions`), or None: staff listening to it
+        hear what the verdict did not."""
+        parts = ([f"{self.lifted_s:.1f} s with the stethoscope off the skin"] if self.lifted_s else []) + (
+            [f"{self.noisy_s:.1f} s of noise (talking, rubbing)"] if self.noisy_s else [])
+        return " and ".join(parts) + " left out of the verdict" if parts else None
 
     def stored_fields(self) -> dict:
         """What a recording's record keeps of its verdict, as keyword arguments of

@@ -122,7 +122,7 @@ def test_second_press_stops_early_and_long_press_cancels(harness, store, tmp_pat
 
 
 def test_a_capture_with_the_chest_piece_lifted_keeps_its_verdict_and_says_what_was_left_out(harness, store, tmp_path):
-    """2 s off the skin mid-recording: the stretch is left out (dsp.dropouts), the light shows the
+    """2 s off the skin mid-recording: the stretch is left out (dsp.interruptions), the light shows the
     normal the rest gives, and the recording's note tells staff who hear the gap."""
     normal = [p for p in reference_wavs() if p.name.startswith("normal")][0]
     samples, rate = dsp.read_wav(normal)

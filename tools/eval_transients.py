@@ -4,7 +4,8 @@
 In the field a recording is rarely clean from end to end: the chest piece is knocked, slides on
 the skin, is lifted for a second, or someone speaks. This inserts one such moment into each
 recording of a split (PhysioNet, as stored, 2 kHz; one artefact per run, at a random place,
-seeded per recording) and classifies it by the device's path:
+seeded per recording) and classifies it by the device's path, as stored (not band-passed: its
+own hiss and rumble are part of what the device hears):
 
 * ``knock``: the chest piece knocked once (a 30 Hz thud decaying over ~0.1 s with a click),
   three times the recording's heart-sound peak (then clipped to full scale);
@@ -18,8 +19,8 @@ seeded per recording) and classifies it by the device's path:
 Printed per artefact: how many verdicts differ from the clean recording's, how many became poor
 signal, the median change of P(abnormal) among those still scored, and Se / Sp / MAcc of the
 scored verdicts (the clean recordings' first); each twice: as the device classifies (a stretch with
-the chest piece off the skin left out, :mod:`dsp.dropouts`) and scoring every window, as before
-that rule. Choose anything on ``--split validation``; the
+the chest piece off the skin and bursts of noise left out, :mod:`dsp.interruptions`) and scoring
+every window, as before those rules. Choose anything on ``--split validation``; the
 test split is for the report. Not a test: about 1 s per recording and artefact on 2 cores.
 """
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import dsp  # noqa: E402
 from model import Classifier  # noqa: E402
 from model.metrics import screening_metrics  # noqa: E402
-from model.train.dataset import DEFAULT_DATA, load_audio, model_splits  # noqa: E402
+from model.train.dataset import DEFAULT_DATA, model_splits, read_stored  # noqa: E402
 
 RATE = dsp.ANALYSIS_RATE_HZ
 
@@ -125,11 +126,11 @@ def main() -> int:
     args = parser.parse_args()
     classifier = Classifier.load()
     every_window = Classifier.load()
-    every_window.dropout_db = math.inf  # nothing left out: the device before dsp.dropouts
+    every_window.dropout_db = every_window.noise_burst_db = math.inf  # the device before dsp.interruptions
     records = model_splits(classifier.metadata, args.data)[args.split]
     if args.limit:
         records = records[:: -(-len(records) // args.limit)]
-    load_audio(records, args.data)
+    stored = [dsp.resample(*read_stored(args.data / r.name), RATE) for r in records]  # as stored: not band-passed
     speech = speech_clips()
     kinds = [k for k in KINDS if k != "speech" or speech]
     labels = np.array([r.label for r in records])
@@ -149,7 +150,7 @@ def main() -> int:
                 f"{np.median(deltas) if deltas else float('nan'):.4f}; {figures(verdicts)}")
 
     ways = {"device": classifier, "every window": every_window}
-    clean = {way: [c.classify(r.audio, RATE) for r in records] for way, c in ways.items()}
+    clean = {way: [c.classify(audio, RATE) for audio in stored] for way, c in ways.items()}
     print(f"{len(records)} {args.split}-split recordings, clean:")
     for way in ways:
         poor = sum(v.label == "poor_signal" for v in clean[way])
@@ -158,8 +159,8 @@ def main() -> int:
     for kind in kinds:
         print(f"{kind}:")
         for way, c in ways.items():
-            verdicts = [c.classify(with_artefact(r.audio, kind, np.random.default_rng([i, KINDS.index(kind)]), speech),
-                                   RATE) for i, r in enumerate(records)]
+            verdicts = [c.classify(with_artefact(audio, kind, np.random.default_rng([i, KINDS.index(kind)]), speech),
+                                   RATE) for i, audio in enumerate(stored)]
             print(f"  {way:12} {changes(verdicts, clean[way])}")
     return 0
 

@@ -354,10 +354,12 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
               f"{q['min_periodicity']:g} in the 35–200 bpm range (a clip under 3.5 s: periods up to half its "
               f"length, so two beats must fit); shorter than {q['min_seconds']:g} s (the device: its "
               "`audio.min_seconds`, 5 s)."
-              + (f" A stretch whose heart-band energy, averaged over 1 s, sits {q['dropout_db']:g} dB below the "
-                 "recording's median (the chest piece off the skin) is left out of the normalisation and of every "
-                 "window, with 0.5 s either side (`dsp/dropouts.py`; recordings of 5 s or more); a recording with no "
-                 "window free of one is poor signal (\"lifted\")." if "dropout_db" in q else ""), ""]
+              + (f" Stretches that are not the heart are left out of the normalisation and of every window, with "
+                 f"0.5 s either side (`dsp/interruptions.py`; recordings of 5 s or more): the chest piece off the skin "
+                 f"(the heart band's energy, averaged over 1 s, {q['dropout_db']:g} dB below the recording's median) "
+                 f"and a burst of talking or rubbing (the energy outside the heart band, so averaged, "
+                 f"{q['noise_burst_db']:g} dB above its median); a recording with no window free of them is poor "
+                 "signal (\"lifted\" or \"noisy\")." if "dropout_db" in q and "noise_burst_db" in q else ""), ""]
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if short:
@@ -398,10 +400,11 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         lines += ["## A moment of trouble inside a recording (tools/eval_transients.py)", "In the field a recording "
                   "is rarely clean from end to end. One moment of trouble put into each test recording (a knock, "
                   "three, 2 s of rubbing, 3 s of talking, 2 s with the chest piece off the skin), each classified as "
-                  "the device does and scoring every window (before `dsp/dropouts.py`). Rubbing and talking mostly "
-                  "end as poor signal, and what they leave is referred far more often: the health worker's \"quiet "
-                  "room, hold still\" matters. A lifted chest piece made the model call nine in ten of the healthy hearts it still judged "
-                  "abnormal until the device learned to leave that stretch out:", "", transients, ""]
+                  "the device does and scoring every window (as before `dsp/interruptions.py`). Scoring every window, "
+                  "a lifted chest piece made the model call most of the healthy hearts it still judged abnormal, and "
+                  "talking or rubbing many of them; left out, those stretches barely move a verdict. Knocks are "
+                  "left to the model's own uncertainty, and rubbing still ends as poor signal more often than not: "
+                  "the health worker's \"quiet room, hold still\" matters:", "", transients, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [

@@ -135,7 +135,9 @@ def per_training_window(records: Sequence[Record], versions: dict[str, list[np.n
 
 def _eval_windows(args):
     audio, params = args
-    scored = dsp.scored_windows(audio, params)  # as the device scores them (dsp.dropouts)
+    # as the device scores them (dsp.interruptions), but without looking for bursts of noise: the
+    # cached audio is band-passed, so what lay outside the heart band is gone
+    scored = dsp.scored_windows(audio, params)
     # none left: the device says "poor signal" (lifted); scored whole here so every recording has a score
     return scored.windows if len(scored.windows) else dsp.window_features(audio, params)
 

@@ -1,5 +1,5 @@
-"""A stretch with the chest piece off the skin (dsp.dropouts) is found, left out of the
-normalisation and of every window, and nothing else is."""
+"""Stretches that are not the heart (dsp.interruptions: the chest piece off the skin, a burst of
+talking or rubbing) are found, left out of the normalisation and of every window, and nothing else is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import dsp
-from dsp.dropouts import DROPOUT_MARGIN_S, DROPOUT_MIN_RECORDING_S
+from dsp.interruptions import MARGIN_S, MIN_RECORDING_S
 from tests.conftest import reference_wavs
 from tests.signals import heart_sounds, real_recordings
 
@@ -36,8 +36,8 @@ def test_a_lifted_stretch_is_flagged_with_its_margins_and_nothing_else():
     flags = dsp.dropout_frames(_lifted(clean, 8.0, 2.0), PARAMS.hop_length)
     assert flags.size == 1 + clean.size // PARAMS.hop_length
     first, last = _flagged_seconds(flags)
-    # the stretch itself (its 1 s average blurs the edges) and DROPOUT_MARGIN_S either side
-    assert 8.0 - DROPOUT_MARGIN_S - 0.1 <= first <= 8.0 and 10.0 <= last <= 10.0 + DROPOUT_MARGIN_S + 0.1
+    # the stretch itself (its 1 s average blurs the edges) and MARGIN_S either side
+    assert 8.0 - MARGIN_S - 0.1 <= first <= 8.0 and 10.0 <= last <= 10.0 + MARGIN_S + 0.1
     assert np.all(flags[int(first * RATE / PARAMS.hop_length):int(last * RATE / PARAMS.hop_length)])
 
 
@@ -50,7 +50,7 @@ def test_the_level_decides_and_short_clips_are_never_searched():
     assert not dsp.dropout_frames(_lifted(clean, 6.0, 2.0, level=0.2), PARAMS.hop_length).any()
     assert np.array_equal(dsp.dropout_frames(100 * lifted, PARAMS.hop_length),
                           dsp.dropout_frames(lifted, PARAMS.hop_length))
-    short = _lifted(clean[: int((DROPOUT_MIN_RECORDING_S - 0.5) * RATE)], 1.0, 2.0)
+    short = _lifted(clean[: int((MIN_RECORDING_S - 0.5) * RATE)], 1.0, 2.0)
     assert not dsp.dropout_frames(short, PARAMS.hop_length).any()
 
 
@@ -65,11 +65,11 @@ def test_real_clean_recordings_are_seldom_flagged():
 def test_scored_windows_leave_the_stretch_out_of_statistics_and_windows():
     clean = dsp.to_analysis_rate(heart_sounds(72, 20.0, RATE, seed=6), RATE)
     plain = dsp.scored_windows(clean, PARAMS)
-    assert plain.left_out_s == 0.0
+    assert plain.left_out_s == 0.0 and plain.lifted_s == plain.noisy_s == 0.0
     np.testing.assert_array_equal(plain.windows, dsp.window_features(clean, PARAMS))  # nothing flagged: unchanged
     lifted = _lifted(clean, 9.0, 2.0)
     scored = dsp.scored_windows(lifted, PARAMS)
-    assert 2.0 <= scored.left_out_s <= 2.0 + 2 * DROPOUT_MARGIN_S + 0.2
+    assert 2.0 <= scored.left_out_s <= 2.0 + 2 * MARGIN_S + 0.2
     every = dsp.window_features(lifted, PARAMS)
     assert 0 < len(scored.windows) < len(every)
     # the windows kept are the clean recording's windows at the same places, normalised by the
@@ -88,7 +88,7 @@ def test_the_classifier_leaves_a_lifted_stretch_out_and_says_so(classifier):
     """The reference recordings keep their verdicts with 2 s off the skin; scoring every window,
     as before this rule, the normal ones came out abnormal (a lifted stretch looks like disease)."""
     every_window = type(classifier).load()
-    every_window.dropout_db = math.inf
+    every_window.dropout_db = every_window.noise_burst_db = math.inf
     for path in reference_wavs():
         samples, rate = dsp.read_wav(path)
         lifted = samples.copy()
@@ -96,10 +96,10 @@ def test_the_classifier_leaves_a_lifted_stretch_out_and_says_so(classifier):
         clean, verdict = classifier.classify(samples, rate), classifier.classify(lifted, rate)
         assert verdict.label == clean.label, path.name
         # abnormal-e01917 has a real dropout of its own near 16.5 s (1.3 s left out)
-        assert 2.0 <= verdict.left_out_s - clean.left_out_s <= 3.8 and verdict.windows < clean.windows
-        assert verdict.left_out_note == f"{verdict.left_out_s:.1f} s with the stethoscope off the skin left out " \
-                                        "of the verdict"
-        assert (clean.left_out_note is None) == (clean.left_out_s == 0)
+        assert 2.0 <= verdict.lifted_s - clean.lifted_s <= 3.8 and verdict.windows < clean.windows
+        assert verdict.left_out_note.startswith(f"{verdict.lifted_s:.1f} s with the stethoscope off the skin")
+        assert verdict.left_out_note.endswith(" left out of the verdict")
+        assert (clean.left_out_note is None) == (clean.lifted_s == clean.noisy_s == 0)
         if path.name.startswith("normal"):
             assert every_window.classify(lifted, rate).label == "abnormal", path.name
 
@@ -114,8 +114,8 @@ def test_a_recording_with_nothing_left_to_score_is_poor_signal_lifted(classifier
     assert REASON_ADVICE["lifted"].startswith("the stethoscope came off the skin part-way")
 
 
-def test_a_model_made_before_the_rule_scores_every_window(tmp_path):
-    """Its metadata names no dropout_db: it is scored as it was evaluated."""
+def test_a_model_made_before_the_rules_scores_every_window(tmp_path):
+    """Its metadata names no dropout_db or noise_burst_db: it is scored as it was evaluated."""
     import json
     import shutil
 
@@ -125,7 +125,62 @@ def test_a_model_made_before_the_rule_scores_every_window(tmp_path):
     for suffix in (".tflite", ".json"):
         shutil.copy(DEFAULT_MODEL.with_suffix(suffix), tmp_path / f"old{suffix}")
     meta = json.loads((tmp_path / "old.json").read_text())
-    assert meta["poor_signal"]["quality_thresholds"].pop("dropout_db") == 15.0
+    rules = meta["poor_signal"]["quality_thresholds"]
+    assert (rules.pop("dropout_db"), rules.pop("noise_burst_db")) == (15.0, 8.0)
     (tmp_path / "old.json").write_text(json.dumps(meta))
-    assert Classifier.load(tmp_path / "old.tflite").dropout_db == math.inf
-    assert Classifier.load().dropout_db == 15.0
+    old, shipped = Classifier.load(tmp_path / "old.tflite"), Classifier.load()
+    assert (old.dropout_db, old.noise_burst_db) == (math.inf, math.inf)
+    assert (shipped.dropout_db, shipped.noise_burst_db) == (15.0, 8.0)
+
+
+def _talking(samples: np.ndarray, rate: int, start_s: float, seconds: float) -> np.ndarray:
+    """``samples`` with a burst of broadband noise above the heart band (talking, rubbing) added,
+    at the recording's own RMS."""
+    out = samples.astype(np.float64).copy()
+    start, stop = int(start_s * rate), int((start_s + seconds) * rate)
+    noise = np.random.default_rng(5).standard_normal(stop - start)
+    noise -= dsp.bandpass(noise.astype(np.float32), rate)  # what lies outside the heart band
+    out[start:stop] += np.sqrt(np.mean(out ** 2)) * noise / np.sqrt(np.mean(noise ** 2))
+    return out.astype(np.float32)
+
+
+def test_a_burst_of_noise_is_flagged_and_a_knock_is_not():
+    raw = heart_sounds(72, 20.0, RATE, seed=9, noise=0.02)
+    analysis = dsp.bandpass(raw, RATE)
+    assert not dsp.noise_burst_frames(raw, analysis, PARAMS.hop_length).any()
+    talking = _talking(raw, RATE, 6.0, 3.0)
+    flags = dsp.noise_burst_frames(talking, dsp.bandpass(talking, RATE), PARAMS.hop_length)
+    first, last = _flagged_seconds(flags)
+    # a loud burst raises the 1 s average up to half a second before and after it, then the margin
+    assert 6.0 - 0.5 - MARGIN_S - 0.1 <= first <= 6.0 and 9.0 <= last <= 9.0 + 0.5 + MARGIN_S + 0.1
+    knocked = raw.copy()
+    knocked[10 * RATE:10 * RATE + 10] = 1.0  # one click, full scale
+    assert not dsp.noise_burst_frames(knocked, dsp.bandpass(knocked, RATE), PARAMS.hop_length).any()
+    assert not dsp.noise_burst_frames(talking, dsp.bandpass(talking, RATE), PARAMS.hop_length, burst_db=math.inf).any()
+
+
+def test_scored_windows_say_what_they_left_out_and_why():
+    raw = heart_sounds(72, 20.0, RATE, seed=10, noise=0.02)
+    both = _lifted(_talking(raw, RATE, 3.0, 3.0), 13.0, 2.0)
+    scored = dsp.scored_windows(dsp.bandpass(both, RATE), PARAMS, samples=both)
+    assert 3.0 <= scored.noisy_s <= 5.2 and 2.0 <= scored.lifted_s <= 3.2
+    assert scored.left_out_s == scored.noisy_s + scored.lifted_s
+    no_raw = dsp.scored_windows(dsp.bandpass(both, RATE), PARAMS)  # without the raw recording: no bursts
+    assert no_raw.noisy_s == 0.0 and no_raw.lifted_s == scored.lifted_s
+
+
+def test_the_classifier_leaves_talking_out_and_a_recording_of_nothing_else_is_noisy(classifier):
+    every_window = type(classifier).load()
+    every_window.dropout_db = every_window.noise_burst_db = math.inf
+    abnormal = [p for p in reference_wavs() if p.name.startswith("abnormal-a")][0]
+    samples, rate = dsp.read_wav(abnormal)
+    clean, talking = classifier.classify(samples, rate), _talking(samples, rate, 6.0, 3.0)
+    verdict = classifier.classify(talking, rate)
+    assert verdict.label == clean.label == "abnormal" and 3.0 <= verdict.noisy_s <= 5.2
+    assert "s of noise (talking, rubbing) left out of the verdict" in verdict.left_out_note
+    # the stretch left out, P stays where the clean recording's is; scored, it moved P by 0.25
+    assert abs(verdict.p_abnormal - clean.p_abnormal) < 0.02 < 0.1 < clean.p_abnormal - every_window.classify(
+        talking, rate).p_abnormal
+    short = _talking(samples[: 6 * rate], rate, 2.0, 2.0)
+    refused = classifier.classify(short, rate)
+    assert refused.label == "poor_signal" and "noisy" in refused.quality_reasons and refused.windows == 0
