@@ -3,13 +3,13 @@
 
 In the field a recording is rarely clean from end to end: the chest piece is knocked, slides on
 the skin, is lifted for a second, or someone speaks. This inserts one such moment into each
-recording of a split (PhysioNet, as stored, 2 kHz; one artefact per run, at a random place,
-seeded per recording) and classifies it by the device's path, as stored (not band-passed: its
-own hiss and rumble are part of what the device hears):
+recording of a split (PhysioNet at 2 kHz as stored, not band-passed: its own hiss and rumble are
+part of what the device hears; one artefact per run, at a random place, seeded per recording)
+and classifies it by the device's path:
 
 * ``knock``: the chest piece knocked once (a 30 Hz thud decaying over ~0.1 s with a click),
   three times the recording's heart-sound peak (then clipped to full scale);
-* ``knocks``: three knocks a few seconds apart;
+* ``knocks``: three knocks at random places;
 * ``rub``: 2 s of the chest piece sliding (friction noise, 150-800 Hz, in strokes), RMS half
   the heart-sound peak;
 * ``speech``: 3 s of talking (espeak-ng, muffled to 600 Hz as through a chest piece), RMS half
@@ -21,7 +21,7 @@ signal, the median change of P(abnormal) among those still scored, and Se / Sp /
 scored verdicts (the clean recordings' first); each twice: as the device classifies (a stretch with
 the chest piece off the skin and bursts of noise left out, :mod:`dsp.interruptions`) and scoring
 every window, as before those rules. Choose anything on ``--split validation``; the
-test split is for the report. Not a test: about 1 s per recording and artefact on 2 cores.
+test split is for the report. Not a test: about 2 minutes for the test split on 2 cores.
 """
 
 from __future__ import annotations
