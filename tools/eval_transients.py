@@ -156,6 +156,11 @@ def main() -> int:
         poor = sum(v.label == "poor_signal" for v in clean[way])
         print(f"  {way:12} {poor} poor signal; {figures(clean[way])}")
     print(f"  the device's verdicts against every window's: {changes(clean['device'], clean['every window'])}")
+    device = clean["device"]
+    share = max((v.lifted_s + v.noisy_s) / v.duration_s for v in device)
+    print(f"  the device left a stretch out of {sum(v.lifted_s + v.noisy_s > 0 for v in device)} clean recordings "
+          f"({sum(v.lifted_s > 0 for v in device)} off the skin, {sum(v.noisy_s > 0 for v in device)} noise; at most "
+          f"{share:.0%} of one)")
     for kind in kinds:
         print(f"{kind}:")
         for way, c in ways.items():
