@@ -6,7 +6,7 @@ package must stay cheap on a Raspberry Pi.
 """
 
 from .decode import Audio, read_audio
-from .interruptions import ScoredWindows, dropout_frames, noise_burst_frames, scored_windows
+from .interruptions import ScoredWindows, dropout_frames, left_out_stretches, noise_burst_frames, scored_windows
 from .errors import BadAudioError, DSPError, ParameterError
 from .features import (FeatureParams, mel_filterbank, melspectrogram, mfcc, power_spectrogram,
                        power_to_db, recording_features, window_features)
@@ -24,6 +24,6 @@ __all__ = [
     "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",
     "bandpass_with_spectrum", "heart_rate", "listening_copy", "mel_filterbank", "melspectrogram", "mfcc",
     "power_spectrogram", "power_to_db", "quality", "read_audio", "read_wav", "recording_features", "resample",
-    "ScoredWindows", "dropout_frames", "noise_burst_frames", "scored_windows",
+    "ScoredWindows", "dropout_frames", "left_out_stretches", "noise_burst_frames", "scored_windows",
     "to_analysis_rate", "wav_bytes", "window_features", "write_wav",
 ]

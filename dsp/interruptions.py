@@ -40,7 +40,7 @@ from typing import Optional
 import numpy as np
 
 from .features import FeatureParams, cut_windows, recording_features
-from .filters import ANALYSIS_RATE_HZ
+from .filters import ANALYSIS_RATE_HZ, bandpass, resample
 
 #: The heart band's energy (averaged over :data:`SMOOTH_S`) this many dB below the recording's
 #: median: the chest piece off the skin. 12 dB did as well on validation. A stretch only 20 dB below
@@ -175,3 +175,22 @@ def scored_windows(analysis_samples: np.ndarray, params: FeatureParams, *, sampl
     windows = cut_windows(coeffs, params.frames_per_window, params.frames_per_hop, skip=skip[:frames])
     seconds = params.hop_length / params.sr
     return ScoredWindows(windows, float(lifted[:frames].sum()) * seconds, float(noisy[:frames].sum()) * seconds)
+
+
+def left_out_stretches(samples: np.ndarray, rate: int, params: Optional[FeatureParams] = None) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, kind)`` of each stretch the device leaves out of a recording at ``rate``,
+    ``kind`` "lifted" or "noisy", with this software's thresholds: for the phonocardiogram, so
+    staff see what the verdict did not hear."""
+    params = params or FeatureParams()
+    raw = resample(samples, rate, params.sr)
+    analysis = bandpass(raw, params.sr)
+    lifted = dropout_frames(analysis, params.hop_length, params.sr)
+    noisy = noise_burst_frames(raw, analysis, params.hop_length, params.sr) & ~lifted
+    seconds = params.hop_length / params.sr
+    end_s = raw.size / params.sr
+    stretches = []
+    for flags, kind in ((lifted, "lifted"), (noisy, "noisy")):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], flags.astype(np.int8), [0]))))
+        stretches += [(float(start * seconds), float(min(stop * seconds, end_s)), kind)
+                      for start, stop in zip(edges[::2], edges[1::2])]
+    return sorted(stretches)

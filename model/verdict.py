@@ -21,6 +21,9 @@ LABEL_TEXT = {
     POOR_SIGNAL: "poor signal: record again",
 }
 
+#: How a recording's note ends when stretches were left out of its verdict (:attr:`Verdict.left_out_note`).
+LEFT_OUT_MARK = "left out of the verdict"
+
 #: Added wherever a verdict is shown.
 DISCLAIMER = "Screening aid, not a diagnosis."
 
@@ -121,7 +124,7 @@ class Verdict:
         hear what the verdict did not."""
         parts = ([f"{self.lifted_s:.1f} s with the stethoscope off the skin"] if self.lifted_s else []) + (
             [f"{self.noisy_s:.1f} s of noise (talking, rubbing)"] if self.noisy_s else [])
-        return " and ".join(parts) + " left out of the verdict" if parts else None
+        return " and ".join(parts) + f" {LEFT_OUT_MARK}" if parts else None
 
     def stored_fields(self) -> dict:
         """What a recording's record keeps of its verdict, as keyword arguments of

@@ -35,7 +35,7 @@ def test_delete_removes_record_file_and_pictures_and_audits_why(heartpi_config, 
     rec = store.get_recording(gone)
     path = heartpi_config.recordings_dir / rec.file
     _cache(heartpi_config).mkdir(parents=True)
-    picture = _cache(heartpi_config) / f"{rec.sha256}-waveform.svg"
+    picture = _cache(heartpi_config) / f"{rec.sha256}-pcg.svg"
     picture.write_text("<svg/>")
     size = path.stat().st_size
 

@@ -184,3 +184,14 @@ def test_the_classifier_leaves_talking_out_and_a_recording_of_nothing_else_is_no
     short = _talking(samples[: 6 * rate], rate, 2.0, 2.0)
     refused = classifier.classify(short, rate)
     assert refused.label == "poor_signal" and "noisy" in refused.quality_reasons and refused.windows == 0
+
+
+def test_left_out_stretches_name_where_and_what_for_the_picture():
+    raw = heart_sounds(72, 20.0, RATE, seed=11, noise=0.02)
+    both = _lifted(_talking(raw, RATE, 3.0, 3.0), 13.0, 2.0)
+    at_card_rate = dsp.resample(both, RATE, 8000)
+    stretches = dsp.left_out_stretches(at_card_rate, 8000)
+    assert [kind for _, _, kind in stretches] == ["noisy", "lifted"]
+    (noisy_start, noisy_end, _), (lifted_start, lifted_end, _) = stretches
+    assert noisy_start <= 3.0 < 6.0 <= noisy_end and lifted_start <= 13.0 < 15.0 <= lifted_end
+    assert dsp.left_out_stretches(raw, RATE) == []

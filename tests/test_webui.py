@@ -275,7 +275,16 @@ def test_an_upload_with_the_chest_piece_lifted_says_what_was_left_out(client, au
     assert rec.note.startswith("uploaded as heart.wav; ") and rec.note.endswith(
         " s with the stethoscope off the skin left out of the verdict")
     page = client.get(response.headers["Location"]).get_data(as_text=True)
-    assert "off the skin left out of the verdict" in page
+    assert "off the skin left out of the verdict" in page and 'id="left-out-hint"' in page
+    svg = client.get(f"/recordings/{rec.id}/waveform.svg").get_data(as_text=True)
+    (shade,) = [part for part in svg.split("<rect ")[1:] if part.startswith('class="left-out')]
+    x, width = (float(shade.split(f'{name}="')[1].split('"')[0]) for name in ("x", "width"))
+    assert 'class="left-out lifted"' in shade and "the stethoscope off the skin" in shade
+    assert x <= 8.0 / 20.0 * 1000 and x + width >= 10.0 / 20.0 * 1000  # the 2 s set to zero at 8-10 s, shaded
+    clean = _upload(client, auth, path=[p for p in reference_wavs() if p.name.startswith("normal-a")][0])
+    clean_id = int(clean.headers["Location"].rsplit("/", 1)[1])
+    assert 'id="left-out-hint"' not in client.get(clean.headers["Location"]).get_data(as_text=True)
+    assert 'class="left-out' not in client.get(f"/recordings/{clean_id}/waveform.svg").get_data(as_text=True)
 
 
 def test_a_voice_recorders_adpcm_wav_upload_is_judged_and_kept_as_pcm(client, auth, web_store, heartpi_config):

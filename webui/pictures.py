@@ -18,8 +18,14 @@ import dsp
 WIDTH, HEIGHT = 1000, 200
 
 
+#: What each kind of stretch left out of the verdict (:func:`dsp.left_out_stretches`) is called on the picture.
+LEFT_OUT_TITLES = {"lifted": "left out of the verdict: the stethoscope off the skin",
+                   "noisy": "left out of the verdict: talking or rubbing"}
+
+
 def waveform_svg(samples: np.ndarray, rate: int, *, width: int = WIDTH, height: int = HEIGHT) -> str:
-    """Band-passed waveform (what a clinician would hear) as an SVG with a seconds axis."""
+    """Band-passed waveform (what a clinician would hear) as an SVG with a seconds axis; the
+    stretches the device leaves out of the verdict (:mod:`dsp.interruptions`) shaded grey."""
     y = dsp.to_analysis_rate(samples, rate)
     peak = float(np.max(np.abs(y))) or 1.0
     columns = np.array_split(y / peak, width)
@@ -35,11 +41,14 @@ def waveform_svg(samples: np.ndarray, rate: int, *, width: int = WIDTH, height: 
         x = s / seconds * width
         ticks.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" class="grid"/>'
                      f'<text x="{x + 2:.1f}" y="{height - 4}" class="tick">{s:g} s</text>')
+    shaded = [f'<rect class="left-out {kind}" x="{start / seconds * width:.1f}" y="0" '
+              f'width="{(end - start) / seconds * width:.1f}" height="{height}"><title>{LEFT_OUT_TITLES[kind]}</title></rect>'
+              for start, end, kind in dsp.left_out_stretches(samples, rate)]
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
             f'preserveAspectRatio="none" role="img" aria-label="phonocardiogram">'
             f'<style>.grid{{stroke:#ddd;stroke-width:1}}.tick{{font:11px sans-serif;fill:#666}}'
-            f'polygon{{fill:#1f5f8b;stroke:#1f5f8b;stroke-width:0.5}}</style>'
-            f'<rect width="{width}" height="{height}" fill="#fff"/>{"".join(ticks)}'
+            f'.left-out{{fill:#d9d9d9}}polygon{{fill:#1f5f8b;stroke:#1f5f8b;stroke-width:0.5}}</style>'
+            f'<rect width="{width}" height="{height}" fill="#fff"/>{"".join(shaded)}{"".join(ticks)}'
             f'<polygon points="{" ".join(points)}"/></svg>')
 
 

@@ -11,7 +11,7 @@ from device.records import FINDINGS, ended_unjudged, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from model.verdict import REASON_ADVICE, verdict_caution
+from model.verdict import LEFT_OUT_MARK, REASON_ADVICE, verdict_caution
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
@@ -83,7 +83,7 @@ def detail(rec_id: int):
                            choice=patient_choice(store, rec.patient_id),
                            advice=[REASON_ADVICE.get(r, r) for r in rec.quality_reasons],
                            finding_text=FINDING_CODES[rec.finding][1] if rec.finding else None,
-                           site_text=site_text(rec.site),
+                           site_text=site_text(rec.site), left_out=LEFT_OUT_MARK in (rec.note or ""),
                            listening_modes=dsp.LISTENING_MODES.values(), listen=mode, as_recorded=AS_RECORDED)
 
 
@@ -162,7 +162,8 @@ def _picture(rec_id: int, suffix: str, make, mimetype: str):
 @bp.route("/recordings/<int:rec_id>/waveform.svg")
 @roles_required(*ALL)
 def waveform(rec_id: int):
-    return _picture(rec_id, "-waveform.svg", waveform_svg, "image/svg+xml")
+    # "-pcg": drawn since the stretches left out of the verdict are shaded; the older "-waveform.svg" is not served
+    return _picture(rec_id, "-pcg.svg", waveform_svg, "image/svg+xml")
 
 
 @bp.route("/recordings/<int:rec_id>/spectrogram.png")
