@@ -40,7 +40,7 @@ from typing import Optional
 import numpy as np
 
 from .features import FeatureParams, cut_windows, recording_features
-from .filters import ANALYSIS_RATE_HZ, bandpass, resample
+from .filters import ANALYSIS_RATE_HZ
 
 #: The heart band's energy (averaged over :data:`SMOOTH_S`) this many dB below the recording's
 #: median: the chest piece off the skin. 12 dB did as well on validation. A stretch only 20 dB below
@@ -156,6 +156,16 @@ class ScoredWindows:
         return self.lifted_s + self.noisy_s
 
 
+def _left_out_frames(samples: Optional[np.ndarray], analysis_samples: np.ndarray, params: FeatureParams, *,
+                     dropout_db: float = DROPOUT_DB, burst_db: float = NOISE_BURST_DB) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: off the skin, and (not that) a burst of noise; no burst without ``samples``."""
+    lifted = dropout_frames(analysis_samples, params.hop_length, params.sr, dropout_db=dropout_db)
+    if samples is None:
+        return lifted, np.zeros_like(lifted)
+    noisy = noise_burst_frames(samples, analysis_samples, params.hop_length, params.sr, burst_db=burst_db)
+    return lifted, noisy & ~lifted
+
+
 def scored_windows(analysis_samples: np.ndarray, params: FeatureParams, *, samples: Optional[np.ndarray] = None,
                    dropout_db: float = DROPOUT_DB, burst_db: float = NOISE_BURST_DB) -> ScoredWindows:
     """The device's windows of a band-passed recording: :func:`dsp.window_features` with the
@@ -163,9 +173,7 @@ def scored_windows(analysis_samples: np.ndarray, params: FeatureParams, *, sampl
     ``samples``: the recording at ``params.sr`` before the band-pass (without it, no burst of
     noise is looked for). The classifier (with its model's thresholds) and the training
     pipeline's evaluation both score these."""
-    lifted = dropout_frames(analysis_samples, params.hop_length, params.sr, dropout_db=dropout_db)
-    noisy = (noise_burst_frames(samples, analysis_samples, params.hop_length, params.sr, burst_db=burst_db) & ~lifted
-             if samples is not None else np.zeros_like(lifted))
+    lifted, noisy = _left_out_frames(samples, analysis_samples, params, dropout_db=dropout_db, burst_db=burst_db)
     skip = lifted | noisy
     if not skip.any():
         return ScoredWindows(cut_windows(recording_features(analysis_samples, params),
@@ -177,15 +185,15 @@ def scored_windows(analysis_samples: np.ndarray, params: FeatureParams, *, sampl
     return ScoredWindows(windows, float(lifted[:frames].sum()) * seconds, float(noisy[:frames].sum()) * seconds)
 
 
-def left_out_stretches(samples: np.ndarray, rate: int, params: Optional[FeatureParams] = None) -> list[tuple[float, float, str]]:
-    """``(start_s, end_s, kind)`` of each stretch the device leaves out of a recording at ``rate``,
-    ``kind`` "lifted" or "noisy", with this software's thresholds: for the phonocardiogram, so
-    staff see what the verdict did not hear."""
+def left_out_stretches(samples: np.ndarray, analysis_samples: np.ndarray,
+                       params: Optional[FeatureParams] = None) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, kind)`` of each stretch the device leaves out of a recording, ``kind``
+    "lifted" or "noisy", with this software's thresholds: for the phonocardiogram, so staff see
+    what the verdict did not hear. ``samples`` and ``analysis_samples``: the recording at
+    ``params.sr`` before and after the band-pass (the picture has both already)."""
     params = params or FeatureParams()
-    raw = resample(samples, rate, params.sr)
-    analysis = bandpass(raw, params.sr)
-    lifted = dropout_frames(analysis, params.hop_length, params.sr)
-    noisy = noise_burst_frames(raw, analysis, params.hop_length, params.sr) & ~lifted
+    raw = np.asarray(samples)
+    lifted, noisy = _left_out_frames(raw, analysis_samples, params)
     seconds = params.hop_length / params.sr
     end_s = raw.size / params.sr
     stretches = []

@@ -26,7 +26,8 @@ LEFT_OUT_TITLES = {"lifted": "left out of the verdict: the stethoscope off the s
 def waveform_svg(samples: np.ndarray, rate: int, *, width: int = WIDTH, height: int = HEIGHT) -> str:
     """Band-passed waveform (what a clinician would hear) as an SVG with a seconds axis; the
     stretches the device leaves out of the verdict (:mod:`dsp.interruptions`) shaded grey."""
-    y = dsp.to_analysis_rate(samples, rate)
+    raw = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
+    y = dsp.bandpass(raw, dsp.ANALYSIS_RATE_HZ)  # dsp.to_analysis_rate, keeping its input for the shading below
     peak = float(np.max(np.abs(y))) or 1.0
     columns = np.array_split(y / peak, width)
     top = [float(c.max()) if c.size else 0.0 for c in columns]
@@ -43,7 +44,7 @@ def waveform_svg(samples: np.ndarray, rate: int, *, width: int = WIDTH, height: 
                      f'<text x="{x + 2:.1f}" y="{height - 4}" class="tick">{s:g} s</text>')
     shaded = [f'<rect class="left-out {kind}" x="{start / seconds * width:.1f}" y="0" '
               f'width="{(end - start) / seconds * width:.1f}" height="{height}"><title>{LEFT_OUT_TITLES[kind]}</title></rect>'
-              for start, end, kind in dsp.left_out_stretches(samples, rate)]
+              for start, end, kind in dsp.left_out_stretches(raw, y)]
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
             f'preserveAspectRatio="none" role="img" aria-label="phonocardiogram">'
             f'<style>.grid{{stroke:#ddd;stroke-width:1}}.tick{{font:11px sans-serif;fill:#666}}'
