@@ -139,11 +139,10 @@ def _audit_failure(store, detail: str) -> None:
     """Audit a failed send, unless the last send's outcome was this very failure: a clinic offline
     for a month would otherwise add one identical entry an hour. The Device page then shows when
     the failing began; the journal keeps every attempt."""
-    from webui.exporting import FHIR_SEND_FAILED, FHIR_SENT
+    from webui.exporting import FHIR_SEND_FAILED, fhir_outcomes
 
-    failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
-    sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
-    if failed and failed["actor"] == ACTOR and failed["detail"] == detail and (sent is None or sent["id"] < failed["id"]):
+    failed = fhir_outcomes(store)[1]
+    if failed and failed["actor"] == ACTOR and failed["detail"] == detail:
         return
     store.audit(ACTOR, FHIR_SEND_FAILED, "", detail)
 

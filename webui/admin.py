@@ -26,7 +26,7 @@ from model.verdict import REASON_ADVICE
 
 from . import get_config, get_store
 from .auth import actor, roles_required
-from .exporting import FHIR_SEND_FAILED, FHIR_SENT, safe_cell
+from .exporting import fhir_outcomes, safe_cell
 from .passwords import hash_password
 
 bp = Blueprint("admin", __name__)
@@ -248,12 +248,9 @@ def _fhir_send_view(store, config) -> Optional[dict]:
     changed since they last reached it, how many deletions it has still to do, and an
     administrator's "send now" still waiting. None when no server is set and none was ever tried."""
     server_url = config.fhir.server_url
-    sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
-    failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
+    sent, failed = fhir_outcomes(store)
     if sent is None and failed is None and not server_url:
         return None
-    if failed is not None and sent is not None and failed["id"] < sent["id"]:
-        failed = None  # a later send went through
     waiting = store.count_changed_recordings(store.fhir_sent_through(server_url)[0]) if server_url else None
     deletions = len(store.fhir_deletions(server_url)) if server_url else None
     asked = send_request.pending_send(config.send_request_dir) if server_url else None

@@ -240,6 +240,17 @@ def collection_base(device_id: str) -> str:
 #: The audit actions of ``heartpi export --send``: records that reached the region's FHIR server,
 #: and an attempt that did not (neither name a prefix of the other: the audit log filters by prefix)
 FHIR_SENT, FHIR_SEND_FAILED = "export.fhir-sent", "export.fhir-send-failed"
+
+
+def fhir_outcomes(store: RecordStore) -> tuple[Optional[dict], Optional[dict]]:
+    """The audit entries of the last send a FHIR server took and of the last failed attempt
+    since it (None for either: there was none)."""
+    sent = next(iter(store.audit_entries(limit=1, action=FHIR_SENT)), None)
+    failed = next(iter(store.audit_entries(limit=1, action=FHIR_SEND_FAILED)), None)
+    if failed is not None and sent is not None and failed["id"] < sent["id"]:
+        failed = None  # a later send went through
+    return sent, failed
+
 #: FHIR's id: 1 to 64 of these characters.
 FHIR_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
 #: The device's part of a transaction's ids stays this short, so the longest id of ours
