@@ -40,6 +40,11 @@ class SendReport:
     updated: int = 0  #: resources it held and replaced (200)
     statuses: dict[str, int] = field(default_factory=dict)  #: every entry status, as the server wrote it
 
+    @property
+    def other_statuses(self) -> dict[str, int]:
+        """The entry statuses that are neither created nor updated: something to look at."""
+        return {k: v for k, v in self.statuses.items() if not k.startswith(("200", "201"))}
+
 
 def batches(recordings: Sequence, size: int) -> list[list]:
     """The recordings in groups of about ``size``, a visit's recordings always in the same group

@@ -675,7 +675,7 @@ def _send_to_fhir_server(args: argparse.Namespace, config, store, recs) -> int:
     store.audit("cli:export", FHIR_SENT, what[0],
                 f"{what[1]} to {host}: {report.recordings} recordings, {report.created} resources created, "
                 f"{report.updated} updated")
-    other = {k: v for k, v in report.statuses.items() if not k.startswith(("200", "201"))}
+    other = report.other_statuses
     _line(not other, "FHIR server", f"{report.recordings} recording(s) in {report.transactions} transaction(s) to "
           f"{host}: {report.created} resources created, {report.updated} updated"
           + (f"; other answers: {other}" if other else ""))
@@ -711,7 +711,7 @@ def fhir_sync(args: argparse.Namespace) -> int:
         _line(True, "FHIR server", f"{host} has every record: nothing changed since the last send")
         return EXIT_OK
     sent = report.sent
-    other = {k: v for k, v in sent.statuses.items() if not k.startswith(("200", "201"))} if sent else {}
+    other = sent.other_statuses if sent else {}
     _line(not other, "FHIR server", (f"{sent.recordings} changed recording(s) in {sent.transactions} transaction(s) "
           f"to {host}: {sent.created} resources created, {sent.updated} updated" if sent else f"to {host}:")
           + (f"; {report.deleted} resource(s) deleted there, as on this device" if report.deleted else "")
