@@ -122,6 +122,11 @@ class FhirSection:
     include_audio: bool = _spec(True, help="send each recording's audio with it (about 2.6 MB a 48 kHz "
                                 "recording); false sends the verdicts and records only")
 
+    @property
+    def ca_path(self) -> Optional[Path]:
+        """``ca_file`` as a path; None: the system's certificate authorities."""
+        return Path(self.ca_file) if self.ca_file else None
+
 
 SECTIONS = {"device": DeviceSection, "audio": AudioSection, "gpio": GpioSection,
             "storage": StorageSection, "web": WebSection, "fhir": FhirSection}

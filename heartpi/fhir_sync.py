@@ -109,7 +109,7 @@ def sync(store, config, *, token_file: Optional[Path] = None, everything: bool =
         store.mark_fhir_sent(url, min(unsent.values()) - 1 if unsent else newest)
 
     what = "all records" if everything else "changes"
-    ca_file = Path(config.fhir.ca_file) if config.fhir.ca_file else None
+    ca_file = config.fhir.ca_path
     try:
         token = read_token(token_file)
         if waiting:

@@ -375,7 +375,7 @@ def _fhir_server_check(config: "Config") -> bool:
     url = config.fhir.server_url
     try:
         statement = capability_statement(url, token=read_token(), context=tls_context(
-            url, Path(config.fhir.ca_file) if config.fhir.ca_file else None))
+            url, config.fhir.ca_path))
     except FhirSendError as exc:
         return _line(False, "FHIR server", str(exc))
     software = statement.get("software") or {}
