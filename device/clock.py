@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import DeviceError
+from .storage import read_json_with_age
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,12 @@ def request_clock_change(directory: Path, reference_epoch_s: float, *, requested
 
 def pending_request(directory: Path) -> Optional[tuple[ClockRequest, float]]:
     """The request waiting for the service and the file's age in seconds, or None."""
-    path = directory / REQUEST_FILE
+    found = read_json_with_age(directory / REQUEST_FILE)
+    if found is None:
+        return None
     try:
-        data = json.loads(path.read_text())
-        age = time.time() - path.stat().st_mtime
-        return ClockRequest(**data), age
-    except (OSError, ValueError, TypeError):
+        return ClockRequest(**found[0]), found[1]
+    except TypeError:  # not the fields of a request
         return None
 
 

@@ -10,12 +10,11 @@ The outcome is the send's own: the Device page's line about the FHIR server.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
 from .records import utcnow
-from .storage import atomic_write
+from .storage import atomic_write, read_json_with_age
 
 #: The request, in the data folder's ``fhir`` directory (``Config.send_request_dir``);
 #: ``heartpi-fhir-sync.path`` watches for it.
@@ -30,11 +29,7 @@ def request_send(directory: Path, *, requested_by: str) -> None:
 
 def pending_send(directory: Path) -> Optional[tuple[dict, float]]:
     """The request waiting for the service and its age in seconds, or None."""
-    path = Path(directory) / REQUEST_FILE
-    try:
-        return json.loads(path.read_text()), time.time() - path.stat().st_mtime
-    except (OSError, ValueError):
-        return None
+    return read_json_with_age(Path(directory) / REQUEST_FILE)
 
 
 def take_send_request(directory: Path) -> Optional[dict]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import hashlib
+import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import StorageError
 
@@ -34,6 +36,16 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_json_with_age(path: Path) -> Optional[tuple[Any, float]]:
+    """A small JSON file one service leaves for another (a request from the web page) and its
+    age in seconds; None when it is not there or cannot be read."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text()), time.time() - path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
