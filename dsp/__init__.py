@@ -13,7 +13,7 @@ from .features import (FeatureParams, mel_filterbank, melspectrogram, mfcc, powe
 from .filters import (ANALYSIS_RATE_HZ, HEART_BAND_HZ, bandpass, bandpass_with_spectrum, resample,
                       to_analysis_rate)
 from .listening import LISTEN_RATE_HZ, LISTENING_MODES, ListeningMode, listening_copy
-from .signal_quality import REASON_ADVICE, QualityReport, heart_rate, quality
+from .signal_quality import REASON_ADVICE, QualityReport, heard_quality, heart_rate, quality
 from .wav import (MAX_CHANNELS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_RATE_HZ, MIN_DURATION_S,
                   MIN_RATE_HZ, CompressedWavError, read_wav, wav_bytes, write_wav)
 
@@ -22,7 +22,7 @@ __all__ = [
     "LISTENING_MODES", "LISTEN_RATE_HZ", "ListeningMode", "MAX_CHANNELS", "MAX_DURATION_S",
     "MAX_FILE_BYTES", "MAX_RATE_HZ", "MIN_DURATION_S",
     "MIN_RATE_HZ", "ParameterError", "QualityReport", "REASON_ADVICE", "bandpass",
-    "bandpass_with_spectrum", "heart_rate", "listening_copy", "mel_filterbank", "melspectrogram", "mfcc",
+    "bandpass_with_spectrum", "heard_quality", "heart_rate", "listening_copy", "mel_filterbank", "melspectrogram", "mfcc",
     "power_spectrogram", "power_to_db", "quality", "read_audio", "read_wav", "recording_features", "resample",
     "ScoredWindows", "dropout_frames", "left_out_stretches", "noise_burst_frames", "scored_windows",
     "to_analysis_rate", "wav_bytes", "window_features", "write_wav",

@@ -24,7 +24,8 @@ between beats when all is well) against the recording's own median:
 
 Each is flagged with :data:`MARGIN_S` either side (the knock of lifting and putting back, and
 the stretch's own edges, which the average blurs), left out of the normalisation's statistics,
-and only windows holding none of it are scored. Recordings under :data:`MIN_RECORDING_S` are
+and only windows holding none of it are scored; the quality checks and the heart rate judge the
+rest too (:func:`dsp.heard_quality`). Recordings under :data:`MIN_RECORDING_S` are
 never searched. Chosen on the validation split (the test split only reports, in the model card):
 specificity with those stretches 0.93 lifted, 0.95 talking, 0.97 rubbing; of the clean recordings
 3 of 388 verdicts changed (one between normal and abnormal), and a knock's or three knocks'
@@ -33,7 +34,7 @@ figures barely moved (one verdict more changed for each).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
@@ -150,6 +151,8 @@ class ScoredWindows:
     windows: np.ndarray   #: ``(n, n_mfcc, frames)``; n may be 0 when every window held a stretch
     lifted_s: float       #: seconds flagged by :func:`dropout_frames`
     noisy_s: float = 0.0  #: seconds flagged by :func:`noise_burst_frames` (and not by the other)
+    #: one flag per feature frame, True where left out; None when nothing was
+    left_out: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
 
     @property
     def left_out_s(self) -> float:
@@ -182,7 +185,8 @@ def scored_windows(analysis_samples: np.ndarray, params: FeatureParams, *, sampl
     frames = coeffs.shape[1]
     windows = cut_windows(coeffs, params.frames_per_window, params.frames_per_hop, skip=skip[:frames])
     seconds = params.hop_length / params.sr
-    return ScoredWindows(windows, float(lifted[:frames].sum()) * seconds, float(noisy[:frames].sum()) * seconds)
+    return ScoredWindows(windows, float(lifted[:frames].sum()) * seconds, float(noisy[:frames].sum()) * seconds,
+                         left_out=skip)
 
 
 def left_out_stretches(samples: np.ndarray, analysis_samples: np.ndarray,

@@ -202,7 +202,8 @@ class Classifier:
                  min_seconds: float = signal_quality.MIN_QUALITY_SECONDS) -> Verdict:
         """Verdict for a whole recording: quality gate, windowed scores, mean, threshold. A stretch
         with the chest piece off the skin, or of talking or rubbing, is left out of the windows
-        (:mod:`dsp.interruptions`).
+        (:mod:`dsp.interruptions`) and of the quality gate and heart rate
+        (:func:`dsp.heard_quality`); fewer than ``min_seconds`` left is poor signal.
 
         ``min_seconds``: a shorter recording is ``poor_signal`` (``too_short``); the device
         passes its own, longer minimum (config ``audio.min_seconds``).
@@ -217,8 +218,14 @@ class Classifier:
         if not any(r in reasons for r in NO_SCORE_REASONS):  # too short includes anything under 1 s
             scored = dsp.scored_windows(analysis, self.params, samples=resampled, dropout_db=self.dropout_db,
                                         burst_db=self.noise_burst_db)
-            if len(scored.windows) == 0:  # every window held a stretch that is not the heart
-                reasons.append(signal_quality.NOISY if scored.noisy_s > scored.lifted_s else signal_quality.LIFTED)
+            if scored.left_out is not None:  # judged, like the windows, without what was left out
+                report = dsp.heard_quality(samples, rate, resampled, scored.left_out, self.params.hop_length,
+                                           whole=report)
+                reasons = list(report.reasons)
+            if len(scored.windows) == 0 or report.duration_s - scored.left_out_s < min_seconds:
+                # every window held a stretch that is not the heart, or too little is left to judge
+                why = signal_quality.NOISY if scored.noisy_s > scored.lifted_s else signal_quality.LIFTED
+                reasons += [why] if why not in reasons else []
             else:
                 scores = self.score_windows(scored.windows)
                 n_windows = len(scores)

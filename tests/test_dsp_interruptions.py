@@ -196,3 +196,65 @@ def test_left_out_stretches_name_where_and_what_for_the_picture():
     (noisy_start, noisy_end, _), (lifted_start, lifted_end, _) = stretches
     assert noisy_start <= 3.0 < 6.0 <= noisy_end and lifted_start <= 13.0 < 15.0 <= lifted_end
     assert dsp.left_out_stretches(raw, dsp.bandpass(raw, RATE)) == []
+
+
+def _stretches_left_out(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The recording at the analysis rate, and the frames the device leaves out of it."""
+    resampled = dsp.resample(samples, rate, RATE)
+    scored = dsp.scored_windows(dsp.bandpass(resampled, RATE), PARAMS, samples=resampled)
+    assert scored.left_out is not None and scored.left_out.any()
+    return resampled, scored.left_out
+
+
+def test_quality_is_judged_without_the_stretches_left_out():
+    """Loud talking makes the whole recording "too much noise" and its level a talker's; the part the
+    verdict hears is the clean recording's. Judged at a card's rate, so the kept samples at both rates count."""
+    normal = [p for p in reference_wavs() if p.name.startswith("normal-a")][0]
+    samples, rate = dsp.read_wav(normal)
+    talking = dsp.resample(samples + 3 * (_talking(samples, rate, 6.0, 3.0) - samples), rate, 8000)
+    samples = dsp.resample(samples, rate, 8000)
+    clean = dsp.quality(samples, 8000)
+    whole = dsp.quality(talking, 8000)
+    assert "noisy" in whole.reasons and whole.rms_dbfs > clean.rms_dbfs + 3
+    resampled, left_out = _stretches_left_out(talking, 8000)
+    heard = dsp.heard_quality(talking, 8000, resampled, left_out, PARAMS.hop_length, whole=whole)
+    assert heard.ok and heard.duration_s == whole.duration_s == clean.duration_s
+    assert abs(heard.band_share_db - clean.band_share_db) < 1.5 and abs(heard.rms_dbfs - clean.rms_dbfs) < 1.0
+    assert heard.heart_rate_bpm == pytest.approx(clean.heart_rate_bpm, rel=0.02)
+    # what lies in the stretch decides nothing: it may as well be full-scale clipping
+    clipped = talking.copy()
+    clipped[int(6.5 * 8000):int(8.5 * 8000)] = np.abs(talking).max() * np.sign(clipped[int(6.5 * 8000):int(8.5 * 8000)])
+    assert "clipping" in dsp.quality(clipped, 8000).reasons
+    assert dsp.heard_quality(clipped, 8000, resampled, left_out, PARAMS.hop_length, whole=whole).ok
+
+
+def test_a_lifted_stretch_no_longer_breaks_the_heartbeat_it_interrupts():
+    """2 s off the skin with a knock at each end: judged whole, the envelope's rhythm weakens (and on
+    many real recordings falls below the "regular heartbeat" limit); the heard part keeps it."""
+    raw = heart_sounds(72, 20.0, RATE, seed=12, noise=0.02)
+    lifted = _lifted(raw, 9.0, 2.0)
+    for at in (9.0, 11.0):
+        lifted[int(at * RATE):int(at * RATE) + 200] += 0.9 * np.sin(2 * np.pi * 30 * np.arange(200) / RATE)
+    whole, clean = dsp.quality(lifted, RATE), dsp.quality(raw, RATE)
+    resampled, left_out = _stretches_left_out(lifted, RATE)
+    heard = dsp.heard_quality(lifted, RATE, resampled, left_out, PARAMS.hop_length, whole=whole)
+    assert heard.periodicity > whole.periodicity + 0.1 and heard.periodicity > clean.periodicity - 0.1
+    assert heard.heart_rate_bpm == pytest.approx(72, rel=0.02)
+
+
+def test_the_classifier_judges_the_part_it_hears_and_wants_enough_of_it(classifier):
+    """Talking three times the recording's level: the whole recording was poor signal ("too much noise"),
+    the verdict's windows never held it. And a device recording with less than its minimum left is refused."""
+    for path in [p for p in reference_wavs() if p.name.startswith(("normal-a", "abnormal-a"))]:
+        samples, rate = dsp.read_wav(path)
+        talking = samples + 3 * (_talking(samples, rate, 6.0, 3.0) - samples)
+        assert "noisy" in dsp.quality(talking, rate).reasons
+        clean, verdict = classifier.classify(samples, rate), classifier.classify(talking, rate)
+        assert verdict.label == clean.label != "poor_signal" and verdict.quality_reasons == (), path.name
+        assert verdict.noisy_s >= 3.0 and verdict.heart_rate_bpm == pytest.approx(clean.heart_rate_bpm, rel=0.02)
+        assert verdict.duration_s == clean.duration_s
+    samples = heart_sounds(72, 9.0, 8000, seed=13)
+    samples[2 * 8000:4 * 8000] = 1e-4 * np.random.default_rng(3).standard_normal(2 * 8000)  # 9 s, about 6 s heard
+    assert classifier.classify(samples, 8000).label != "poor_signal"
+    refused = classifier.classify(samples, 8000, min_seconds=7.0)  # a device asking for 7 s
+    assert refused.label == "poor_signal" and refused.quality_reasons == ("lifted",) and refused.windows == 0

@@ -354,12 +354,13 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
               f"{q['min_periodicity']:g} in the 35–200 bpm range (a clip under 3.5 s: periods up to half its "
               f"length, so two beats must fit); shorter than {q['min_seconds']:g} s (the device: its "
               "`audio.min_seconds`, 5 s)."
-              + (f" Stretches that are not the heart are left out of the normalisation and of every window, with "
+              + (f" Stretches that are not the heart are left out of the normalisation, of every window and of the checks "
+                 f"above and the heart rate (the part the verdict hears is judged, its pieces joined), with "
                  f"0.5 s either side (`dsp/interruptions.py`; recordings of 5 s or more): the chest piece off the skin "
                  f"(the heart band's energy, averaged over 1 s, {q['dropout_db']:g} dB below the recording's median) "
                  f"and a burst of talking or rubbing (the energy outside the heart band, so averaged, "
-                 f"{q['noise_burst_db']:g} dB above its median); a recording with no window free of them is poor "
-                 "signal (\"lifted\" or \"noisy\")." if "dropout_db" in q and "noise_burst_db" in q else ""), ""]
+                 f"{q['noise_burst_db']:g} dB above its median); a recording with no window free of them, or with less "
+                 "than its minimum length left (the device's 5 s), is poor signal (\"lifted\" or \"noisy\")." if "dropout_db" in q and "noise_burst_db" in q else ""), ""]
     if poor:
         lines += ["Measured by `tools/eval_poor_signal.py`:", "", poor, ""]
     if short:
