@@ -211,6 +211,13 @@ MIGRATIONS: list[str] = [
         VALUES ('Observation/finding-' || OLD.id, strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'));
     END;
     """,
+    # 12: the seconds of the recording its verdict did not hear (dsp.interruptions: the chest piece
+    # off the skin, talking, rubbing), so a normal that heard under 10 s carries the short-recording
+    # caution however long the file is (model.verdict.verdict_caution). NULL: not known (everything
+    # before; those verdicts heard every window).
+    """
+    ALTER TABLE recordings ADD COLUMN left_out_s REAL;
+    """,
 ]
 FINDINGS = ("normal", "abnormal")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -296,6 +303,8 @@ class Recording:
     level_dbfs: Optional[float] = None
     #: the number of its last change (schema 10): what a FHIR server has not yet been sent
     changed_seq: int = 0
+    #: seconds its verdict left out (schema 12); None: not known (recorded before)
+    left_out_s: Optional[float] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Recording":
@@ -412,7 +421,8 @@ class RecordStore:
                       software_version: Optional[str] = None, patient_id: Optional[int] = None,
                       uploaded_by: Optional[int] = None, captured_at: Optional[str] = None,
                       note: str = "", site: Optional[str] = None, visit: Optional[str] = None,
-                      level_dbfs: Optional[float] = None, actor: str = "device") -> int:
+                      level_dbfs: Optional[float] = None, left_out_s: Optional[float] = None,
+                      actor: str = "device") -> int:
         # Stamped now: remember which clock did it. A time given by the caller has no known clock.
         clock_boot = None if captured_at else clock_reckoned_boot()
         with self.transaction() as conn:
@@ -420,13 +430,14 @@ class RecordStore:
                 "INSERT INTO recordings (file, sha256, duration_s, rate, captured_at, source, "
                 "device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold, "
                 "quality_reasons, heart_rate_bpm, overflows, model_sha256, software_version, note, "
-                "clock_boot, site, visit, level_dbfs) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "clock_boot, site, visit, level_dbfs, left_out_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (file, sha256, float(duration_s), int(rate), captured_at or utcnow(), source,
                  device_id, uploaded_by, patient_id, verdict, p_abnormal, threshold,
                  json.dumps(list(quality_reasons)), heart_rate_bpm, int(overflows), model_sha256,
                  software_version, note, clock_boot, _checked_site(site), visit or None,
-                 None if level_dbfs is None else float(level_dbfs)))
+                 None if level_dbfs is None else float(level_dbfs),
+                 None if left_out_s is None else float(left_out_s)))
             rec_id = _new_id(cur)
             self._audit(conn, actor, "recording.create", f"recording:{rec_id}", verdict or "")
         return rec_id

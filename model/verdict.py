@@ -42,7 +42,7 @@ REASON_ADVICE = {**SIGNAL_ADVICE,
 #: on validation where the loss reaches 0.05; the test split falls the same way (0.76, 0.73,
 #: 0.72, 0.64). Uploads are often this short, and the box stops at 5 s when pressed again.
 SHORT_RECORDING_SECONDS = 10.0
-SHORT_NORMAL_CAUTION = ("Short recording ({seconds:.1f} s): a normal result from under 10 s misses more abnormal "
+SHORT_NORMAL_CAUTION = ("Short recording ({seconds}): a normal result from under 10 s misses more abnormal "
                         "hearts than one from 20 s; record 20 s if you can.")
 
 #: An abnormal from a quiet recording says less: below :data:`dsp.signal_quality.QUIET_RMS_DBFS`
@@ -66,24 +66,33 @@ class Caution:
     sentence: str
 
 
-def verdict_caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None) -> Optional[Caution]:
+def _tenths(seconds: float) -> str:
+    """Cut, not rounded, to 0.1 s, so that 9.97 s does not read "10.0 s" beside "under 10 s"."""
+    return f"{math.floor(seconds * 10) / 10:.1f} s"
+
+
+def verdict_caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None,
+                    left_out_s: Optional[float] = None) -> Optional[Caution]:
     """The caution that goes with a verdict, or None. A normal from a short recording misses more
     abnormal hearts; an abnormal from a quiet one refers more healthy people (``level_dbfs``: the
     recording's RMS level, None when not measured, as for recordings stored before levels were).
-    The duration is cut, not rounded, to 0.1 s, so that 9.97 s does not read "10.0 s" beside
-    "under 10 s"; the level is cut down to whole dB for the same reason (-45.3 reads "-46")."""
-    if label == NORMAL and duration_s < SHORT_RECORDING_SECONDS:
-        return Caution("short", "short recording",
-                       SHORT_NORMAL_CAUTION.format(seconds=math.floor(duration_s * 10) / 10))
+    ``left_out_s``: the seconds the verdict did not hear (:mod:`dsp.interruptions`; None or 0:
+    none), so a 12 s recording with 4 s of talking left out is a short one. The level is cut
+    down to whole dB, as seconds to 0.1 s (-45.3 reads "-46")."""
+    heard_s = duration_s - (left_out_s or 0.0)
+    if label == NORMAL and heard_s < SHORT_RECORDING_SECONDS:
+        seconds = (f"{_tenths(heard_s)} heard of {_tenths(duration_s)}" if left_out_s else _tenths(duration_s))
+        return Caution("short", "short recording", SHORT_NORMAL_CAUTION.format(seconds=seconds))
     if label == ABNORMAL and level_dbfs is not None and level_dbfs < QUIET_RMS_DBFS:
         return Caution("quiet", "quiet recording",
                        QUIET_ABNORMAL_CAUTION.format(level=math.floor(level_dbfs), limit=QUIET_RMS_DBFS))
     return None
 
 
-def caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None) -> Optional[str]:
+def caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None,
+            left_out_s: Optional[float] = None) -> Optional[str]:
     """The sentence of :func:`verdict_caution` (``heartpi classify``, CSV and FHIR exports), or None."""
-    found = verdict_caution(label, duration_s, level_dbfs)
+    found = verdict_caution(label, duration_s, level_dbfs, left_out_s)
     return found.sentence if found else None
 
 
@@ -114,8 +123,13 @@ class Verdict:
         return self.quality.get("rms_dbfs")
 
     @property
+    def left_out_s(self) -> float:
+        """Seconds of the recording the verdict did not hear."""
+        return self.lifted_s + self.noisy_s
+
+    @property
     def caution(self) -> Optional[str]:
-        return caution(self.label, self.duration_s, self.level_dbfs)
+        return caution(self.label, self.duration_s, self.level_dbfs, self.left_out_s)
 
     @property
     def left_out_note(self) -> Optional[str]:
@@ -132,7 +146,7 @@ class Verdict:
         return dict(verdict=self.label, p_abnormal=self.p_abnormal, threshold=self.threshold,
                     quality_reasons=self.quality_reasons, heart_rate_bpm=self.heart_rate_bpm,
                     model_sha256=self.model_sha256, software_version=self.software_version,
-                    level_dbfs=self.level_dbfs)
+                    level_dbfs=self.level_dbfs, left_out_s=round(self.left_out_s, 2))
 
     def to_dict(self) -> dict:
         data = asdict(self)

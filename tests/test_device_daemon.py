@@ -133,6 +133,7 @@ def test_a_capture_with_the_chest_piece_lifted_keeps_its_verdict_and_says_what_w
     rec = store.get_recording(result.recording_id)
     assert result.label == "normal" and h.led("green")
     assert rec.note.endswith(" s with the stethoscope off the skin left out of the verdict"), rec.note
+    assert 2.0 <= rec.left_out_s <= 3.8 and rec.note.startswith(f"{rec.left_out_s:.1f} s with"), rec.note
 
 
 def test_a_quiet_capture_tells_the_technician_to_raise_the_gain(harness, store, tmp_path, caplog):

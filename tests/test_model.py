@@ -225,11 +225,14 @@ def test_a_normal_from_a_short_recording_carries_a_caution_and_other_verdicts_do
     its JSON; a whole recording's normal and a short recording's abnormal do not."""
     from model.verdict import SHORT_NORMAL_CAUTION, SHORT_RECORDING_SECONDS, caution
 
-    assert caution("normal", 9.5) == SHORT_NORMAL_CAUTION.format(seconds=9.5)
+    assert caution("normal", 9.5) == SHORT_NORMAL_CAUTION.format(seconds="9.5 s")
     assert caution("normal", 9.5).startswith("Short recording (9.5 s): a normal result")
     assert caution("normal", 9.97).startswith("Short recording (9.9 s):")  # never "10.0 s" beside "under 10 s"
     assert caution("normal", SHORT_RECORDING_SECONDS) is None
     assert caution("abnormal", 2.0) is None and caution("poor_signal", 2.0) is None
+    # what the verdict heard counts: a 12 s recording with 4 s of talking left out is a short one
+    assert caution("normal", 12.0, None, 4.0).startswith("Short recording (8.0 s heard of 12.0 s): a normal result")
+    assert caution("normal", 20.0, None, 4.0) is None and caution("normal", 12.0, None, None) is None
     clips = {}
     for kind in ("normal", "abnormal"):
         samples, rate = dsp.read_wav(reference_files(kind)[0])

@@ -427,6 +427,27 @@ def test_lists_mark_a_normal_from_a_short_recording(client, auth, web_store):
         assert titles == [expected] * marks, url
 
 
+def test_a_normal_that_heard_under_10_s_of_a_longer_recording_is_marked_short(client, auth, web_store):
+    """12 s uploaded with the chest piece off the skin for 3 s: the verdict heard about 7 s, so its
+    normal carries the short-recording caution (lists, the recording page, the CSV), naming both lengths."""
+    import dsp
+
+    auth.login("clinician")
+    samples, rate = dsp.read_wav([p for p in reference_wavs() if p.name.startswith("normal")][0])
+    samples = samples[: 12 * rate].copy()
+    samples[5 * rate:8 * rate] = 0.0
+    assert _upload(client, auth, data=dsp.wav_bytes(samples, rate)).status_code == 303
+    (rec,) = web_store.list_recordings()
+    assert rec.verdict == "normal" and rec.duration_s == 12.0 and 3.0 <= rec.left_out_s <= 4.8
+    heard = f"{int((12.0 - rec.left_out_s) * 10) / 10:.1f} s heard of 12.0 s"
+    sentence = f"Short recording ({heard}): a normal result"
+    for url, where in (("/recordings", 'title="'), (f"/recordings/{rec.id}", 'id="short-recording-caution">')):
+        page = html.unescape(client.get(url).get_data(as_text=True))
+        assert where + sentence in page, url
+    (row,) = csv.DictReader(io.StringIO(client.get("/export/records.csv").get_data(as_text=True)))
+    assert row["caution"].startswith(f"Short recording ({heard})")
+
+
 def _quiet_copy(path, level_dbfs: float) -> bytes:
     """A recording's WAV bytes brought to an RMS level on a 16-bit converter (a gain set low)."""
     import dsp

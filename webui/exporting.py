@@ -72,7 +72,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: Clini
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
                rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "", clinic.iso(rec.captured_at),
-               rec.visit or "", caution(rec.verdict, rec.duration_s, rec.level_dbfs) or "",
+               rec.visit or "", caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s) or "",
                "" if rec.level_dbfs is None else round(rec.level_dbfs, 1),  # a number: not "'-55.0"
                rec.note)
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
@@ -136,7 +136,7 @@ def _observation_resource(rec: Recording) -> dict:
         "note": [{"text": " ".join(filter(None, (
             "Screening aid, not a diagnosis.",
             f"Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "",
-            caution(rec.verdict, rec.duration_s, rec.level_dbfs),
+            caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s),
             f"Note: {rec.note}." if rec.note else "")))}],
     })
     if components:

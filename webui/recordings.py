@@ -75,7 +75,7 @@ def detail(rec_id: int):
     # Poor signal again and again: the box itself asked for a referral (device.visits).
     unjudged = person_verdict == "poor_signal" and any(ended_unjudged(r.note) for r in visit or [rec])
     return render_template("recording.html", rec=rec, patient=patient,
-                           caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs),
+                           caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s),
                            silent=dsp.signal_quality.SILENCE in rec.quality_reasons, unjudged=unjudged,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
