@@ -17,10 +17,12 @@ and classifies it by the device's path:
 * ``lifted``: the chest piece off the skin for 2 s (the room's faint noise), a knock at each end.
 
 Printed per artefact: how many verdicts differ from the clean recording's, how many became poor
-signal, the median change of P(abnormal) among those still scored, and Se / Sp / MAcc of the
-scored verdicts (the clean recordings' first); each twice: as the device classifies (a stretch with
-the chest piece off the skin and bursts of noise left out, :mod:`dsp.interruptions`) and scoring
-every window, as before those rules. Choose anything on ``--split validation``; the
+signal, the median change of P(abnormal) among those still scored, Se / Sp / MAcc of the scored
+verdicts (the clean recordings' first), and how many heart rates moved more than 10 % from the
+clean recording's (of those found in both); each twice: as the device classifies (a stretch with
+the chest piece off the skin and bursts of noise left out of the windows, the quality checks and
+the heart rate: :mod:`dsp.interruptions`, :func:`dsp.heard_quality`) and scoring every window and
+judging the whole recording, as before those rules. Choose anything on ``--split validation``; the
 test split is for the report. Not a test: about 2 minutes for the test split on 2 cores.
 """
 
@@ -146,8 +148,11 @@ def main() -> int:
         swapped = sum({v.label, c.label} == {"normal", "abnormal"} for v, c in zip(verdicts, clean))
         deltas = [abs(v.p_abnormal - c.p_abnormal) for v, c in zip(verdicts, clean)
                   if v.p_abnormal is not None and c.p_abnormal is not None and v.label != "poor_signal"]
+        rates = [abs(v.heart_rate_bpm / c.heart_rate_bpm - 1) for v, c in zip(verdicts, clean)
+                 if v.heart_rate_bpm and c.heart_rate_bpm]
         return (f"{flips:3d} differ ({swapped:3d} normal<->abnormal, {to_poor:3d} to poor signal), |dP| median "
-                f"{np.median(deltas) if deltas else float('nan'):.4f}; {figures(verdicts)}")
+                f"{np.median(deltas) if deltas else float('nan'):.4f}; {figures(verdicts)}; heart rate >10% off "
+                f"{sum(r > 0.1 for r in rates)} of {len(rates)}")
 
     ways = {"device": classifier, "every window": every_window}
     clean = {way: [c.classify(audio, RATE) for audio in stored] for way, c in ways.items()}

@@ -401,11 +401,15 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         lines += ["## A moment of trouble inside a recording (tools/eval_transients.py)", "In the field a recording "
                   "is rarely clean from end to end. One moment of trouble put into each test recording (a knock, "
                   "three, 2 s of rubbing, 3 s of talking, 2 s with the chest piece off the skin), each classified as "
-                  "the device does and scoring every window (as before `dsp/interruptions.py`). Scoring every window, "
-                  "a lifted chest piece made the model call most of the healthy hearts it still judged abnormal, and "
-                  "talking or rubbing many of them; left out, those stretches barely move a verdict. Knocks are "
-                  "left to the model's own uncertainty, and rubbing still ends as poor signal more often than not: "
-                  "the health worker's \"quiet room, hold still\" matters:", "", transients, ""]
+                  "the device does and scoring every window with the quality checks judging the whole recording (as "
+                  "before `dsp/interruptions.py`). Scoring every window, a lifted chest piece made the model call most "
+                  "of the healthy hearts it still judged abnormal, and talking or rubbing many of them; judging the "
+                  "whole recording, most rubbed and many talked-over recordings were poor signal and their heart "
+                  "rates pulled. Left out of both, those stretches barely move a verdict or a heart rate, and most "
+                  "such recordings get one. Knocks are left to the quality checks and the model's own uncertainty "
+                  "(a knocked recording often fails the rhythm check; the ones that pass are where the model errs "
+                  "more), and a lifted chest piece still ends as poor signal in one of five: the health worker's "
+                  "\"quiet room, hold still\" matters:", "", transients, ""]
     if bench:
         lines += ["## Speed and size (tools/bench_model.py)", "", bench.get("text", ""), ""]
     lines += [
