@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from .errors import StorageError
 
@@ -38,14 +38,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_json_with_age(path: Path) -> Optional[tuple[Any, float]]:
-    """A small JSON file one service leaves for another (a request from the web page) and its
-    age in seconds; None when it is not there or cannot be read."""
+def read_json_with_age(path: Path) -> Optional[tuple[dict, float]]:
+    """A small JSON object one service leaves for another (a request from the web page) and its
+    age in seconds; None when it is not there or cannot be read. JSON that is not an object
+    reads as an empty one: the file is there (a request is waiting), but it says nothing."""
     path = Path(path)
     try:
-        return json.loads(path.read_text()), time.time() - path.stat().st_mtime
+        data, age = json.loads(path.read_text()), time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return None
+    return (data if isinstance(data, dict) else {}), age
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -777,6 +777,8 @@ def test_an_admin_sends_to_the_fhir_server_now_through_the_sending_service(app, 
     assert "A send asked for by admin@clinic.test is waiting to start." in page
     assert "heartpi-fhir-sync service is not running" not in page
     assert "Send to the FHIR server now" not in page  # one request at a time
+    request_file.write_text("[1]")  # JSON, but not a request's: still a request waiting, from no one known
+    assert "A send asked for by ? is waiting to start." in " ".join(html.unescape(_device_page(client)).split())
     old = time.time() - 120
     os.utime(request_file, (old, old))
     assert "the heartpi-fhir-sync service is not running" in " ".join(html.unescape(_device_page(client)).split())
