@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "heartpi-cnn.tflite"
 METADATA_FORMAT = 1
-#: Quality reasons that make the model's score meaningless: no score is computed at all.
-NO_SCORE_REASONS = (signal_quality.SILENCE, signal_quality.TOO_SHORT)
 
 
 @lru_cache(maxsize=1)
@@ -202,37 +200,24 @@ class Classifier:
                  min_seconds: float = signal_quality.MIN_QUALITY_SECONDS) -> Verdict:
         """Verdict for a whole recording: quality gate, windowed scores, mean, threshold. A stretch
         with the chest piece off the skin, or of talking or rubbing, is left out of the windows
-        (:mod:`dsp.interruptions`) and of the quality gate and heart rate
-        (:func:`dsp.heard_quality`); fewer than ``min_seconds`` left is poor signal.
+        (:mod:`dsp.interruptions`) and of the quality gate and heart rate (:func:`dsp.judge`);
+        fewer than ``min_seconds`` left is poor signal.
 
         ``min_seconds``: a shorter recording is ``poor_signal`` (``too_short``); the device
         passes its own, longer minimum (config ``audio.min_seconds``).
         """
-        resampled = dsp.resample(samples, rate, dsp.ANALYSIS_RATE_HZ)
-        analysis, spectrum = dsp.bandpass_with_spectrum(resampled, dsp.ANALYSIS_RATE_HZ)
-        report = dsp.quality(samples, rate, analysis=analysis, spectrum=spectrum, min_seconds=min_seconds)
-        reasons = list(report.reasons)
+        judged = dsp.judge(samples, rate, self.params, dropout_db=self.dropout_db, burst_db=self.noise_burst_db,
+                           min_seconds=min_seconds)
+        report, reasons, scored = judged.report, list(judged.reasons), judged.scored
         p_abnormal: Optional[float] = None
         n_windows = 0
-        scored: Optional[dsp.ScoredWindows] = None
-        if not any(r in reasons for r in NO_SCORE_REASONS):  # too short includes anything under 1 s
-            scored = dsp.scored_windows(analysis, self.params, samples=resampled, dropout_db=self.dropout_db,
-                                        burst_db=self.noise_burst_db)
-            if scored.left_out is not None:  # judged, like the windows, without what was left out
-                report = dsp.heard_quality(samples, rate, resampled, scored.left_out, self.params.hop_length,
-                                           whole=report)
-                reasons = list(report.reasons)
-            if len(scored.windows) == 0 or report.duration_s - scored.left_out_s < min_seconds:
-                # every window held a stretch that is not the heart, or too little is left to judge
-                why = signal_quality.NOISY if scored.noisy_s > scored.lifted_s else signal_quality.LIFTED
-                reasons += [why] if why not in reasons else []
-            else:
-                scores = self.score_windows(scored.windows)
-                n_windows = len(scores)
-                p_abnormal = float(np.mean(scores))
-                if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
-                    reasons.append(UNCERTAIN)
-        if reasons or p_abnormal is None:  # unscored only with a reason (NO_SCORE_REASONS, LIFTED, NOISY)
+        if judged.scorable and scored is not None:
+            scores = self.score_windows(scored.windows)
+            n_windows = len(scores)
+            p_abnormal = float(np.mean(scores))
+            if n_windows > 1 and logit_spread(scores) > self.uncertainty_max:
+                reasons.append(UNCERTAIN)
+        if reasons or p_abnormal is None:  # unscored only with a reason (dsp.judge's)
             label = POOR_SIGNAL
         else:
             label = ABNORMAL if p_abnormal >= self.threshold else NORMAL

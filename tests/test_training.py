@@ -813,3 +813,27 @@ def test_normalise_source_is_refused_outside_a_plain_leave_one_source_out_run():
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, extra
         assert "--normalise source is a leave-one-source-out measurement" in result.stderr, extra
+
+
+def test_the_leave_one_source_out_gate_refuses_what_the_device_refuses(tmp_path, classifier):
+    """The LOSO figures "with the box's quality gate" and the box itself judge a recording by one
+    function (dsp.judge), stretches left out: loud talking inside a good recording is not a refusal,
+    a recording of nothing but room noise is."""
+    import soundfile
+
+    import dsp
+    from model.train.dataset import Record, read_stored
+    from model.train.pipeline import quality_refusals
+    from tests.test_dsp_interruptions import _talking
+
+    samples, rate = dsp.read_wav([p for p in reference_wavs() if p.name.startswith("normal-a")][0])
+    cases = {"talked-over": samples + 3 * (_talking(samples, rate, 6.0, 3.0) - samples),
+             "room": 1e-3 * np.random.default_rng(4).standard_normal(samples.size).astype(np.float32)}
+    for name, audio in cases.items():
+        soundfile.write(tmp_path / f"{name}.flac", np.clip(audio, -1, 1), rate, subtype="PCM_16")
+    records = [Record(name=f"{name}.flac", label=0, source="training-a", sqi=1) for name in cases]
+    refused = quality_refusals(records, tmp_path, classifier.params, workers=1)
+    assert refused == {"talked-over.flac": False, "room.flac": True}
+    device = {name: classifier.classify(*read_stored(tmp_path / f"{name}.flac")) for name in cases}
+    assert device["talked-over"].label == "normal" and device["room"].label == "poor_signal"
+    assert "noisy" in dsp.quality(*read_stored(tmp_path / "talked-over.flac")).reasons  # judged whole, it was refused

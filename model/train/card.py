@@ -172,7 +172,8 @@ def render(meta: dict, bench: Optional[dict] = None, ablations: Optional[list] =
         if gated:
             lines += ["*With the box's quality gate*: what a clinic with that stethoscope would see. The recordings the "
                       "box would answer \"poor signal: record again\" (the quality checks on the recording as stored, "
-                      "as an upload is judged, or the fold model's windows disagreeing beyond the limit chosen on its "
+                      "as an upload is judged, stretches that are not the heart left out, or the fold model's windows "
+                      "disagreeing beyond the limit chosen on its "
                       "validation recordings) are left out, and their share is given. Mean MAcc of the rest "
                       f"{lo['mean_macc_gated']:.3f}, mean share refused {_pct(lo['mean_poor_signal_share'])}.", ""]
         lines += ["Share of the people referred at the shipped threshold, which a device sees without any clinician "

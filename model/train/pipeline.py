@@ -614,18 +614,21 @@ def train_once(train: list[Record], validation: list[Record], params: dsp.Featur
     return model, x
 
 
-def _refused_by_quality(path: str) -> bool:
+def _refused_by_quality(args: tuple[str, dsp.FeatureParams]) -> bool:
+    path, params = args
     samples, rate = read_stored(path)
-    return bool(dsp.quality(samples, rate).reasons)
+    return bool(dsp.judge(samples, rate, params).reasons)
 
 
-def quality_refusals(records: Sequence[Record], data_dir: Path, workers: int = 2) -> dict[str, bool]:
-    """Whether the device's quality gate (:func:`dsp.quality` on each recording as stored, as an
-    upload is judged) answers "poor signal" whatever the model says: the part of the gate no
-    training changes, computed once for every fold."""
+def quality_refusals(records: Sequence[Record], data_dir: Path, params: dsp.FeatureParams,
+                     workers: int = 2) -> dict[str, bool]:
+    """Whether the device's quality gate (:func:`dsp.judge` on each recording as stored, as an
+    upload is judged: stretches that are not the heart left out) answers "poor signal" whatever
+    the model says: the part of the gate no training changes, computed once for every fold."""
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return dict(zip((r.name for r in records),
-                        pool.map(_refused_by_quality, [str(data_dir / r.name) for r in records], chunksize=16)))
+                        pool.map(_refused_by_quality, [(str(data_dir / r.name), params) for r in records],
+                                 chunksize=16)))
 
 
 def loso(records: list[Record], params: dsp.FeatureParams, *, versions: dict, epochs: int,
@@ -964,7 +967,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["loso"] = loso(records, params, versions=versions, epochs=args.loso_epochs,
                               seed=args.seed, workers=args.workers, tricks=tricks,
                               train_without=args.train_without, threshold_rule=args.threshold_rule,
-                              refused=quality_refusals(records, args.data, args.workers),
+                              refused=quality_refusals(records, args.data, params, args.workers),
                               source_stats=source_stats)
         log.info("LOSO mean MAcc %.3f +- %.3f", report["loso"]["mean_macc"], report["loso"]["std_macc"])
         if args.loso_only:
