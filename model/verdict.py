@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Optional, Protocol
 
 from dsp.signal_quality import QUIET_RMS_DBFS
 from dsp.signal_quality import REASON_ADVICE as SIGNAL_ADVICE
@@ -87,6 +87,24 @@ def verdict_caution(label: Optional[str], duration_s: float, level_dbfs: Optiona
         return Caution("quiet", "quiet recording",
                        QUIET_ABNORMAL_CAUTION.format(level=math.floor(level_dbfs), limit=QUIET_RMS_DBFS))
     return None
+
+
+class StoredVerdict(Protocol):
+    """What a stored recording (:class:`device.records.Recording`) holds of its verdict's caution."""
+    @property
+    def verdict(self) -> Optional[str]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def level_dbfs(self) -> Optional[float]: ...
+    @property
+    def left_out_s(self) -> Optional[float]: ...
+
+
+def recording_caution(rec: StoredVerdict) -> Optional[Caution]:
+    """:func:`verdict_caution` of a stored recording, from the fields it keeps for it: one place,
+    so the recording page and both exports cannot pass different ones."""
+    return verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s)
 
 
 def caution(label: Optional[str], duration_s: float, level_dbfs: Optional[float] = None,

@@ -23,7 +23,7 @@ from device.clinic_time import ClinicTime
 from device.records import Recording, RecordStore
 from device.sites import SITES, site_text
 from device.storage import resolve
-from model.verdict import caution
+from model.verdict import recording_caution
 
 CSV_COLUMNS = ("recording_id", "captured_at", "device_id", "source", "patient_id",
                "patient_number", "patient_name", "verdict", "p_abnormal", "threshold",
@@ -54,6 +54,12 @@ def safe_cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _caution_sentence(rec: Recording) -> str:
+    """The recording page's caution for the CSV's column and the Observation's note ("": none)."""
+    found = recording_caution(rec)
+    return found.sentence if found else ""
+
+
 def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: ClinicTime = ClinicTime()) -> str:
     """One row per recording. ``captured_at`` is the stored UTC instant; ``captured_local`` the
     same moment with the clinic's offset, as its staff wrote it down (both ISO 8601, so a
@@ -72,7 +78,7 @@ def to_csv(store: RecordStore, recordings: Iterable[Recording], *, clinic: Clini
                ";".join(rec.quality_reasons), f"{rec.duration_s:.2f}", rec.rate, rec.overflows,
                rec.model_sha256, rec.software_version, rec.sha256, rec.file, rec.finding or "",
                rec.finding_note, _entered_by(rec), rec.finding_at or "", rec.site or "", clinic.iso(rec.captured_at),
-               rec.visit or "", caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s) or "",
+               rec.visit or "", _caution_sentence(rec),
                "" if rec.level_dbfs is None else round(rec.level_dbfs, 1),  # a number: not "'-55.0"
                rec.note)
         writer.writerow([safe_cell(v) if isinstance(v, str) else v for v in row])
@@ -136,7 +142,7 @@ def _observation_resource(rec: Recording) -> dict:
         "note": [{"text": " ".join(filter(None, (
             "Screening aid, not a diagnosis.",
             f"Signal quality: {', '.join(rec.quality_reasons)}." if rec.quality_reasons else "",
-            caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s),
+            _caution_sentence(rec),
             f"Note: {rec.note}." if rec.note else "")))}],
     })
     if components:

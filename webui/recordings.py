@@ -11,7 +11,7 @@ from device.records import FINDINGS, ended_unjudged, screening_verdict
 from device.retention import delete_recordings
 from device.sites import SITES, site_text
 from device.storage import resolve, store_recording
-from model.verdict import LEFT_OUT_MARK, REASON_ADVICE, verdict_caution
+from model.verdict import LEFT_OUT_MARK, REASON_ADVICE, recording_caution
 
 from . import classify, get_config, get_store
 from .auth import actor, roles_required
@@ -75,7 +75,7 @@ def detail(rec_id: int):
     # Poor signal again and again: the box itself asked for a referral (device.visits).
     unjudged = person_verdict == "poor_signal" and any(ended_unjudged(r.note) for r in visit or [rec])
     return render_template("recording.html", rec=rec, patient=patient,
-                           caution=verdict_caution(rec.verdict, rec.duration_s, rec.level_dbfs, rec.left_out_s),
+                           caution=recording_caution(rec),
                            silent=dsp.signal_quality.SILENCE in rec.quality_reasons, unjudged=unjudged,
                            visit=visit if len(visit) > 1 else [], person_verdict=person_verdict,
                            referring=[r for r in visit if r.verdict == "abnormal"],
